@@ -1,0 +1,206 @@
+"""Typed models of an intent file (YAML).
+
+An intent says *what* the user wants: sites (one gateway each), their hosts, and how the
+overlay joins them. It says nothing about how; the planner decides that. Unknown keys are
+errors (a typo must not be silently ignored). See ``examples/prestocloud.yaml`` for a
+commented reference.
+"""
+
+from __future__ import annotations
+
+import re
+from ipaddress import IPv4Address, IPv4Network
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from polynimbus.names import NAME_RE
+
+PROVIDER_CODES: dict[str, int] = {
+    "aws": 1,
+    "azure": 2,
+    "openstack": 3,
+    "gcp": 4,
+    "onprem": 5,
+    "edge": 6,
+}
+"""Octet A of the numbering plan 10.A.B.C per provider (seed 003 §3.2.3.1, Table 3.1)."""
+
+Provider = Literal["aws", "azure", "openstack", "gcp", "onprem", "edge"]
+Topology = Literal["full-mesh", "hub", "mst"]
+Transport = Literal["wireguard", "vxlan"]
+
+DEFAULT_PORTS: dict[str, int] = {"wireguard": 51820, "vxlan": 4789}
+"""Default UDP port of each transport (WireGuard's customary port; IANA VXLAN, RFC 7348)."""
+
+_RATE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(bit|kbit|mbit|gbit|tbit|bps|kbps|mbps|gbps)?\s*$", re.I)
+_RATE_UNITS = {
+    None: 1, "bit": 1, "kbit": 10**3, "mbit": 10**6, "gbit": 10**9, "tbit": 10**12,
+    # tc's convention: "bps" is bytes per second.
+    "bps": 8, "kbps": 8 * 10**3, "mbps": 8 * 10**6, "gbps": 8 * 10**9,
+}
+_DELAY_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(us|ms|s)?\s*$")
+_DELAY_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, None: 1.0}
+
+
+def parse_rate(text: str | int | float) -> int:
+    """Parse a tc-style rate (``200mbit``, ``1gbit``, ``5mbps`` = 5 MB/s) into bit/s.
+
+    Raises:
+        ValueError: not a rate, or not positive.
+    """
+    if isinstance(text, int | float) and not isinstance(text, bool):
+        value = float(text)
+        unit = None
+    else:
+        m = _RATE_RE.match(str(text))
+        if not m:
+            raise ValueError(f"{text!r} is not a rate; write e.g. 200mbit, 1gbit or 500kbit")
+        value, unit = float(m.group(1)), (m.group(2) or None)
+    bps = int(value * _RATE_UNITS[unit.lower() if unit else None])
+    if bps <= 0:
+        raise ValueError("a rate must be positive")
+    return bps
+
+
+def parse_delay(text: str | int | float) -> float:
+    """Parse a delay (``20ms``, ``0.5s``, ``300us``; a bare number is ms) into milliseconds.
+
+    Raises:
+        ValueError: not a delay, or negative.
+    """
+    if isinstance(text, int | float) and not isinstance(text, bool):
+        return float(text)
+    m = _DELAY_RE.match(str(text))
+    if not m:
+        raise ValueError(f"{text!r} is not a delay; write e.g. 20ms")
+    return float(m.group(1)) * _DELAY_UNITS[m.group(2)]
+
+
+def _check_name(value: str, what: str) -> str:
+    if not NAME_RE.match(value):
+        raise ValueError(
+            f"{value!r} is not a valid {what} name: use 1-32 lowercase letters, digits and "
+            "inner hyphens"
+        )
+    return value
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Location(_Model):
+    """Where a site is, in decimal degrees (WGS 84). Used by ``topology: mst``."""
+
+    lat: float = Field(ge=-90, le=90)
+    lon: float = Field(ge=-180, le=180)
+
+
+class UnderlaySpec(_Model):
+    """Emulated conditions of a site's internet link (lab only).
+
+    ``rate`` is shaped with tbf in both directions; ``delay`` needs the kernel's netem.
+    """
+
+    rate: str | None = None
+    delay: str | None = None
+
+    @field_validator("rate")
+    @classmethod
+    def _rate(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_rate(v)
+        return v
+
+    @field_validator("delay")
+    @classmethod
+    def _delay(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_delay(v)
+        return v
+
+    @property
+    def rate_bps(self) -> int | None:
+        """Shaped rate in bit/s, or ``None``."""
+        return parse_rate(self.rate) if self.rate is not None else None
+
+    @property
+    def delay_ms(self) -> float | None:
+        """One-way delay to add in ms, or ``None``."""
+        return parse_delay(self.delay) if self.delay is not None else None
+
+
+class HostSpec(_Model):
+    """A host (VM) of a site. Written as a bare name or ``{name: X, address: A}``."""
+
+    name: str
+    address: IPv4Address | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_str(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            return {"name": data}
+        return data
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return _check_name(v, "host")
+
+
+class SiteSpec(_Model):
+    """A site: one cloud network (VPC, VNet, OpenStack network) with one gateway."""
+
+    name: str
+    provider: Provider
+    region: str | None = None
+    location: Location | None = None
+    subnet: IPv4Network | None = None
+    hosts: list[HostSpec] = Field(default_factory=list)
+    underlay: UnderlaySpec | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return _check_name(v, "site")
+
+
+class Overlay(_Model):
+    """How the gateways are joined.
+
+    Attributes:
+        topology: ``full-mesh`` (every pair), ``hub`` (every gateway to ``hub``), ``mst``
+            (minimum spanning tree of great-circle distances).
+        transport: ``wireguard`` (encrypted) or ``vxlan`` (not encrypted).
+        address_space: the overlay's range; every site block lies inside it.
+        hub: the hub site, with ``topology: hub``.
+        port: UDP port of the transport (default 51820 for WireGuard, 4789 for VXLAN).
+        underlay_mtu: MTU of the underlay path between gateways, in bytes.
+    """
+
+    topology: Topology = "full-mesh"
+    transport: Transport = "wireguard"
+    address_space: IPv4Network = IPv4Network("10.0.0.0/8")
+    hub: str | None = None
+    port: int | None = Field(default=None, ge=1, le=65535)
+    underlay_mtu: int = Field(default=1500, ge=1280, le=9000)
+
+    @property
+    def effective_port(self) -> int:
+        """The UDP port in use: ``port`` or the transport's default."""
+        return self.port if self.port is not None else DEFAULT_PORTS[self.transport]
+
+
+class Intent(_Model):
+    """A whole intent file."""
+
+    name: str
+    overlay: Overlay = Field(default_factory=Overlay)
+    sites: list[SiteSpec] = Field(min_length=1)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return _check_name(v, "lab")

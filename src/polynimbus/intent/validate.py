@@ -1,0 +1,83 @@
+"""Semantic validation of an intent: what types alone cannot say.
+
+Checks: duplicate site names, duplicate or reserved host names (per site), the hub of
+``topology: hub``, and the numbering plan (:func:`polynimbus.plan.ipam.number_sites`):
+overlapping blocks, addresses outside ``address_space`` or their block, exhaustion.
+"""
+
+from __future__ import annotations
+
+import difflib
+
+from polynimbus.errors import Problem
+from polynimbus.intent.models import Intent
+from polynimbus.names import RESERVED_HOST_NAMES
+
+
+def semantic_problems(intent: Intent, site_indices: list[int] | None) -> list[Problem]:
+    """All semantic problems of ``intent``, in a stable order.
+
+    Args:
+        intent: a structurally valid intent (possibly a subset of the file's sites).
+        site_indices: the file index of each site in ``intent.sites`` when it is a subset,
+            so that paths name the right ``sites[i]``; ``None`` when it is the whole file.
+    """
+    from polynimbus.plan.ipam import number_sites
+
+    idx = site_indices if site_indices is not None else list(range(len(intent.sites)))
+    problems: list[Problem] = []
+
+    first_seen: dict[str, int] = {}
+    for k, site in enumerate(intent.sites):
+        i = idx[k]
+        if site.name in first_seen:
+            problems.append(Problem(f"sites[{i}].name", f"duplicate site name {site.name!r} "
+                                    f"(also sites[{first_seen[site.name]}])",
+                                    "site names must be unique; rename one"))
+        else:
+            first_seen[site.name] = i
+        hosts_seen: dict[str, int] = {}
+        for j, host in enumerate(site.hosts):
+            path = f"sites[{i}].hosts[{j}]"
+            if host.name in RESERVED_HOST_NAMES:
+                problems.append(Problem(path, f"host name {host.name!r} is reserved for the "
+                                        "site's gateway", "rename the host"))
+            if host.name in hosts_seen:
+                problems.append(Problem(path, f"duplicate host name {host.name!r} in site "
+                                        f"{site.name!r} (also sites[{i}].hosts"
+                                        f"[{hosts_seen[host.name]}])",
+                                        "host names must be unique within a site"))
+            else:
+                hosts_seen[host.name] = j
+
+    ov = intent.overlay
+    names = [s.name for s in intent.sites]
+    if ov.topology == "hub":
+        if ov.hub is None:
+            example = names[0] if names else "SITE"
+            problems.append(Problem("overlay", "topology 'hub' needs a hub site",
+                                    f"add hub: <site name> under overlay:, e.g. hub: {example}"))
+        elif ov.hub not in names and site_indices is None:
+            close = difflib.get_close_matches(ov.hub, names, n=1)
+            hint = (f"did you mean {close[0]!r}? " if close else "") + "sites: " + ", ".join(names)
+            problems.append(Problem("overlay.hub", f"no site named {ov.hub!r}", hint))
+    elif ov.hub is not None:
+        problems.append(Problem("overlay.hub", f"hub: is only used with topology: hub "
+                                f"(topology is {ov.topology!r})",
+                                "remove hub:, or set topology: hub"))
+
+    _, numbering_problems = number_sites(intent)
+    for p in numbering_problems:
+        problems.append(_reindex(p, idx) if site_indices is not None else p)
+    return problems
+
+
+def _reindex(p: Problem, idx: list[int]) -> Problem:
+    """Rewrite ``sites[k]`` in a problem found on a subset to the file's ``sites[idx[k]]``."""
+    import re
+
+    def sub(m: re.Match[str]) -> str:
+        return f"sites[{idx[int(m.group(1))]}]"
+
+    return Problem(re.sub(r"sites\[(\d+)\]", sub, p.path), re.sub(r"sites\[(\d+)\]", sub,
+                   p.message), p.hint, p.line)

@@ -1,0 +1,108 @@
+"""The one place where generated names are decided.
+
+Linux interface names are at most 15 bytes (IFNAMSIZ - 1). Namespace names have no such
+limit. ``wireguard-go`` keeps its control socket at ``/var/run/wireguard/IFNAME.sock``,
+shared by all namespaces, so tunnel interface names must be unique on the *host*; every
+other interface only needs to be unique inside its own namespace.
+
+Scheme (``LAB`` is the intent's ``name``; ``TAG`` = first 4 hex digits of SHA-256(LAB);
+``SID`` = a site's id, 6 hex digits: its block's offset in ``address_space``):
+
+=====================  =====================================  ===========  ===========
+what                   name                                   where        unique on
+=====================  =====================================  ===========  ===========
+internet namespace     ``pn.LAB.internet``                    host         host
+gateway namespace      ``pn.LAB.SITE.gateway``                host         host
+host namespace         ``pn.LAB.SITE.HOST``                   host         host
+gateway WAN link       ``wan0``                               gateway      namespace
+internet-side link     ``uSID`` (7 chars)                     internet     namespace
+site LAN bridge        ``lan0``                               gateway      namespace
+host port on the LAN   ``hN`` (N: host offset in the block)   gateway      namespace
+host NIC               ``eth0``                               host         namespace
+WireGuard interface    ``wgTAGSID`` (12 chars)                gateway      host
+VXLAN tunnel to peer   ``vxSID`` of the peer (8 chars)        gateway      namespace
+=====================  =====================================  ===========  ===========
+
+Site and host names are DNS-like labels (``[a-z0-9-]``, no dots), so the dots in namespace
+names cannot be confused, and one lab's prefix ``pn.LAB.`` never matches another lab.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+IFNAMSIZ = 15
+"""Longest Linux interface name, in bytes."""
+
+NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")
+"""Site, host and lab names: 1-32 characters, lowercase letters, digits, inner hyphens."""
+
+RESERVED_HOST_NAMES = frozenset({"gateway", "gw"})
+"""Host names that would collide with the gateway's node name."""
+
+WAN_IF = "wan0"
+LAN_BRIDGE = "lan0"
+HOST_IF = "eth0"
+NS_PREFIX = "pn"
+
+
+def lab_tag(lab: str) -> str:
+    """4 hex digits identifying a lab on the host (first 16 bits of SHA-256 of its name)."""
+    return hashlib.sha256(lab.encode()).hexdigest()[:4]
+
+
+def lab_prefix(lab: str) -> str:
+    """Prefix of every namespace of a lab, e.g. ``pn.prestocloud.``."""
+    return f"{NS_PREFIX}.{lab}."
+
+
+def internet_ns(lab: str) -> str:
+    """Namespace playing the public internet."""
+    return f"{lab_prefix(lab)}internet"
+
+
+def gateway_ns(lab: str, site: str) -> str:
+    """Namespace of a site's gateway."""
+    return f"{lab_prefix(lab)}{site}.gateway"
+
+
+def host_ns(lab: str, site: str, host: str) -> str:
+    """Namespace of one host of a site."""
+    return f"{lab_prefix(lab)}{site}.{host}"
+
+
+def wireguard_if(lab: str, site_id: str) -> str:
+    """Host-unique WireGuard interface name of a gateway (12 chars)."""
+    return check_ifname(f"wg{lab_tag(lab)}{site_id}")
+
+
+def wireguard_if_prefix(lab: str) -> str:
+    """Prefix shared by all the lab's WireGuard interfaces (used by ``down`` to find leftovers)."""
+    return f"wg{lab_tag(lab)}"
+
+
+def vxlan_if(peer_site_id: str) -> str:
+    """VXLAN interface in a gateway towards one peer (8 chars)."""
+    return check_ifname(f"vx{peer_site_id}")
+
+
+def uplink_if(site_id: str) -> str:
+    """Interface in the internet namespace towards one gateway (7 chars)."""
+    return check_ifname(f"u{site_id}")
+
+
+def host_port_if(host_offset: int) -> str:
+    """Gateway-side port of a host's veth pair, enslaved to the LAN bridge."""
+    return check_ifname(f"h{host_offset}")
+
+
+def check_ifname(name: str) -> str:
+    """Return ``name`` if it is a valid Linux interface name.
+
+    Raises:
+        ValueError: longer than 15 bytes, empty, or containing ``/``, ``:`` or whitespace.
+    """
+    if not name or len(name.encode()) > IFNAMSIZ or re.search(r"[/:\s]", name):
+        raise ValueError(f"invalid interface name {name!r} (at most {IFNAMSIZ} bytes)")
+    return name
