@@ -1,0 +1,203 @@
+"""Apply: observe a target, diff it against the desired resources, make only the changes.
+
+Applying the same desired state twice makes no change the second time (tailscale's
+``router.Set`` rule). Every change is idempotent on its own, so an apply cut off at any
+point (Ctrl-C, kill -9, a failing command) is completed by applying again.
+
+Order: deletions first, most dependent first (routes before links before namespaces),
+skipping what disappears with its namespace or link; then creations and updates, least
+dependent first. A resource whose dependency is (re)created is re-applied too, because
+recreating a link drops its addresses, routes and qdiscs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from polynimbus.resources import Key, Resource
+
+Action = Literal["create", "update", "delete"]
+
+
+@dataclass(frozen=True)
+class Change:
+    """One change to make: ``action`` on ``resource``, and why."""
+
+    action: Action
+    resource: Resource
+    reason: str
+
+    def describe(self) -> str:
+        """E.g. ``create link wan0 (veth) on pn.x.a.gateway: missing``."""
+        return f"{self.action} {self.resource.describe()}: {self.reason}"
+
+
+class Target(Protocol):
+    """What apply needs from a target (a place it can observe and change)."""
+
+    def observe(self, lab: str, desired: Sequence[Resource]) -> dict[Key, Resource]:
+        """What exists now for ``lab``, as resources (scoped by ``desired`` where reading
+        everything would be costly, e.g. sysctls)."""
+        ...
+
+    def create(self, resource: Resource) -> None:
+        """Create ``resource``, replacing whatever has its key. Idempotent."""
+        ...
+
+    def update(self, resource: Resource, current: Resource) -> None:
+        """Make ``current`` match ``resource`` (same key, other spec). Idempotent."""
+        ...
+
+    def delete(self, resource: Resource) -> None:
+        """Remove ``resource``; absent is not an error."""
+        ...
+
+
+_RECREATING = frozenset({"netns", "link"})
+"""Kinds whose (re)creation drops what depends on them."""
+
+
+def _differences(want: Resource, have: Resource) -> str:
+    a, b = dict(have.spec), dict(want.spec)
+    parts = []
+    for k in sorted(set(a) | set(b)):
+        if a.get(k) != b.get(k):
+            if k == "digest":
+                parts.append("content differs")
+            else:
+                parts.append(f"{k} {a.get(k)!r} -> {b.get(k)!r}")
+    return ", ".join(parts) or "differs"
+
+
+def _ends(r: Resource) -> list[Key]:
+    """The keys a resource occupies: itself, and for a veth pair its peer end too."""
+    keys = [r.key]
+    if r.kind == "link" and r.get("peer_node"):
+        keys.append(("link", r.get("peer_node"), r.get("peer_name")))
+    return keys
+
+
+def diff(desired: Sequence[Resource], actual: Mapping[Key, Resource]) -> list[Change]:
+    """The ordered changes that turn ``actual`` into ``desired``.
+
+    Args:
+        desired: resources wanted (any order; keys must be unique).
+        actual: what exists, by key.
+
+    Raises:
+        ValueError: two desired resources share a key.
+    """
+    want: dict[Key, Resource] = {}
+    for r in desired:
+        if r.key in want:
+            raise ValueError(f"two desired resources share the key {r.key}")
+        want[r.key] = r
+
+    changes: list[Change] = []
+    touched: set[Key] = set()
+
+    def touch(r: Resource) -> None:
+        touched.update(_ends(r))
+
+    for r in sorted(want.values(), key=lambda x: x.rank):
+        have = actual.get(r.key)
+        if have is None:
+            changes.append(Change("create", r, "missing"))
+            touch(r)
+        elif have.spec != r.spec:
+            changes.append(Change("update", r, _differences(r, have)))
+            if r.kind in _RECREATING:
+                touch(r)
+        else:
+            dep = next((d for d in r.dependencies() if d in touched), None)
+            if dep is not None:
+                changes.append(Change("create", r, f"re-applied: {dep[0]} {dep[2] or dep[1]} "
+                                      "was recreated"))
+                touch(r)
+
+    gone_ns = {k[1] for k in actual if k[0] == "netns" and k not in want}
+    gone_links = {(e[1], e[2]) for k, r in actual.items()
+                  if k[0] == "link" and (k not in want or want[k].spec != r.spec)
+                  for e in _ends(r)}
+    deletes: list[Change] = []
+    for k, r in actual.items():
+        if k in want:
+            continue
+        if r.kind != "netns" and r.node in gone_ns:
+            continue  # goes away with its namespace
+        if r.kind in ("addr", "route", "qdisc", "wgconf"):
+            dev = r.name.split(" ")[0] if r.kind == "addr" else r.get("dev", r.name)
+            if (r.node, dev) in gone_links:
+                continue  # goes away with its link
+        deletes.append(Change("delete", r, "not in the plan"))
+    deletes.sort(key=lambda c: c.resource.rank, reverse=True)
+    return deletes + changes
+
+
+@dataclass
+class ApplyResult:
+    """What an apply did.
+
+    Attributes:
+        changes: the changes made, in order.
+        warnings: things the user should know (e.g. delay emulation unavailable).
+    """
+
+    changes: list[Change] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        """True when anything was changed."""
+        return bool(self.changes)
+
+    def counts(self) -> dict[str, int]:
+        """Number of changes per action."""
+        out = {"create": 0, "update": 0, "delete": 0}
+        for c in self.changes:
+            out[c.action] += 1
+        return out
+
+
+Progress = Callable[[Change, int, int], None]
+
+
+def execute(target: Target, changes: Iterable[Change], actual: Mapping[Key, Resource],
+            progress: Progress | None = None) -> ApplyResult:
+    """Make ``changes`` on ``target`` in order.
+
+    Args:
+        progress: called before each change with ``(change, index, total)``.
+
+    Raises:
+        ApplyError: (from the target) a change failed; the changes before it stay made.
+    """
+    todo = list(changes)
+    result = ApplyResult()
+    for i, c in enumerate(todo):
+        if progress:
+            progress(c, i, len(todo))
+        if c.action == "create":
+            target.create(c.resource)
+        elif c.action == "update":
+            target.update(c.resource, actual[c.resource.key])
+        else:
+            target.delete(c.resource)
+        result.changes.append(c)
+    return result
+
+
+def apply(target: Target, lab: str, desired: Sequence[Resource],
+          progress: Progress | None = None, dry_run: bool = False) -> ApplyResult:
+    """Observe ``target``, diff against ``desired`` and make the changes.
+
+    Args:
+        dry_run: compute and return the changes without making them.
+    """
+    actual = target.observe(lab, desired)
+    changes = diff(desired, actual)
+    if dry_run:
+        return ApplyResult(changes=changes)
+    return execute(target, changes, actual, progress)

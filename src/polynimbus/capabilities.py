@@ -1,0 +1,101 @@
+"""Detect what this machine can do, rather than assume it.
+
+Each check is cheap and cached. Missing tools are reported with the Debian package that
+provides them; missing kernel features with what polynimbus does instead.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from polynimbus.errors import CapabilityError
+
+TOOL_PACKAGES: dict[str, str] = {
+    "ip": "iproute2",
+    "nft": "nftables",
+    "wg": "wireguard-tools",
+    "wireguard-go": "wireguard-go",
+    "fping": "fping",
+    "ping": "iputils-ping",
+    "iperf3": "iperf3",
+    "tcpdump": "tcpdump",
+    "sysctl": "procps",
+    "tc": "iproute2",
+}
+"""Command -> Debian package that provides it."""
+
+
+def require_root(what: str) -> None:
+    """Raise unless running as root.
+
+    Raises:
+        CapabilityError: not root.
+    """
+    if os.geteuid() != 0:
+        raise CapabilityError(f"{what} needs root (it creates network namespaces); "
+                              "run it with sudo", None)
+
+
+def missing_tools(tools: list[str]) -> list[str]:
+    """The commands of ``tools`` not found on PATH."""
+    return [t for t in tools if shutil.which(t) is None]
+
+
+def require_tools(tools: list[str]) -> None:
+    """Raise if any of ``tools`` is missing, naming the Debian packages to install.
+
+    Raises:
+        CapabilityError: with ``apt-get install`` of the missing packages as the hint.
+    """
+    missing = missing_tools(tools)
+    if missing:
+        pkgs = sorted({TOOL_PACKAGES.get(t, t) for t in missing})
+        names = ", ".join(f"{t} (Debian package {TOOL_PACKAGES.get(t, t)})" for t in missing)
+        raise CapabilityError(f"missing tool{'s' if len(missing) > 1 else ''}: {names}",
+                              f"apt-get install {' '.join(pkgs)}  (or run: make deps)")
+
+
+def _module_available(name: str) -> bool:
+    if Path(f"/sys/module/{name}").exists():
+        return True
+    if shutil.which("modprobe"):
+        subprocess.run(["modprobe", "-q", name], capture_output=True, check=False)
+        return Path(f"/sys/module/{name}").exists()
+    return False
+
+
+@functools.cache
+def kernel_wireguard() -> bool:
+    """True when the kernel has WireGuard (module loaded, loadable or built in).
+
+    ``POLYNIMBUS_WIREGUARD=userspace`` forces ``wireguard-go``; ``=kernel`` forces the module.
+    """
+    forced = os.environ.get("POLYNIMBUS_WIREGUARD", "").lower()
+    if forced in ("userspace", "kernel"):
+        return forced == "kernel"
+    return _module_available("wireguard")
+
+
+@functools.cache
+def netem() -> bool:
+    """True when the kernel has the netem qdisc (delay emulation)."""
+    return _module_available("sch_netem")
+
+
+def wireguard_impl() -> str:
+    """``kernel`` or ``userspace``."""
+    return "kernel" if kernel_wireguard() else "userspace"
+
+
+def lab_tools(transport: str) -> list[str]:
+    """Commands ``up`` needs for a transport."""
+    tools = ["ip", "nft", "sysctl"]
+    if transport == "wireguard":
+        tools.append("wg")
+        if not kernel_wireguard():
+            tools.append("wireguard-go")
+    return tools

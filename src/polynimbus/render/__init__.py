@@ -1,0 +1,1 @@
+"""Rendering: plan -> text artifacts and desired resources. No side effects."""
