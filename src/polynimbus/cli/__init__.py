@@ -1,0 +1,8 @@
+"""The ``polynimbus`` command: one module per verb, each registering itself on :data:`app`."""
+
+from __future__ import annotations
+
+from polynimbus.cli.app import app, main
+from polynimbus.cli import demo, down, exec_, plan, up, validate, verify  # noqa: F401
+
+__all__ = ["app", "main"]

@@ -1,0 +1,69 @@
+"""``polynimbus exec TARGET -- CMD...``."""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated
+
+import typer
+
+from polynimbus import capabilities, names
+from polynimbus.cli.app import app, handle_errors
+from polynimbus.errors import LabNotFoundError, PolynimbusError
+from polynimbus.targets.lab import list_lab_namespaces, list_labs
+
+
+def resolve_node(target: str, lab: str | None) -> str:
+    """The namespace of ``TARGET`` (``SITE/HOST``, ``SITE/gateway`` or ``internet``).
+
+    Raises:
+        LabNotFoundError: no lab is up, several are and ``lab`` is not given, or no such node.
+    """
+    labs = list_labs()
+    if lab is None:
+        if not labs:
+            raise LabNotFoundError("no lab is up", "run: polynimbus up FILE")
+        if len(labs) > 1:
+            raise LabNotFoundError(f"several labs are up ({', '.join(labs)})",
+                                   "choose one with --lab NAME")
+        lab = labs[0]
+    if target == "internet":
+        ns = names.internet_ns(lab)
+    elif target.count("/") == 1:
+        site, host = target.split("/")
+        ns = (names.gateway_ns(lab, site) if host in ("gateway", "gw")
+              else names.host_ns(lab, site, host))
+    else:
+        raise PolynimbusError(f"bad target {target!r}",
+                              "write SITE/HOST, SITE/gateway or internet")
+    present = list_lab_namespaces(lab)
+    if ns not in present:
+        nodes = sorted(_node_name(n, lab) for n in present)
+        raise LabNotFoundError(f"no node {target!r} in lab {lab!r}",
+                               "nodes: " + ", ".join(nodes) if nodes else "the lab is not up")
+    return ns
+
+
+def _node_name(ns: str, lab: str) -> str:
+    rest = ns[len(names.lab_prefix(lab)):]
+    return rest if rest == "internet" else rest.replace(".", "/", 1)
+
+
+@app.command(name="exec", context_settings={"allow_interspersed_args": False})
+@handle_errors
+def exec_(
+    target: Annotated[str, typer.Argument(help="SITE/HOST, SITE/gateway or internet.",
+                                          show_default=False)],
+    command: Annotated[list[str], typer.Argument(help="The command (after --).",
+                                                 show_default=False)],
+    lab: Annotated[str | None, typer.Option("--lab", help="The lab, when several are up.")]
+    = None,
+) -> None:
+    """Run a command inside a lab node, like 'docker exec'.
+
+    Examples: polynimbus exec i3s/app-1 -- ping -c 3 10.1.0.1;
+    polynimbus exec aws-fra/gateway -- wg show; polynimbus exec internet -- ip route
+    """
+    capabilities.require_root("exec")
+    ns = resolve_node(target, lab)
+    os.execvp("ip", ["ip", "netns", "exec", ns, *command])
