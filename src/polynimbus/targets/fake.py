@@ -35,11 +35,27 @@ class FakeTarget:
         self._put("create", resource)
 
     def update(self, resource: Resource, current: Resource) -> None:
+        if resource.kind == "link":
+            self._drop(current)  # links are recreated, like the lab target does
         self._put("update", resource)
 
     def delete(self, resource: Resource) -> None:
         self.ops.append(("delete", resource.key))
+        self._drop(resource)
+
+    def _drop(self, resource: Resource) -> None:
+        """Remove like the kernel: a namespace takes its contents and the veth ends in it;
+        a link takes its addresses, routes and qdisc, and a veth both ends'."""
         self.state.pop(resource.key, None)
-        if resource.kind == "netns":  # everything in a namespace goes with it
-            for k in [k for k, r in self.state.items() if r.node == resource.node]:
-                del self.state[k]
+        if resource.kind == "netns":
+            for k, r in list(self.state.items()):
+                if r.node == resource.node or r.get("peer_node") == resource.node:
+                    self._drop(r)
+        elif resource.kind == "link":
+            ends = {(resource.node, resource.name)}
+            if resource.get("peer_node"):
+                ends.add((resource.get("peer_node"), resource.get("peer_name")))
+            for k, r in list(self.state.items()):
+                dev = r.name.split(" ")[0] if r.kind == "addr" else r.get("dev", r.name)
+                if r.kind in ("addr", "route", "qdisc", "wgconf") and (r.node, dev) in ends:
+                    self.state.pop(k, None)

@@ -1,0 +1,111 @@
+"""The apply engine against the fake target: idempotence, convergence, interruption."""
+
+from __future__ import annotations
+
+import pytest
+
+from polynimbus.apply import apply, diff
+from polynimbus.intent import load_intent, load_intent_text
+from polynimbus.keys import generate
+from polynimbus.plan import build_plan
+from polynimbus.render.lab import render_lab
+from polynimbus.resources import Resource
+from polynimbus.targets.fake import FakeTarget
+from tests.conftest import EXAMPLES
+
+
+def desired(text: str | None = None):
+    intent = load_intent_text(text) if text else load_intent(EXAMPLES / "prestocloud.yaml")
+    plan = build_plan(intent)
+    keys = {s.name: KEYS.setdefault(s.name, generate()) for s in plan.sites}
+    return plan, render_lab(plan, keys)
+
+
+KEYS: dict = {}
+
+
+def test_second_apply_changes_nothing():
+    plan, want = desired()
+    t = FakeTarget()
+    first = apply(t, plan.name, want)
+    assert first.counts()["create"] == len(want)
+    second = apply(t, plan.name, want)
+    assert not second.changed
+
+
+def test_creation_order_respects_dependencies():
+    plan, want = desired()
+    t = FakeTarget()
+    apply(t, plan.name, want)
+    order = {key: i for i, (_, key) in enumerate(t.ops)}
+    for r in want:
+        for dep in r.dependencies():
+            if dep in order:
+                assert order[dep] < order[r.key], (dep, r.key)
+
+
+def test_adding_a_host_touches_only_its_resources():
+    text = (EXAMPLES / "prestocloud.yaml").read_text()
+    plan, want = desired(text)
+    t = FakeTarget()
+    apply(t, plan.name, want)
+    t.ops.clear()
+    plan2, want2 = desired(text.replace("hosts: [worker-3]", "hosts: [worker-3, worker-4]"))
+    res = apply(t, plan2.name, want2)
+    on_gateway = [c.resource for c in res.changes
+                  if c.resource.node == "pn.prestocloud.azure-weu.gateway"]
+    # the new veth pair is keyed by its smaller end, the gateway's port h2
+    assert [(r.kind, r.name) for r in on_gateway] == [("link", "h2")]
+    assert {c.resource.node for c in res.changes} == {
+        "pn.prestocloud.azure-weu.gateway", "pn.prestocloud.azure-weu.worker-4"}
+    assert res.counts() == {"create": 5, "update": 0, "delete": 0}
+
+
+def test_removing_a_site_deletes_only_what_is_gone():
+    text = (EXAMPLES / "prestocloud.yaml").read_text()
+    plan, want = desired(text)
+    t = FakeTarget()
+    apply(t, plan.name, want)
+    start = text.index("  - name: azure-weu")
+    plan2, want2 = desired(text[:start])
+    res = apply(t, plan2.name, want2)
+    deleted = [c.resource for c in res.changes if c.action == "delete"]
+    # namespaces of the removed site go; their contents are not deleted one by one
+    assert {r.node for r in deleted if r.kind == "netns"} == {
+        "pn.prestocloud.azure-weu.gateway", "pn.prestocloud.azure-weu.worker-3"}
+    assert all(r.node not in ("pn.prestocloud.azure-weu.gateway",) or r.kind == "netns"
+               for r in deleted)
+    # deletions come before creations and updates
+    actions = [c.action for c in res.changes]
+    assert actions == sorted(actions, key=lambda a: a != "delete")
+    assert not apply(t, plan2.name, want2).changed
+
+
+def test_interrupted_apply_completes_on_rerun():
+    plan, want = desired()
+    victim = next(r.key for r in want if r.kind == "route")
+    t = FakeTarget(fail_on=victim)
+    with pytest.raises(RuntimeError):
+        apply(t, plan.name, want)
+    assert victim not in t.state
+    t.fail_on = None
+    res = apply(t, plan.name, want)
+    assert res.changed and victim in t.state
+    assert not apply(t, plan.name, want).changed
+
+
+def test_recreated_link_reapplies_its_addresses():
+    link = Resource.make("link", "n", "eth0", type="bridge", mtu=1500, up=True)
+    addr = Resource.make("addr", "n", "eth0 10.0.0.1/24")
+    ns = Resource.make("netns", "n", "")
+    actual = {r.key: r for r in (ns, Resource.make("link", "n", "eth0", type="bridge",
+                                                   mtu=9000, up=True), addr)}
+    changes = diff([ns, link, addr], actual)
+    assert [(c.action, c.resource.kind) for c in changes] == [("update", "link"),
+                                                              ("create", "addr")]
+
+
+def test_duplicate_desired_keys_are_rejected():
+    r = Resource.make("netns", "n", "")
+    with pytest.raises(ValueError):
+        diff([r, r], {})

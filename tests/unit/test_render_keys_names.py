@@ -1,0 +1,79 @@
+"""Renderers, keys and generated names."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+from polynimbus import names
+from polynimbus.intent import load_intent, load_intent_text
+from polynimbus.keys import KeyStore, from_private_text, generate
+from polynimbus.plan import build_plan
+from polynimbus.render.lab import render_lab
+from polynimbus.render.nftables import render_gateway_ruleset, ruleset_digest
+from polynimbus.render.wireguard import parse_wg_config, render_wg_config, wg_digest
+from tests.conftest import EXAMPLES
+
+
+def test_wg_digest_ignores_layout_but_not_meaning():
+    plan = build_plan(load_intent(EXAMPLES / "federation.yaml"))
+    keys = {s.name: generate() for s in plan.sites}
+    text = render_wg_config(plan, plan.sites[1], keys)
+    # what `wg showconf` prints: no comments, AllowedIPs possibly split, other spacing
+    showconf = "\n".join(line.replace(" = ", "=") for line in text.splitlines()
+                         if not line.startswith("#"))
+    assert wg_digest(showconf) == wg_digest(text)
+    assert wg_digest(text.replace("51820", "51821")) != wg_digest(text)
+    peers = parse_wg_config(text)["peers"]
+    [hub_peer] = peers.values()
+    assert len(hub_peer["allowed_ips"]) == 4  # aalto + the three transit spokes
+
+
+def test_nft_ruleset_admits_only_tunnel_and_icmp_from_wan():
+    plan = build_plan(load_intent(EXAMPLES / "prestocloud.yaml"))
+    text = render_gateway_ruleset(plan, plan.sites[0], plan.sites[0].tunnel_if)
+    wan_rules = [line.strip() for line in text.splitlines() if 'iifname "wan0"' in line]
+    assert len(wan_rules) == 3
+    assert "udp dport 51820 accept" in wan_rules[0]
+    assert "icmp" in wan_rules[1]
+    assert "@underlay_probe" in wan_rules[2]  # empty unless verify --throughput opens it
+    assert "policy drop" in text and "masquerade" in text
+    assert "maxseg size set 1400" in text
+    assert ruleset_digest(text) and ruleset_digest(text) in text
+
+
+def test_keys_are_private_reused_and_rotated(tmp_path):
+    store = KeyStore(tmp_path)
+    first = store.ensure(["a", "b"])
+    path = tmp_path / "keys" / "a.key"
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(tmp_path / "keys").st_mode) == 0o700
+    assert from_private_text(path.read_text()).public == first["a"].public
+    assert store.ensure(["a", "b"]) == first
+    rotated = store.ensure(["a", "b"], rotate=True)
+    assert rotated["a"].public != first["a"].public
+    assert first["a"].private not in repr(first)
+
+
+def test_generated_interface_names_fit_and_wireguard_names_are_host_unique():
+    sites = "".join(f"  - {{name: site-number-{i:03d}, provider: edge, hosts: [h]}}\n"
+                    for i in range(200))
+    text = "name: a-rather-long-lab-name-of-32ch\nsites:\n" + sites
+    plan = build_plan(load_intent_text(text))
+    resources = render_lab(plan, {s.name: generate() for s in plan.sites[:0]} or
+                           {s.name: KEY for s in plan.sites})
+    ifnames = {r.name.split(" ")[0] for r in resources if r.kind in ("link", "addr")}
+    ifnames |= {r.get("peer_name") for r in resources if r.get("peer_name")}
+    assert all(len(n.encode()) <= names.IFNAMSIZ for n in ifnames)
+    wg = [s.tunnel_if for s in plan.sites]
+    assert len(set(wg)) == len(wg)
+
+
+KEY = generate()
+
+
+def test_check_ifname_rejects_long_names():
+    import pytest
+
+    with pytest.raises(ValueError):
+        names.check_ifname("x" * 16)
