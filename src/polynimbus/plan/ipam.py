@@ -216,7 +216,7 @@ def _number_hosts(site_index: int, site_name: str, wanted: list[IPv4Address | No
             problems.append(Problem(
                 f"sites[{site_index}].hosts[{k}]",
                 f"site {site_name!r} has more hosts than its block {block} can number "
-                f"({last - first + 1} addresses besides the gateway)",
+                f"({last - first + 1} address{'es' if last != first else ''} besides the gateway)",
                 "use a larger subnet: or fewer hosts"))
             return tuple(out)
         taken[nxt] = k

@@ -1,0 +1,67 @@
+"""Regenerate the golden files: for each example intent, its plan and its rendered files.
+
+    tests/golden/<example>/plan.json            polynimbus plan --json
+    tests/golden/<example>/<site>.wg.conf       WireGuard config (fixed test keys)
+    tests/golden/<example>/<site>.nft           the gateway's nftables ruleset
+
+Run `make golden` (or this script) after a deliberate change, then review the diff.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from polynimbus.intent import load_intent
+from polynimbus.keys import KeyPair, from_private
+from polynimbus.plan import Plan, build_plan
+from polynimbus.render.nftables import render_gateway_ruleset
+from polynimbus.render.wireguard import render_wg_config
+from polynimbus.tunnels import get_transport
+
+HERE = Path(__file__).resolve().parent
+EXAMPLES = HERE.parents[1] / "examples"
+
+
+def test_keys(plan: Plan) -> dict[str, KeyPair]:
+    """Deterministic, public test keys (SHA-256 of the site name). Never use them for real."""
+    return {s.name: from_private(X25519PrivateKey.from_private_bytes(
+        hashlib.sha256(f"polynimbus-test-{s.name}".encode()).digest())) for s in plan.sites}
+
+
+test_keys.__test__ = False  # type: ignore[attr-defined]  # not a pytest test
+
+
+def render_all(example: Path) -> dict[str, str]:
+    """File name -> content of every golden file of one example."""
+    plan = build_plan(load_intent(example))
+    keys = test_keys(plan)
+    backend = get_transport(plan.transport)
+    files = {"plan.json": plan.to_json()}
+    for site in plan.sites:
+        if plan.transport == "wireguard":
+            files[f"{site.name}.wg.conf"] = render_wg_config(plan, site, keys)
+        files[f"{site.name}.nft"] = render_gateway_ruleset(plan, site,
+                                                           backend.ifname_pattern(plan, site))
+    return files
+
+
+def examples() -> list[Path]:
+    return sorted(EXAMPLES.glob("*.yaml"))
+
+
+def main() -> None:
+    for example in examples():
+        out = HERE / example.stem
+        out.mkdir(exist_ok=True)
+        for old in out.iterdir():
+            old.unlink()
+        for name, text in render_all(example).items():
+            (out / name).write_text(text)
+        print(f"wrote {out.relative_to(HERE.parents[1])}")
+
+
+if __name__ == "__main__":
+    main()
