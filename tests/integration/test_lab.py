@@ -1,0 +1,217 @@
+"""The emulated multi-cloud lab, built for real in namespaces (needs root)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from polynimbus import names
+from polynimbus.orchestrate import lab_down, lab_up
+from polynimbus.plan import build_plan
+from polynimbus.targets.lab import list_lab_namespaces
+from polynimbus.verify.reachability import ping_all
+from tests.integration.conftest import leftovers, three_sites
+
+COMBOS = [(t, tr) for t in ("full-mesh", "hub", "mst") for tr in ("wireguard", "vxlan")]
+
+
+def sh(ns: str, *argv: str, check: bool = False) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["ip", "netns", "exec", ns, *argv], capture_output=True, text=True,
+                          check=check)
+
+
+def snapshot(lab_name: str) -> dict[str, object]:
+    """Namespaces, interface indexes and tunnel process ids: what 'recreate nothing' keeps."""
+    out: dict[str, object] = {}
+    for ns in list_lab_namespaces(lab_name):
+        out[ns] = sh(ns, "ip", "-o", "link", "show").stdout.split("\n")
+    out["pids"] = sorted(p.pid for p in __import__("polynimbus").procs.processes()
+                         if p.argv and p.argv[0].endswith("wireguard-go")
+                         and p.argv[-1].startswith(names.wireguard_if_prefix(lab_name)))
+    return out
+
+
+@pytest.mark.parametrize("topology,transport", COMBOS, ids=[f"{a}-{b}" for a, b in COMBOS])
+def test_topology_transport(lab, topology: str, transport: str) -> None:
+    name = f"it-{topology[:4]}-{transport[:2]}"
+    intent = lab.intent(three_sites(name, topology, transport))
+    plan = build_plan(intent)
+    sdir = lab.state(name)
+
+    first = lab_up(intent, sdir)
+    assert first.changed
+
+    # all-pairs reachability
+    pairs = ping_all(plan)
+    assert len(pairs) == 4 * 3
+    assert [p for p in pairs if not p.reachable] == []
+
+    # a second up changes nothing and recreates nothing
+    before = snapshot(name)
+    second = lab_up(intent, sdir)
+    assert not second.changed, [c.describe() for c in second.changes]
+    assert snapshot(name) == before
+
+    # the internet cannot reach a host, even with a route to it; it can ping the gateway
+    inet = names.internet_ns(name)
+    site = plan.site("aws")
+    sh(inet, "ip", "route", "add", "10.0.0.0/8", "via", site.public_address, check=True)
+    try:
+        assert sh(inet, "ping", "-c", "2", "-W", "1", site.hosts[0].address).returncode != 0
+        assert sh(inet, "ping", "-c", "1", "-W", "1", site.public_address).returncode == 0
+    finally:
+        sh(inet, "ip", "route", "del", "10.0.0.0/8")
+    # ... and nothing but the tunnel port is open on the gateway from the internet
+    probe = sh(inet, "sh", "-c", f"timeout 2 bash -c '</dev/tcp/{site.public_address}/22'")
+    assert probe.returncode != 0
+
+    # hosts reach the internet, masqueraded by their gateway
+    host_ns = names.host_ns(name, "aws", site.hosts[0].name)
+    assert sh(host_ns, "ping", "-c", "1", "-W", "1", "192.0.2.1").returncode == 0
+
+    if transport == "wireguard":
+        assert_no_cleartext(plan, inet)
+
+    lab_down(name, sdir)
+    assert leftovers(name, sdir) == []
+
+
+def assert_no_cleartext(plan, inet: str) -> None:
+    """Capture on every interface of the internet while all pairs ping: no packet may carry
+    an overlay (10.0.0.0/8) address in clear; tunnel packets must be seen (the capture works)."""
+    pcap = Path(f"/tmp/{plan.name}.pcap")
+    cap = subprocess.Popen(["ip", "netns", "exec", inet, "tcpdump", "-i", "any", "-n", "--immediate-mode", "-U",
+                            "-w", str(pcap)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(1.0)
+        assert all(p.reachable for p in ping_all(plan, count=2))
+        time.sleep(0.5)
+    finally:
+        cap.send_signal(signal.SIGINT)
+        cap.wait(timeout=5)
+
+    def count(expr: str) -> int:
+        res = subprocess.run(["tcpdump", "-r", str(pcap), "-n", expr], capture_output=True,
+                             text=True, check=False)
+        return len([line for line in res.stdout.splitlines() if line.strip()])
+
+    try:
+        assert count(f"udp port {plan.port}") > 0, "the capture saw no tunnel traffic"
+        assert count("net 10.0.0.0/8") == 0, "overlay addresses crossed the internet in clear"
+    finally:
+        pcap.unlink(missing_ok=True)
+
+
+def test_converge_add_host_and_remove_site(lab) -> None:
+    text = three_sites("it-conv")
+    intent = lab.intent(text)
+    sdir = lab.state("it-conv")
+    lab_up(intent, sdir)
+    pids_before = snapshot("it-conv")["pids"]
+
+    grown = lab.intent(text.replace("hosts: [w-2]", "hosts: [w-2, w-3]"))
+    res = lab_up(grown, sdir)
+    assert {c.action for c in res.changes} == {"create"}
+    assert {c.resource.node for c in res.changes} <= {"pn.it-conv.az.gateway",
+                                                     "pn.it-conv.az.w-3"}
+    assert snapshot("it-conv")["pids"] == pids_before  # no tunnel process restarted
+    assert all(p.reachable for p in ping_all(build_plan(grown)))
+
+    start = text.index("  - name: az")
+    shrunk = lab.intent(text[:start])
+    res = lab_up(shrunk, sdir)
+    assert "pn.it-conv.az.gateway" not in list_lab_namespaces("it-conv")
+    assert all(p.reachable for p in ping_all(build_plan(shrunk)))
+    assert not lab_up(shrunk, sdir).changed
+
+
+def test_rotate_keys_keeps_reachability(lab) -> None:
+    intent = lab.intent(three_sites("it-rot"))
+    sdir = lab.state("it-rot")
+    lab_up(intent, sdir)
+    keyfile = sdir / "keys" / "os.key"
+    old = keyfile.read_text()
+    assert oct(keyfile.stat().st_mode & 0o777) == "0o600"
+    res = lab_up(intent, sdir, rotate_keys=True)
+    assert res.changed and keyfile.read_text() != old
+    assert all(p.reachable for p in ping_all(build_plan(intent)))
+
+
+def run_cli(*args: str, **kw) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "polynimbus.cli.app", *args], **kw)
+
+
+@pytest.mark.parametrize("kill_after_s", [0.4, 0.9])
+def test_up_killed_midway_is_completed_by_rerun_and_removed_by_down(lab, kill_after_s) -> None:
+    path = lab.write(three_sites("it-kill"))
+    sdir = lab.state("it-kill")
+    cli = [sys.executable, "-c", "from polynimbus.cli import main; main()"]
+    proc = subprocess.Popen([*cli, "up", str(path), "--state-dir", str(sdir)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(kill_after_s)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    # down removes a half-built lab
+    down = subprocess.run([*cli, "down", str(path), "--state-dir", str(sdir)],
+                          capture_output=True, text=True)
+    assert down.returncode == 0, down.stderr
+    assert leftovers("it-kill", sdir) == []
+    # and up, killed again, is completed by running it again
+    proc = subprocess.Popen([*cli, "up", str(path), "--state-dir", str(sdir)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(kill_after_s)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    again = subprocess.run([*cli, "up", str(path), "--state-dir", str(sdir)],
+                           capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    intent = lab.intent(path.read_text())
+    assert all(p.reachable for p in ping_all(build_plan(intent)))
+    assert not lab_up(intent, sdir).changed
+
+
+def test_shaping_and_delay(lab) -> None:
+    extra = ""
+    text = three_sites("it-shape").replace(
+        "    hosts: [w-1]\n", "    hosts: [w-1]\n    underlay: {rate: 50mbit, delay: 10ms}\n")
+    intent = lab.intent(text + extra)
+    res = lab_up(intent, lab.state("it-shape"))
+    gw = names.gateway_ns("it-shape", "aws")
+    qdisc = sh(gw, "tc", "qdisc", "show", "dev", "wan0").stdout
+    from polynimbus import capabilities
+
+    if capabilities.netem():
+        assert "netem" in qdisc
+    else:
+        assert any("delay emulation is unavailable" in w for w in res.warnings)
+        assert "tbf" in qdisc and "50Mbit" in qdisc
+    inet_q = sh(names.internet_ns("it-shape"), "tc", "qdisc", "show").stdout
+    assert "tbf" in inet_q or "netem" in inet_q  # shaped in both directions
+
+
+def test_two_labs_side_by_side(lab) -> None:
+    a = lab.intent(three_sites("it-a"))
+    b = lab.intent(three_sites("it-b", transport="vxlan"))
+    lab_up(a, lab.state("it-a"))
+    lab_up(b, lab.state("it-b"))
+    lab_down("it-a", lab.state("it-a"))
+    assert leftovers("it-a", lab.state("it-a")) == []
+    assert list_lab_namespaces("it-b")
+    assert all(p.reachable for p in ping_all(build_plan(b)))
+
+
+def test_commands_refuse_without_root(tmp_path) -> None:
+    path = tmp_path / "i.yaml"
+    path.write_text(three_sites("it-nr"))
+    os.chmod(tmp_path, 0o755)
+    res = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                          sys.executable, "-c", "from polynimbus.cli import main; main()",
+                          "up", str(path)], capture_output=True, text=True)
+    assert res.returncode == 1
+    assert "up needs root" in res.stderr
