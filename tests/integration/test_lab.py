@@ -206,12 +206,17 @@ def test_two_labs_side_by_side(lab) -> None:
     assert all(p.reachable for p in ping_all(build_plan(b)))
 
 
-def test_commands_refuse_without_root(tmp_path) -> None:
-    path = tmp_path / "i.yaml"
-    path.write_text(three_sites("it-nr"))
-    os.chmod(tmp_path, 0o755)
+def test_commands_refuse_without_root() -> None:
+    import tempfile
+
+    fd, name = tempfile.mkstemp(suffix=".yaml", dir="/tmp")
+    os.write(fd, three_sites("it-nr").encode())
+    os.close(fd)
+    os.chmod(name, 0o644)
+    path = Path(name)
     res = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
                           sys.executable, "-c", "from polynimbus.cli import main; main()",
                           "up", str(path)], capture_output=True, text=True)
-    assert res.returncode == 1
+    path.unlink()
+    assert res.returncode == 1, res.stderr
     assert "up needs root" in res.stderr
