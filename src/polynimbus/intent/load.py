@@ -214,11 +214,25 @@ def _partial_semantics(data: dict[str, Any], lines: dict[PathKey, int]) -> list[
             indices.append(i)
         except ValidationError:
             continue
+    out: list[Problem] = []
+    first_seen: dict[str, int] = {}
+    for i, raw in enumerate(raw_sites):
+        name = raw.get("name") if isinstance(raw, dict) else None
+        if not isinstance(name, str):
+            continue
+        if name in first_seen:
+            out.append(Problem(f"sites[{i}].name", f"duplicate site name {name!r} "
+                               f"(also sites[{first_seen[name]}])",
+                               "site names must be unique; rename one",
+                               _line_of(lines, ("sites", i, "name"))))
+        else:
+            first_seen[name] = i
     if not good:
-        return []
+        return out
     intent = Intent.model_construct(name=str(data.get("name", "x")), overlay=overlay, sites=good)
-    out = []
     for p in semantic_problems(intent, site_indices=indices):
+        if p.message.startswith("duplicate site name"):
+            continue  # checked below over every site, valid or not
         out.append(Problem(p.path, p.message, p.hint, _line_of(lines, _parse_path(p.path))))
     return out
 
