@@ -232,7 +232,7 @@ def _partial_semantics(data: dict[str, Any], lines: dict[PathKey, int]) -> list[
     intent = Intent.model_construct(name=str(data.get("name", "x")), overlay=overlay, sites=good)
     for p in semantic_problems(intent, site_indices=indices):
         if p.message.startswith("duplicate site name"):
-            continue  # checked below over every site, valid or not
+            continue  # checked above over every site, valid or not
         out.append(Problem(p.path, p.message, p.hint, _line_of(lines, _parse_path(p.path))))
     return out
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import hashlib
 
 from polynimbus.errors import IntentError, PlanError
@@ -33,6 +34,21 @@ def allocate_vnis(names: list[str], edges: list[tuple[int, int]]) -> dict[tuple[
 
 
 def build_plan(intent: Intent) -> Plan:
+    """Plan the overlay for ``intent`` (see :func:`_build_plan`).
+
+    The cyclic garbage collector is paused while the plan's many small immutable objects
+    are made (it would rescan them repeatedly: 3x slower at 1,000 full-mesh sites).
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _build_plan(intent)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _build_plan(intent: Intent) -> Plan:
     """Plan the overlay for ``intent`` (which must have passed validation).
 
     Follows seed 003 §3.2.3.1 (numbering), §3.2.3.2 (routes: every overlay prefix to the
@@ -72,10 +88,10 @@ def build_plan(intent: Intent) -> Plan:
     sites: list[SitePlan] = []
     for i, (spec, num) in enumerate(zip(intent.sites, nums, strict=True)):
         inet, public = ipam.underlay_pair(under[i])
-        peers = tuple(
-            PeerPlan(site=p, reaches=r, vni=vnis.get((min(i, p), max(i, p))))
-            for p, r in reach[i]
-        )
+        if vnis:
+            peers = tuple(PeerPlan(p, r, vnis[(i, p) if i < p else (p, i)]) for p, r in reach[i])
+        else:
+            peers = tuple(PeerPlan(p, r, None) for p, r in reach[i])
         first = int(num.block.network_address)
         sites.append(SitePlan(
             name=spec.name,
@@ -94,14 +110,9 @@ def build_plan(intent: Intent) -> Plan:
             rate_bps=spec.underlay.rate_bps if spec.underlay else None,
             delay_ms=spec.underlay.delay_ms if spec.underlay else None,
         ))
-    dist = None
-    if ov.topology == "mst" or n <= 64:
-        dist = topology.distance_matrix(locs)
-    tunnels = tuple(
-        TunnelPlan(a, b, float(dist[a, b]) if dist is not None
-                   else topology.great_circle_km(locs[a], locs[b]), vnis.get((a, b)))
-        for a, b in edges
-    )
+    lengths = topology.edge_lengths(locs, edges)
+    tunnels = tuple(TunnelPlan(a, b, km, vnis.get((a, b)))
+                    for (a, b), km in zip(edges, lengths, strict=True))
     return Plan(
         name=intent.name,
         topology=ov.topology,

@@ -53,6 +53,23 @@ def distance_matrix(locations: Sequence[Location]) -> np.ndarray:
     return result
 
 
+def edge_lengths(locations: Sequence[Location], edges: Sequence[Edge]) -> list[float]:
+    """Great-circle length in km of each edge (1.0 where a location is unknown), vectorised."""
+    if not edges:
+        return []
+    a = np.fromiter((e[0] for e in edges), dtype=np.int64, count=len(edges))
+    b = np.fromiter((e[1] for e in edges), dtype=np.int64, count=len(edges))
+    has = np.array([loc is not None for loc in locations], dtype=bool)
+    lat = np.radians(np.array([loc[0] if loc else 0.0 for loc in locations], dtype=float))
+    lon = np.radians(np.array([loc[1] if loc else 0.0 for loc in locations], dtype=float))
+    h = (np.sin((lat[a] - lat[b]) / 2) ** 2
+         + np.cos(lat[a]) * np.cos(lat[b]) * np.sin((lon[a] - lon[b]) / 2) ** 2)
+    d = 2 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.clip(h, 0.0, 1.0)))
+    d[~(has[a] & has[b])] = 1.0
+    out: list[float] = d.tolist()
+    return out
+
+
 def great_circle_km(a: Location, b: Location) -> float:
     """Haversine distance between two locations in km (1.0 when either is unknown)."""
     if a is None or b is None:
