@@ -86,8 +86,9 @@ def assert_no_cleartext(plan, inet: str) -> None:
     """Capture on every interface of the internet while all pairs ping: no packet may carry
     an overlay (10.0.0.0/8) address in clear; tunnel packets must be seen (the capture works)."""
     pcap = Path(f"/tmp/{plan.name}.pcap")
-    cap = subprocess.Popen(["ip", "netns", "exec", inet, "tcpdump", "-i", "any", "-n", "--immediate-mode", "-U",
-                            "-w", str(pcap)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cap = subprocess.Popen(["ip", "netns", "exec", inet, "tcpdump", "-i", "any", "-n",
+                            "--immediate-mode", "-U", "-w", str(pcap)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         time.sleep(1.0)
         assert all(p.reachable for p in ping_all(plan, count=2))

@@ -161,7 +161,7 @@ def _check_overlaps(intent: Intent, blocks: list[IPv4Network | None],
             if second not in reported:
                 reported.add(second)
                 a, b = blocks[first], blocks[second]
-                path = f"sites[{second}].subnet" if intent.sites[second].subnet else f"sites[{second}]"
+                path = f"sites[{second}]" + (".subnet" if intent.sites[second].subnet else "")
                 how = "" if intent.sites[second].subnet else " (from the numbering plan)"
                 problems.append(Problem(
                     path,

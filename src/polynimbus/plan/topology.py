@@ -38,7 +38,6 @@ def distance_matrix(locations: Sequence[Location]) -> np.ndarray:
 
     Pairs involving a site without a location weigh 1 km; the diagonal is 0.
     """
-    n = len(locations)
     has = np.array([loc is not None for loc in locations], dtype=bool)
     lat = np.radians(np.array([loc[0] if loc else 0.0 for loc in locations], dtype=float))
     lon = np.radians(np.array([loc[1] if loc else 0.0 for loc in locations], dtype=float))

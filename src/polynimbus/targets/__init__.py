@@ -4,7 +4,7 @@
 operations in memory for tests. Agents on real gateways and cloud APIs come later.
 """
 
-from polynimbus.targets.base import TARGETS, get_target
 from polynimbus.targets import fake, lab  # noqa: F401  (registration)
+from polynimbus.targets.base import TARGETS, get_target
 
 __all__ = ["TARGETS", "get_target"]

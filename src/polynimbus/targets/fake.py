@@ -48,7 +48,7 @@ class FakeTarget:
         a link takes its addresses, routes and qdisc, and a veth both ends'."""
         self.state.pop(resource.key, None)
         if resource.kind == "netns":
-            for k, r in list(self.state.items()):
+            for r in list(self.state.values()):
                 if r.node == resource.node or r.get("peer_node") == resource.node:
                     self._drop(r)
         elif resource.kind == "link":

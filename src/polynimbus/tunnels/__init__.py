@@ -5,7 +5,7 @@ overlay routes and its configuration. Adding one (OpenVPN, IPsec...) means addin
 here that registers itself; nothing else changes.
 """
 
-from polynimbus.tunnels.base import TRANSPORTS, TunnelBackend, get_transport
 from polynimbus.tunnels import vxlan, wireguard  # noqa: F401  (registration)
+from polynimbus.tunnels.base import TRANSPORTS, TunnelBackend, get_transport
 
 __all__ = ["TRANSPORTS", "TunnelBackend", "get_transport"]
