@@ -79,8 +79,10 @@ def _known_fields(model: type[BaseModel], loc: PathKey) -> list[str]:
         field = current.model_fields.get(part)
         if field is None:
             return []
-        current = {"overlay": Overlay, "sites": SiteSpec, "hosts": HostSpec,
-                   "location": Location, "underlay": UnderlaySpec}.get(part)
+        nested: dict[str, type[BaseModel]] = {
+            "overlay": Overlay, "sites": SiteSpec, "hosts": HostSpec, "location": Location,
+            "underlay": UnderlaySpec}
+        current = nested.get(part)
     return list(current.model_fields) if current else []
 
 

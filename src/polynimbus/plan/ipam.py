@@ -132,10 +132,11 @@ def number_sites(intent: Intent) -> tuple[list[SiteNumbering | None], list[Probl
     _check_overlaps(intent, blocks, problems)
 
     result: list[SiteNumbering | None] = []
-    for i, (site, block) in enumerate(zip(intent.sites, blocks, strict=True)):
-        if block is None:
+    for i, (site, maybe) in enumerate(zip(intent.sites, blocks, strict=True)):
+        if maybe is None:
             result.append(None)
             continue
+        block = maybe
         hosts = _number_hosts(i, site.name, [h.address for h in site.hosts], block, problems)
         result.append(SiteNumbering(
             block=block,

@@ -163,6 +163,8 @@ class LabTarget:
                     continue
                 kind = q.get_attr("TCA_KIND")
                 ifname = by_index.get(q["index"])
+                if ifname is None:
+                    continue
                 if kind == "tbf":
                     parms = q.get_attr("TCA_OPTIONS").get_attr("TCA_TBF_PARMS")
                     out[("qdisc", ns, ifname)] = Resource.make(
