@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from polynimbus import names
+from polynimbus import names, procs
 from polynimbus.orchestrate import lab_down, lab_up
 from polynimbus.plan import build_plan
 from polynimbus.targets.lab import list_lab_namespaces
@@ -31,7 +31,7 @@ def snapshot(lab_name: str) -> dict[str, object]:
     out: dict[str, object] = {}
     for ns in list_lab_namespaces(lab_name):
         out[ns] = sh(ns, "ip", "-o", "link", "show").stdout.split("\n")
-    out["pids"] = sorted(p.pid for p in __import__("polynimbus").procs.processes()
+    out["pids"] = sorted(p.pid for p in procs.processes()
                          if p.argv and p.argv[0].endswith("wireguard-go")
                          and p.argv[-1].startswith(names.wireguard_if_prefix(lab_name)))
     return out
@@ -144,31 +144,27 @@ def test_rotate_keys_keeps_reachability(lab) -> None:
     assert all(p.reachable for p in ping_all(build_plan(intent)))
 
 
-def run_cli(*args: str, **kw) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "polynimbus.cli.app", *args], **kw)
-
-
 @pytest.mark.parametrize("kill_after_s", [0.4, 0.9])
 def test_up_killed_midway_is_completed_by_rerun_and_removed_by_down(lab, kill_after_s) -> None:
     path = lab.write(three_sites("it-kill"))
     sdir = lab.state("it-kill")
     cli = [sys.executable, "-c", "from polynimbus.cli import main; main()"]
-    proc = subprocess.Popen([*cli, "up", str(path), "--state-dir", str(sdir)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(kill_after_s)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+
+    def up_killed() -> None:
+        proc = subprocess.Popen([*cli, "up", str(path), "--state-dir", str(sdir)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(kill_after_s)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+
+    up_killed()
     # down removes a half-built lab
     down = subprocess.run([*cli, "down", str(path), "--state-dir", str(sdir)],
                           capture_output=True, text=True)
     assert down.returncode == 0, down.stderr
     assert leftovers("it-kill", sdir) == []
     # and up, killed again, is completed by running it again
-    proc = subprocess.Popen([*cli, "up", str(path), "--state-dir", str(sdir)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(kill_after_s)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    up_killed()
     again = subprocess.run([*cli, "up", str(path), "--state-dir", str(sdir)],
                            capture_output=True, text=True)
     assert again.returncode == 0, again.stderr
