@@ -66,6 +66,7 @@ def _build_plan(intent: Intent) -> Plan:
     names = [s.name for s in intent.sites]
     n = len(intent.sites)
 
+    locs = [(s.location.lat, s.location.lon) if s.location else None for s in intent.sites]
     if ov.topology == "full-mesh":
         edges = topology.full_mesh(n)
     elif ov.topology == "hub":
@@ -73,13 +74,11 @@ def _build_plan(intent: Intent) -> Plan:
             raise PlanError(f"hub {ov.hub!r} is not a site", "set overlay.hub to a site name")
         edges = topology.hub(n, names.index(ov.hub))
     elif ov.topology == "mst":
-        edges = topology.mst([(s.location.lat, s.location.lon) if s.location else None
-                              for s in intent.sites])
+        edges = topology.mst(locs)
     else:  # pragma: no cover - the model's Literal forbids it
         raise PlanError(f"unknown topology {ov.topology!r}",
                         "known: " + ", ".join(topology.TOPOLOGIES))
 
-    locs = [(s.location.lat, s.location.lon) if s.location else None for s in intent.sites]
     vnis = allocate_vnis(names, edges) if ov.transport == "vxlan" else {}
     reach = routes.transit_reach(n, edges)
     under = ipam.underlay_indices(nums, ov.address_space)

@@ -25,7 +25,7 @@ from polynimbus.plan.ipam import INTERNET_SERVICE
 from polynimbus.plan.model import Plan, SitePlan
 from polynimbus.render.nftables import render_gateway_ruleset, ruleset_digest
 from polynimbus.resources import Resource, netns
-from polynimbus.tunnels import get_transport
+from polynimbus.tunnels import TunnelBackend, get_transport
 
 LAN_MTU = 1500
 TBF_LATENCY_MS = 50
@@ -83,8 +83,8 @@ def render_lab(plan: Plan, keys: Mapping[str, KeyPair], wireguard_impl: str = "u
     return out
 
 
-def _site(plan: Plan, site: SitePlan, inet: str, backend: object, keys: Mapping[str, KeyPair],
-          wireguard_impl: str, netem: bool) -> list[Resource]:
+def _site(plan: Plan, site: SitePlan, inet: str, backend: TunnelBackend,
+          keys: Mapping[str, KeyPair], wireguard_impl: str, netem: bool) -> list[Resource]:
     lab = plan.name
     gw = names.gateway_ns(lab, site.name)
     up_if = names.uplink_if(site.site_id)
@@ -104,9 +104,8 @@ def _site(plan: Plan, site: SitePlan, inet: str, backend: object, keys: Mapping[
     ]
     out += shaping(gw, names.WAN_IF, site.rate_bps, site.delay_ms, netem)
     out += shaping(inet, up_if, site.rate_bps, site.delay_ms, netem)
-    assert hasattr(backend, "gateway_resources")
     out += backend.gateway_resources(plan, site, gw, keys, wireguard_impl)
-    ruleset = render_gateway_ruleset(plan, site, backend.ifname_pattern(plan, site))  # type: ignore[attr-defined]
+    ruleset = render_gateway_ruleset(plan, site, backend.ifname_pattern(plan, site))
     out.append(Resource.make("nft", gw, "polynimbus", payload=ruleset,
                              digest=ruleset_digest(ruleset)))
     for host in site.hosts:

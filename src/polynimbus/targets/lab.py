@@ -481,10 +481,13 @@ class LabTarget:
                          f"see {log}")
 
     @staticmethod
-    def _wireguard_go_pids(ifname: str) -> list[int]:
-        return [p.pid for p in procs.processes()
-                if p.argv and os.path.basename(p.argv[0]) == "wireguard-go"
-                and p.argv[-1] == ifname]
+    def _wireguard_go() -> list[procs.Proc]:
+        """Live ``wireguard-go`` processes (their interface is the last argument)."""
+        return [p for p in procs.processes()
+                if p.argv and os.path.basename(p.argv[0]) == "wireguard-go"]
+
+    def _wireguard_go_pids(self, ifname: str) -> list[int]:
+        return [p.pid for p in self._wireguard_go() if p.argv[-1] == ifname]
 
     def _stop_wireguard_go(self, ifname: str) -> None:
         procs.stop(self._wireguard_go_pids(ifname))
@@ -514,14 +517,12 @@ class LabTarget:
         victims = self._stop_processes_in(spaces)
         wg_prefix = names.wireguard_if_prefix(lab)
         named = {procs.netns_inode(n) for n in pr_netns.listnetns()}
-        orphans = [p for p in procs.processes()
-                   if p.argv and os.path.basename(p.argv[0]) == "wireguard-go"
-                   and p.argv[-1].startswith(wg_prefix) and p.netns_inode not in named]
+        orphans = [p for p in self._wireguard_go()
+                   if p.argv[-1].startswith(wg_prefix) and p.netns_inode not in named]
         procs.stop([p.pid for p in orphans])
         removed["processes"] = [f"{p.pid} {' '.join(p.argv)}" for p in victims + orphans]
         if WG_SOCKET_DIR.is_dir():
-            live = {p.argv[-1] for p in procs.processes()
-                    if p.argv and os.path.basename(p.argv[0]) == "wireguard-go"}
+            live = {p.argv[-1] for p in self._wireguard_go()}
             for sock in sorted(WG_SOCKET_DIR.glob(f"{wg_prefix}*.sock")):
                 if sock.stem not in live:
                     sock.unlink(missing_ok=True)

@@ -67,13 +67,13 @@ def iperf3(client_ns: str, server_ns: str, server_addr: str, seconds: float = 2.
         server.wait()
 
 
-def _open_probe(plan: Plan, gw_ns: str, src_addr: str, port: int) -> None:
+def _open_probe(gw_ns: str, src_addr: str, port: int) -> None:
     subprocess.run(["ip", "netns", "exec", gw_ns, "nft", "add", "element", FAMILY, TABLE,
                     PROBE_SET, f"{{ {src_addr} . {port} timeout {PROBE_TIMEOUT_S}s }}"],
                    capture_output=True, check=False)
 
 
-def _close_probe(plan: Plan, gw_ns: str, src_addr: str, port: int) -> None:
+def _close_probe(gw_ns: str, src_addr: str, port: int) -> None:
     subprocess.run(["ip", "netns", "exec", gw_ns, "nft", "delete", "element", FAMILY, TABLE,
                     PROBE_SET, f"{{ {src_addr} . {port} }}"], capture_output=True, check=False)
 
@@ -98,10 +98,10 @@ def measure_pairs(plan: Plan, seconds: float = 2.0,
                              names.host_ns(lab, b.name, b.hosts[0].name), b.hosts[0].address,
                              seconds)
         gw_a, gw_b = names.gateway_ns(lab, a.name), names.gateway_ns(lab, b.name)
-        _open_probe(plan, gw_b, a.public_address, IPERF_PORT)
+        _open_probe(gw_b, a.public_address, IPERF_PORT)
         try:
             underlay = iperf3(gw_a, gw_b, b.public_address, seconds)
         finally:
-            _close_probe(plan, gw_b, a.public_address, IPERF_PORT)
+            _close_probe(gw_b, a.public_address, IPERF_PORT)
         out.append(ThroughputResult(a.name, b.name, overlay, underlay))
     return out
