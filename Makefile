@@ -7,12 +7,13 @@ BIN    := $(VENV)/bin
 # Debian packages the lab and the tests use (tool -> package map lives in src/polynimbus/capabilities.py).
 DEB_PACKAGES := iproute2 iputils-ping iperf3 nftables wireguard-tools wireguard-go fping tcpdump procps kmod
 
-.PHONY: help deps venv demo test test-unit test-integration lint golden bench clean
+.PHONY: help deps venv demo test test-unit test-integration lint golden bench lock clean
 
 help:
 	@echo "make demo   - install what is needed, then run the three-site PrEstoCloud demo"
 	@echo "make test   - install what is needed, then run the whole test suite"
-	@echo "make lint   - ruff and mypy"
+	@echo "make lint   - ruff (lint and format check) and mypy; make test runs it too"
+	@echo "make lock   - re-pin constraints.txt (review the diff)"
 	@echo "make golden - regenerate the golden plan files (review the diff)"
 	@echo "make bench  - run the benchmarks (results go to docs/benchmarks.md by hand)"
 
@@ -30,9 +31,10 @@ deps:
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/activate
+# constraints.txt pins every Python package to the versions the suite was last run with.
+$(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/activate
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[test]'
 	touch $@
 
 venv: $(VENV)/.installed
@@ -40,7 +42,7 @@ venv: $(VENV)/.installed
 demo: deps venv
 	$(BIN)/polynimbus demo
 
-test: deps venv
+test: deps venv lint
 	$(BIN)/python -m pytest -q tests
 
 test-unit: venv
@@ -61,6 +63,14 @@ bench: deps venv
 	$(BIN)/python bench/plan_scale.py
 	$(BIN)/python bench/lab_cycle.py
 	$(BIN)/python bench/throughput_ratio.py
+
+# Re-pin constraints.txt from a fresh resolution (then review the diff and run make test).
+lock:
+	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/pip install -q --upgrade pip
+	.venv-lock/bin/pip install -q -e '.[test]'
+	.venv-lock/bin/pip freeze --exclude-editable | grep -v '^polynimbus' > constraints.txt
+	rm -rf .venv-lock
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -22,8 +22,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def cli(*args: str) -> float:
     t = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "from polynimbus.cli import main; main()", *args],
-                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "-c", "from polynimbus.cli import main; main()", *args],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     return time.perf_counter() - t
 
 
@@ -35,12 +39,17 @@ def main() -> None:
     base = yaml.safe_load(args.intent.read_text())
     n_sites = len(base["sites"])
     n_nodes = 1 + n_sites + sum(len(s.get("hosts", [])) for s in base["sites"])
-    print(f"{args.intent.name}: {n_sites} sites, {n_nodes} namespaces; seconds, "
-          f"median of {args.repeat} (CLI process start included)")
+    print(
+        f"{args.intent.name}: {n_sites} sites, {n_nodes} namespaces; seconds, "
+        f"median of {args.repeat} (CLI process start included)"
+    )
     print(f"{'transport':10} {'up':>7} {'no-change up':>13} {'down':>7}")
     for transport in ("wireguard", "vxlan"):
-        data = dict(base, name=f"bench-{transport[:2]}",
-                    overlay={**base.get("overlay", {}), "transport": transport})
+        data = dict(
+            base,
+            name=f"bench-{transport[:2]}",
+            overlay={**base.get("overlay", {}), "transport": transport},
+        )
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "intent.yaml"
             path.write_text(yaml.safe_dump(data))

@@ -45,8 +45,9 @@ print(json.dumps({"validate_s": t1 - t0, "plan_s": t2 - t1, "traced_peak_mb": pe
 
 
 def measure(n: int, topology: str) -> dict[str, float]:
-    res = subprocess.run([sys.executable, "-c", CHILD, str(n), topology], capture_output=True,
-                         text=True, check=True)
+    res = subprocess.run(
+        [sys.executable, "-c", CHILD, str(n), topology], capture_output=True, text=True, check=True
+    )
     return json.loads(res.stdout)
 
 
@@ -55,16 +56,22 @@ def main() -> None:
     ap.add_argument("--sites", type=int, default=1000)
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
-    print(f"plan of a generated {args.sites}-site intent (2 hosts per site), best of "
-          f"{args.repeat}; plan time excludes loading/validating the intent")
-    print(f"{'topology':10} {'plan s':>8} {'validate s':>10} {'traced peak MB':>15} "
-          f"{'max RSS MB':>11} {'tunnels':>8} {'routes':>9}")
+    print(
+        f"plan of a generated {args.sites}-site intent (2 hosts per site), best of "
+        f"{args.repeat}; plan time excludes loading/validating the intent"
+    )
+    print(
+        f"{'topology':10} {'plan s':>8} {'validate s':>10} {'traced peak MB':>15} "
+        f"{'max RSS MB':>11} {'tunnels':>8} {'routes':>9}"
+    )
     for topology in ("mst", "hub", "full-mesh"):
         runs = [measure(args.sites, topology) for _ in range(args.repeat)]
         best = min(runs, key=lambda r: r["plan_s"])
-        print(f"{topology:10} {best['plan_s']:8.3f} {best['validate_s']:10.3f} "
-              f"{best['traced_peak_mb']:15.1f} {max(r['maxrss_mb'] for r in runs):11.1f} "
-              f"{best['tunnels']:8d} {best['routes']:9d}")
+        print(
+            f"{topology:10} {best['plan_s']:8.3f} {best['validate_s']:10.3f} "
+            f"{best['traced_peak_mb']:15.1f} {max(r['maxrss_mb'] for r in runs):11.1f} "
+            f"{best['tunnels']:8d} {best['routes']:9d}"
+        )
 
 
 if __name__ == "__main__":

@@ -33,8 +33,9 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=3.0)
     args = ap.parse_args()
     print(f"one TCP flow, {args.seconds:g} s each, {args.rounds} rounds; Gbit/s")
-    print(f"{'transport':10} {'overlay':>8} {'underlay':>9} {'ratio median':>13} "
-          f"{'ratio range':>14}")
+    print(
+        f"{'transport':10} {'overlay':>8} {'underlay':>9} {'ratio median':>13} {'ratio range':>14}"
+    )
     for transport in ("vxlan", "wireguard"):
         name = f"bench-tp-{transport[:2]}"
         intent = load_intent_text(INTENT.format(name=name, transport=transport))
@@ -47,9 +48,11 @@ def main() -> None:
             finally:
                 lab_down(name, sdir)
         ratios = [r.ratio for r in results if r.ratio]
-        print(f"{transport:10} {statistics.median(r.overlay_bps for r in results) / 1e9:8.2f} "
-              f"{statistics.median(r.underlay_bps for r in results) / 1e9:9.2f} "
-              f"{statistics.median(ratios):13.3f} {min(ratios):6.3f}-{max(ratios):.3f}")
+        print(
+            f"{transport:10} {statistics.median(r.overlay_bps for r in results) / 1e9:8.2f} "
+            f"{statistics.median(r.underlay_bps for r in results) / 1e9:9.2f} "
+            f"{statistics.median(ratios):13.3f} {min(ratios):6.3f}-{max(ratios):.3f}"
+        )
 
 
 if __name__ == "__main__":

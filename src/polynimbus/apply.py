@@ -113,14 +113,18 @@ def diff(desired: Sequence[Resource], actual: Mapping[Key, Resource]) -> list[Ch
         else:
             dep = next((d for d in r.dependencies() if d in touched), None)
             if dep is not None:
-                changes.append(Change("create", r, f"re-applied: {dep[0]} {dep[2] or dep[1]} "
-                                      "was recreated"))
+                changes.append(
+                    Change("create", r, f"re-applied: {dep[0]} {dep[2] or dep[1]} was recreated")
+                )
                 touch(r)
 
     gone_ns = {k[1] for k in actual if k[0] == "netns" and k not in want}
-    gone_links = {(e[1], e[2]) for k, r in actual.items()
-                  if k[0] == "link" and (k not in want or want[k].spec != r.spec)
-                  for e in _ends(r)}
+    gone_links = {
+        (e[1], e[2])
+        for k, r in actual.items()
+        if k[0] == "link" and (k not in want or want[k].spec != r.spec)
+        for e in _ends(r)
+    }
     deletes: list[Change] = []
     for k, r in actual.items():
         if k in want:
@@ -164,8 +168,12 @@ class ApplyResult:
 Progress = Callable[[Change, int, int], None]
 
 
-def execute(target: Target, changes: Iterable[Change], actual: Mapping[Key, Resource],
-            progress: Progress | None = None) -> ApplyResult:
+def execute(
+    target: Target,
+    changes: Iterable[Change],
+    actual: Mapping[Key, Resource],
+    progress: Progress | None = None,
+) -> ApplyResult:
     """Make ``changes`` on ``target`` in order.
 
     Args:
@@ -189,8 +197,13 @@ def execute(target: Target, changes: Iterable[Change], actual: Mapping[Key, Reso
     return result
 
 
-def apply(target: Target, lab: str, desired: Sequence[Resource],
-          progress: Progress | None = None, dry_run: bool = False) -> ApplyResult:
+def apply(
+    target: Target,
+    lab: str,
+    desired: Sequence[Resource],
+    progress: Progress | None = None,
+    dry_run: bool = False,
+) -> ApplyResult:
     """Observe ``target``, diff against ``desired`` and make the changes.
 
     Args:

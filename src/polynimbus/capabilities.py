@@ -36,8 +36,9 @@ def require_root(what: str) -> None:
         CapabilityError: not root.
     """
     if os.geteuid() != 0:
-        raise CapabilityError(f"{what} needs root (it creates network namespaces); "
-                              "run it with sudo", None)
+        raise CapabilityError(
+            f"{what} needs root (it creates network namespaces); run it with sudo", None
+        )
 
 
 def missing_tools(tools: list[str]) -> list[str]:
@@ -55,8 +56,10 @@ def require_tools(tools: list[str]) -> None:
     if missing:
         pkgs = sorted({TOOL_PACKAGES.get(t, t) for t in missing})
         names = ", ".join(f"{t} (Debian package {TOOL_PACKAGES.get(t, t)})" for t in missing)
-        raise CapabilityError(f"missing tool{'s' if len(missing) > 1 else ''}: {names}",
-                              f"apt-get install {' '.join(pkgs)}  (or run: make deps)")
+        raise CapabilityError(
+            f"missing tool{'s' if len(missing) > 1 else ''}: {names}",
+            f"apt-get install {' '.join(pkgs)}  (or run: make deps)",
+        )
 
 
 def _module_available(name: str) -> bool:

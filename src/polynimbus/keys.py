@@ -34,10 +34,10 @@ def generate() -> KeyPair:
 
 def from_private(key: X25519PrivateKey) -> KeyPair:
     """The key pair of ``key``."""
-    raw = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
-                            serialization.NoEncryption())
-    pub = key.public_key().public_bytes(serialization.Encoding.Raw,
-                                        serialization.PublicFormat.Raw)
+    raw = key.private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+    )
+    pub = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     return KeyPair(base64.b64encode(raw).decode(), base64.b64encode(pub).decode())
 
 
@@ -83,8 +83,9 @@ class KeyStore:
                 try:
                     out[site] = from_private_text(path.read_text())
                 except ValueError as exc:
-                    raise ValueError(f"the key file {path} is corrupt ({exc}); delete it or run "
-                                     "up --rotate-keys") from None
+                    raise ValueError(
+                        f"the key file {path} is corrupt ({exc}); delete it or run up --rotate-keys"
+                    ) from None
                 continue
             pair = generate()
             _write_secret(path, pair.private)

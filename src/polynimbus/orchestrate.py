@@ -16,8 +16,9 @@ from polynimbus.targets.lab import LabTarget
 from polynimbus.tunnels import get_transport
 
 
-def desired_lab(plan: Plan, state_dir: Path, rotate_keys: bool = False
-                ) -> tuple[list[Resource], list[str]]:
+def desired_lab(
+    plan: Plan, state_dir: Path, rotate_keys: bool = False
+) -> tuple[list[Resource], list[str]]:
     """The lab's desired resources for ``plan`` and warnings about what the kernel lacks.
 
     Creates missing keys in ``state_dir`` (all of them with ``rotate_keys``).
@@ -32,13 +33,19 @@ def desired_lab(plan: Plan, state_dir: Path, rotate_keys: bool = False
     if delayed and not has_netem:
         warnings.append(
             "delay emulation is unavailable: this kernel has no netem qdisc (sch_netem), so "
-            f"the delay: of {', '.join(delayed)} is not applied; rates are still shaped")
+            f"the delay: of {', '.join(delayed)} is not applied; rates are still shaped"
+        )
     impl = capabilities.wireguard_impl()
     return render_lab(plan, keys, wireguard_impl=impl, netem=has_netem), warnings
 
 
-def lab_up(intent: Intent, state_dir: Path | None = None, rotate_keys: bool = False,
-           progress: Progress | None = None, dry_run: bool = False) -> ApplyResult:
+def lab_up(
+    intent: Intent,
+    state_dir: Path | None = None,
+    rotate_keys: bool = False,
+    progress: Progress | None = None,
+    dry_run: bool = False,
+) -> ApplyResult:
     """Build or converge the lab of ``intent``; a second run with no change changes nothing.
 
     Raises:

@@ -33,8 +33,9 @@ def processes() -> Iterator[Proc]:
             ino = os.stat(f"/proc/{pid}/ns/net").st_ino
         except OSError:
             continue
-        yield Proc(pid, tuple(a.decode(errors="replace") for a in raw.rstrip(b"\0").split(b"\0")),
-                   ino)
+        yield Proc(
+            pid, tuple(a.decode(errors="replace") for a in raw.rstrip(b"\0").split(b"\0")), ino
+        )
 
 
 def netns_inode(name: str) -> int | None:

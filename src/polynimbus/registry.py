@@ -49,8 +49,9 @@ class Registry(Generic[T]):
         try:
             return self._items[name]
         except KeyError:
-            raise PolynimbusError(f"unknown {self.kind} {name!r}",
-                                  f"known: {', '.join(sorted(self._items))}") from None
+            raise PolynimbusError(
+                f"unknown {self.kind} {name!r}", f"known: {', '.join(sorted(self._items))}"
+            ) from None
 
     def names(self) -> list[str]:
         """Registered names, sorted."""

@@ -51,8 +51,7 @@ class Resource:
     payload: Any = field(default=None, compare=False, repr=False, hash=False)
 
     @classmethod
-    def make(cls, kind: str, node: str, name: str, payload: Any = None,
-             **spec: Any) -> Resource:
+    def make(cls, kind: str, node: str, name: str, payload: Any = None, **spec: Any) -> Resource:
         """Build a resource from keyword ``spec`` fields (``None`` values are dropped)."""
         if kind not in KIND_ORDER:
             raise ValueError(f"unknown resource kind {kind!r}; known: {', '.join(KIND_ORDER)}")
@@ -80,7 +79,8 @@ class Resource:
     def describe(self) -> str:
         """Short human text, e.g. ``link wan0 (veth) on pn.lab.i3s.gateway``."""
         what = {"netns": "namespace", "wgconf": "wireguard config", "nft": "nftables"}.get(
-            self.kind, self.kind)
+            self.kind, self.kind
+        )
         extra = f" ({self.get('type')})" if self.kind == "link" else ""
         name = f" {self.name}" if self.name else ""
         where = f" on {self.node}" if self.kind != "netns" else f" {self.node}"

@@ -17,8 +17,9 @@ from polynimbus.errors import PolynimbusError
 
 def default_state_dir(lab: str) -> Path:
     """Where the state of lab ``lab`` lives by default."""
-    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"),
-                                                             ".local", "state")
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "state"
+    )
     return Path(base) / "polynimbus" / lab
 
 
@@ -48,8 +49,10 @@ def locked(path: Path) -> Iterator[None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise PolynimbusError(f"another polynimbus command is working on this lab "
-                                  f"(lock {path / 'lock'})", "wait for it to finish") from None
+            raise PolynimbusError(
+                f"another polynimbus command is working on this lab (lock {path / 'lock'})",
+                "wait for it to finish",
+            ) from None
         yield
     finally:
         os.close(fd)

@@ -27,8 +27,14 @@ EXAMPLES = HERE.parents[1] / "examples"
 
 def test_keys(plan: Plan) -> dict[str, KeyPair]:
     """Deterministic, public test keys (SHA-256 of the site name). Never use them for real."""
-    return {s.name: from_private(X25519PrivateKey.from_private_bytes(
-        hashlib.sha256(f"polynimbus-test-{s.name}".encode()).digest())) for s in plan.sites}
+    return {
+        s.name: from_private(
+            X25519PrivateKey.from_private_bytes(
+                hashlib.sha256(f"polynimbus-test-{s.name}".encode()).digest()
+            )
+        )
+        for s in plan.sites
+    }
 
 
 test_keys.__test__ = False  # type: ignore[attr-defined]  # not a pytest test
@@ -43,8 +49,9 @@ def render_all(example: Path) -> dict[str, str]:
     for site in plan.sites:
         if plan.transport == "wireguard":
             files[f"{site.name}.wg.conf"] = render_wg_config(plan, site, keys)
-        files[f"{site.name}.nft"] = render_gateway_ruleset(plan, site,
-                                                           backend.ifname_pattern(plan, site))
+        files[f"{site.name}.nft"] = render_gateway_ruleset(
+            plan, site, backend.ifname_pattern(plan, site)
+        )
     return files
 
 

@@ -22,8 +22,9 @@ COMBOS = [(t, tr) for t in ("full-mesh", "hub", "mst") for tr in ("wireguard", "
 
 
 def sh(ns: str, *argv: str, check: bool = False) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["ip", "netns", "exec", ns, *argv], capture_output=True, text=True,
-                          check=check)
+    return subprocess.run(
+        ["ip", "netns", "exec", ns, *argv], capture_output=True, text=True, check=check
+    )
 
 
 def snapshot(lab_name: str) -> dict[str, object]:
@@ -31,9 +32,13 @@ def snapshot(lab_name: str) -> dict[str, object]:
     out: dict[str, object] = {}
     for ns in list_lab_namespaces(lab_name):
         out[ns] = sh(ns, "ip", "-o", "link", "show").stdout.split("\n")
-    out["pids"] = sorted(p.pid for p in procs.processes()
-                         if p.argv and p.argv[0].endswith("wireguard-go")
-                         and p.argv[-1].startswith(names.wireguard_if_prefix(lab_name)))
+    out["pids"] = sorted(
+        p.pid
+        for p in procs.processes()
+        if p.argv
+        and p.argv[0].endswith("wireguard-go")
+        and p.argv[-1].startswith(names.wireguard_if_prefix(lab_name))
+    )
     return out
 
 
@@ -86,9 +91,24 @@ def assert_no_cleartext(plan, inet: str) -> None:
     """Capture on every interface of the internet while all pairs ping: no packet may carry
     an overlay (10.0.0.0/8) address in clear; tunnel packets must be seen (the capture works)."""
     pcap = Path(f"/tmp/{plan.name}.pcap")
-    cap = subprocess.Popen(["ip", "netns", "exec", inet, "tcpdump", "-i", "any", "-n",
-                            "--immediate-mode", "-U", "-w", str(pcap)],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cap = subprocess.Popen(
+        [
+            "ip",
+            "netns",
+            "exec",
+            inet,
+            "tcpdump",
+            "-i",
+            "any",
+            "-n",
+            "--immediate-mode",
+            "-U",
+            "-w",
+            str(pcap),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         time.sleep(1.0)
         assert all(p.reachable for p in ping_all(plan, count=2))
@@ -98,8 +118,9 @@ def assert_no_cleartext(plan, inet: str) -> None:
         cap.wait(timeout=5)
 
     def count(expr: str) -> int:
-        res = subprocess.run(["tcpdump", "-r", str(pcap), "-n", expr], capture_output=True,
-                             text=True, check=False)
+        res = subprocess.run(
+            ["tcpdump", "-r", str(pcap), "-n", expr], capture_output=True, text=True, check=False
+        )
         return len([line for line in res.stdout.splitlines() if line.strip()])
 
     try:
@@ -119,8 +140,7 @@ def test_converge_add_host_and_remove_site(lab) -> None:
     grown = lab.intent(text.replace("hosts: [w-2]", "hosts: [w-2, w-3]"))
     res = lab_up(grown, sdir)
     assert {c.action for c in res.changes} == {"create"}
-    assert {c.resource.node for c in res.changes} <= {"pn.it-conv.az.gateway",
-                                                     "pn.it-conv.az.w-3"}
+    assert {c.resource.node for c in res.changes} <= {"pn.it-conv.az.gateway", "pn.it-conv.az.w-3"}
     assert snapshot("it-conv")["pids"] == pids_before  # no tunnel process restarted
     assert all(p.reachable for p in ping_all(build_plan(grown)))
 
@@ -151,22 +171,27 @@ def test_up_killed_midway_is_completed_by_rerun_and_removed_by_down(lab, kill_af
     cli = [sys.executable, "-c", "from polynimbus.cli import main; main()"]
 
     def up_killed() -> None:
-        proc = subprocess.Popen([*cli, "up", str(path), "--state-dir", str(sdir)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [*cli, "up", str(path), "--state-dir", str(sdir)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         time.sleep(kill_after_s)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
 
     up_killed()
     # down removes a half-built lab
-    down = subprocess.run([*cli, "down", str(path), "--state-dir", str(sdir)],
-                          capture_output=True, text=True)
+    down = subprocess.run(
+        [*cli, "down", str(path), "--state-dir", str(sdir)], capture_output=True, text=True
+    )
     assert down.returncode == 0, down.stderr
     assert leftovers("it-kill", sdir) == []
     # and up, killed again, is completed by running it again
     up_killed()
-    again = subprocess.run([*cli, "up", str(path), "--state-dir", str(sdir)],
-                           capture_output=True, text=True)
+    again = subprocess.run(
+        [*cli, "up", str(path), "--state-dir", str(sdir)], capture_output=True, text=True
+    )
     assert again.returncode == 0, again.stderr
     intent = lab.intent(path.read_text())
     assert all(p.reachable for p in ping_all(build_plan(intent)))
@@ -176,7 +201,8 @@ def test_up_killed_midway_is_completed_by_rerun_and_removed_by_down(lab, kill_af
 def test_shaping_and_delay(lab) -> None:
     extra = ""
     text = three_sites("it-shape").replace(
-        "    hosts: [w-1]\n", "    hosts: [w-1]\n    underlay: {rate: 50mbit, delay: 10ms}\n")
+        "    hosts: [w-1]\n", "    hosts: [w-1]\n    underlay: {rate: 50mbit, delay: 10ms}\n"
+    )
     intent = lab.intent(text + extra)
     res = lab_up(intent, lab.state("it-shape"))
     gw = names.gateway_ns("it-shape", "aws")
@@ -211,9 +237,21 @@ def test_commands_refuse_without_root() -> None:
     os.close(fd)
     os.chmod(name, 0o644)
     path = Path(name)
-    res = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-                          sys.executable, "-c", "from polynimbus.cli import main; main()",
-                          "up", str(path)], capture_output=True, text=True)
+    res = subprocess.run(
+        [
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            sys.executable,
+            "-c",
+            "from polynimbus.cli import main; main()",
+            "up",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+    )
     path.unlink()
     assert res.returncode == 1, res.stderr
     assert "up needs root" in res.stderr

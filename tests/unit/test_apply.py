@@ -52,12 +52,15 @@ def test_adding_a_host_touches_only_its_resources():
     t.ops.clear()
     plan2, want2 = desired(text.replace("hosts: [worker-3]", "hosts: [worker-3, worker-4]"))
     res = apply(t, plan2.name, want2)
-    on_gateway = [c.resource for c in res.changes
-                  if c.resource.node == "pn.prestocloud.azure-weu.gateway"]
+    on_gateway = [
+        c.resource for c in res.changes if c.resource.node == "pn.prestocloud.azure-weu.gateway"
+    ]
     # the new veth pair is keyed by its smaller end, the gateway's port h2
     assert [(r.kind, r.name) for r in on_gateway] == [("link", "h2")]
     assert {c.resource.node for c in res.changes} == {
-        "pn.prestocloud.azure-weu.gateway", "pn.prestocloud.azure-weu.worker-4"}
+        "pn.prestocloud.azure-weu.gateway",
+        "pn.prestocloud.azure-weu.worker-4",
+    }
     assert res.counts() == {"create": 5, "update": 0, "delete": 0}
 
 
@@ -72,9 +75,12 @@ def test_removing_a_site_deletes_only_what_is_gone():
     deleted = [c.resource for c in res.changes if c.action == "delete"]
     # namespaces of the removed site go; their contents are not deleted one by one
     assert {r.node for r in deleted if r.kind == "netns"} == {
-        "pn.prestocloud.azure-weu.gateway", "pn.prestocloud.azure-weu.worker-3"}
-    assert all(r.node not in ("pn.prestocloud.azure-weu.gateway",) or r.kind == "netns"
-               for r in deleted)
+        "pn.prestocloud.azure-weu.gateway",
+        "pn.prestocloud.azure-weu.worker-3",
+    }
+    assert all(
+        r.node not in ("pn.prestocloud.azure-weu.gateway",) or r.kind == "netns" for r in deleted
+    )
     # deletions come before creations and updates
     actions = [c.action for c in res.changes]
     assert actions == sorted(actions, key=lambda a: a != "delete")
@@ -98,11 +104,15 @@ def test_recreated_link_reapplies_its_addresses():
     link = Resource.make("link", "n", "eth0", type="bridge", mtu=1500, up=True)
     addr = Resource.make("addr", "n", "eth0 10.0.0.1/24")
     ns = Resource.make("netns", "n", "")
-    actual = {r.key: r for r in (ns, Resource.make("link", "n", "eth0", type="bridge",
-                                                   mtu=9000, up=True), addr)}
+    actual = {
+        r.key: r
+        for r in (ns, Resource.make("link", "n", "eth0", type="bridge", mtu=9000, up=True), addr)
+    }
     changes = diff([ns, link, addr], actual)
-    assert [(c.action, c.resource.kind) for c in changes] == [("update", "link"),
-                                                              ("create", "addr")]
+    assert [(c.action, c.resource.kind) for c in changes] == [
+        ("update", "link"),
+        ("create", "addr"),
+    ]
 
 
 def test_duplicate_desired_keys_are_rejected():

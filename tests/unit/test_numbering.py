@@ -29,8 +29,12 @@ sites:
   - {name: c, provider: edge}
 """
     plan = build_plan(load_intent_text(text))
-    assert [s.block for s in plan.sites] == ["10.1.0.0/24", "10.2.0.0/24", "10.1.1.0/24",
-                                             "10.6.0.0/24"]
+    assert [s.block for s in plan.sites] == [
+        "10.1.0.0/24",
+        "10.2.0.0/24",
+        "10.1.1.0/24",
+        "10.6.0.0/24",
+    ]
 
 
 def test_overrides_subnet_and_host_address():

@@ -13,11 +13,13 @@ from polynimbus.plan import build_plan
 
 PROVIDERS = sorted(PROVIDER_CODES)
 
-site_st = st.fixed_dictionaries({
-    "provider": st.sampled_from(PROVIDERS),
-    "hosts": st.integers(min_value=0, max_value=4),
-    "location": st.one_of(st.none(), st.tuples(st.floats(-89, 89), st.floats(-179, 179))),
-})
+site_st = st.fixed_dictionaries(
+    {
+        "provider": st.sampled_from(PROVIDERS),
+        "hosts": st.integers(min_value=0, max_value=4),
+        "location": st.one_of(st.none(), st.tuples(st.floats(-89, 89), st.floats(-179, 179))),
+    }
+)
 
 
 @st.composite
@@ -29,10 +31,16 @@ def intents(draw: st.DrawFn) -> Intent:
         "name": "prop",
         "overlay": {"topology": topology, "transport": transport},
         "sites": [
-            {"name": f"s{i}", "provider": s["provider"],
-             "hosts": [f"h{j}" for j in range(s["hosts"])],
-             **({"location": {"lat": s["location"][0], "lon": s["location"][1]}}
-                if s["location"] else {})}
+            {
+                "name": f"s{i}",
+                "provider": s["provider"],
+                "hosts": [f"h{j}" for j in range(s["hosts"])],
+                **(
+                    {"location": {"lat": s["location"][0], "lon": s["location"][1]}}
+                    if s["location"]
+                    else {}
+                ),
+            }
             for i, s in enumerate(sites)
         ],
     }
@@ -47,7 +55,7 @@ def test_addresses_never_overlap(intent: Intent) -> None:
     plan = build_plan(intent)
     blocks = [IPv4Network(s.block) for s in plan.sites]
     for i, a in enumerate(blocks):
-        for b in blocks[i + 1:]:
+        for b in blocks[i + 1 :]:
             assert not a.overlaps(b)
     addrs = [IPv4Address(s.gateway_address) for s in plan.sites]
     addrs += [IPv4Address(h.address) for s in plan.sites for h in s.hosts]

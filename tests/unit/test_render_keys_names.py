@@ -20,8 +20,9 @@ def test_wg_digest_ignores_layout_but_not_meaning():
     keys = {s.name: generate() for s in plan.sites}
     text = render_wg_config(plan, plan.sites[1], keys)
     # what `wg showconf` prints: no comments, AllowedIPs possibly split, other spacing
-    showconf = "\n".join(line.replace(" = ", "=") for line in text.splitlines()
-                         if not line.startswith("#"))
+    showconf = "\n".join(
+        line.replace(" = ", "=") for line in text.splitlines() if not line.startswith("#")
+    )
     assert wg_digest(showconf) == wg_digest(text)
     assert wg_digest(text.replace("51820", "51821")) != wg_digest(text)
     peers = parse_wg_config(text)["peers"]
@@ -56,12 +57,14 @@ def test_keys_are_private_reused_and_rotated(tmp_path):
 
 
 def test_generated_interface_names_fit_and_wireguard_names_are_host_unique():
-    sites = "".join(f"  - {{name: site-number-{i:03d}, provider: edge, hosts: [h]}}\n"
-                    for i in range(200))
+    sites = "".join(
+        f"  - {{name: site-number-{i:03d}, provider: edge, hosts: [h]}}\n" for i in range(200)
+    )
     text = "name: a-rather-long-lab-name-of-32ch\nsites:\n" + sites
     plan = build_plan(load_intent_text(text))
-    resources = render_lab(plan, {s.name: generate() for s in plan.sites[:0]} or
-                           {s.name: KEY for s in plan.sites})
+    resources = render_lab(
+        plan, {s.name: generate() for s in plan.sites[:0]} or {s.name: KEY for s in plan.sites}
+    )
     ifnames = {r.name.split(" ")[0] for r in resources if r.kind in ("link", "addr")}
     ifnames |= {r.get("peer_name") for r in resources if r.get("peer_name")}
     assert all(len(n.encode()) <= names.IFNAMSIZ for n in ifnames)

@@ -59,13 +59,17 @@ def test_tree_and_bfs_routing_agree_on_a_path():
 
 def test_plan_is_deterministic():
     text = (EXAMPLES / "aws-regions.yaml").read_text()
-    assert build_plan(load_intent_text(text)).to_json() == \
-        build_plan(load_intent_text(text)).to_json()
+    assert (
+        build_plan(load_intent_text(text)).to_json() == build_plan(load_intent_text(text)).to_json()
+    )
 
 
 def test_vxlan_vnis_unique_and_stable():
-    text = (EXAMPLES / "prestocloud.yaml").read_text().replace("transport: wireguard",
-                                                               "transport: vxlan")
+    text = (
+        (EXAMPLES / "prestocloud.yaml")
+        .read_text()
+        .replace("transport: wireguard", "transport: vxlan")
+    )
     plan = build_plan(load_intent_text(text))
     vnis = [t.vni for t in plan.tunnels]
     assert len(set(vnis)) == len(vnis) and all(1 <= v < 2**24 for v in vnis)

@@ -38,9 +38,12 @@ err = Console(stderr=True, highlight=False)
 
 StateDir = Annotated[
     Path | None,
-    typer.Option("--state-dir", help="Where keys and run state live "
-                 "[default: $XDG_STATE_HOME/polynimbus/NAME or ~/.local/state/polynimbus/NAME]",
-                 show_default=False),
+    typer.Option(
+        "--state-dir",
+        help="Where keys and run state live "
+        "[default: $XDG_STATE_HOME/polynimbus/NAME or ~/.local/state/polynimbus/NAME]",
+        show_default=False,
+    ),
 ]
 IntentFile = Annotated[Path, typer.Argument(help="The intent YAML file.", show_default=False)]
 
@@ -59,8 +62,11 @@ def handle_errors(fn: F) -> F:
             err.print(exc.render(), markup=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
-            err.print("\ninterrupted. Run the same command again to complete it; "
-                      "'polynimbus down FILE' removes a half-built lab.", markup=False)
+            err.print(
+                "\ninterrupted. Run the same command again to complete it; "
+                "'polynimbus down FILE' removes a half-built lab.",
+                markup=False,
+            )
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
@@ -74,8 +80,12 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
-                                          help="Print the version and exit.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
 ) -> None:
     pass
 

@@ -25,10 +25,15 @@ def bundled_example(name: str = "prestocloud.yaml") -> Path:
 @app.command()
 @handle_errors
 def demo(
-    keep: Annotated[bool, typer.Option("--keep", help="Leave the lab up at the end "
-                                       "(remove it later with polynimbus down).")] = False,
-    seconds: Annotated[float, typer.Option("--seconds", help="Length of each iperf3 flow, s.",
-                                           min=0.5)] = 2.0,
+    keep: Annotated[
+        bool,
+        typer.Option(
+            "--keep", help="Leave the lab up at the end (remove it later with polynimbus down)."
+        ),
+    ] = False,
+    seconds: Annotated[
+        float, typer.Option("--seconds", help="Length of each iperf3 flow, s.", min=0.5)
+    ] = 2.0,
     state_dir: StateDir = None,
 ) -> None:
     """Run the three-site PrEstoCloud lab end to end: up, verify --throughput, down.
@@ -50,18 +55,24 @@ def demo(
         ok = report.ok
         out.rule("summary")
         hosts = sum(len(s.hosts) for s in plan.sites)
-        out.print(f"{len(plan.sites)} sites, {hosts} hosts, {len(plan.tunnels)} "
-                  f"{plan.transport} tunnels ({plan.topology}); "
-                  f"{sum(p.reachable for p in report.pairs)}/{len(report.pairs)} host pairs "
-                  "reachable" + ("" if ok else " [red](FAILED)[/]"))
+        out.print(
+            f"{len(plan.sites)} sites, {hosts} hosts, {len(plan.tunnels)} "
+            f"{plan.transport} tunnels ({plan.topology}); "
+            f"{sum(p.reachable for p in report.pairs)}/{len(report.pairs)} host pairs "
+            "reachable" + ("" if ok else " [red](FAILED)[/]")
+        )
         ratios = [t.ratio for t in report.throughput if t.ratio]
         if ratios:
-            out.print(f"overlay/underlay throughput: {min(ratios):.3f} to {max(ratios):.3f} "
-                      "(user-space WireGuard over TUN is far slower than the kernel path)")
+            out.print(
+                f"overlay/underlay throughput: {min(ratios):.3f} to {max(ratios):.3f} "
+                "(user-space WireGuard over TUN is far slower than the kernel path)"
+            )
     finally:
         if keep:
-            out.print(f"the lab is still up: polynimbus exec i3s/app-1 -- ping 10.1.0.1; "
-                      f"remove it with: polynimbus down {path}")
+            out.print(
+                f"the lab is still up: polynimbus exec i3s/app-1 -- ping 10.1.0.1; "
+                f"remove it with: polynimbus down {path}"
+            )
         else:
             out.rule("down")
             err.print("taking the lab down...")

@@ -38,10 +38,15 @@ def lab_name_of(file: Path) -> str:
 @app.command()
 @handle_errors
 def down(
-    file: Annotated[Path | None, typer.Argument(help="The intent YAML file.",
-                                                show_default=False)] = None,
-    lab: Annotated[str | None, typer.Option("--lab", help="Remove the lab of this name "
-                                            "instead of naming its intent file.")] = None,
+    file: Annotated[
+        Path | None, typer.Argument(help="The intent YAML file.", show_default=False)
+    ] = None,
+    lab: Annotated[
+        str | None,
+        typer.Option(
+            "--lab", help="Remove the lab of this name instead of naming its intent file."
+        ),
+    ] = None,
     state_dir: StateDir = None,
 ) -> None:
     """Remove everything 'up' created for a lab, from any state.
@@ -50,13 +55,17 @@ def down(
     WireGuard sockets, the state directory (keys included). Other labs are left alone.
     """
     if (file is None) == (lab is None):
-        raise PolynimbusError("give the intent FILE or --lab NAME (one of them)",
-                              "e.g. polynimbus down examples/prestocloud.yaml")
+        raise PolynimbusError(
+            "give the intent FILE or --lab NAME (one of them)",
+            "e.g. polynimbus down examples/prestocloud.yaml",
+        )
     name = lab if lab is not None else lab_name_of(file)  # type: ignore[arg-type]
     removed = lab_down(name, state_dir)
     if not any(removed.values()):
         out.print(f"nothing to remove: lab {name!r} is not up")
         return
-    out.print(f"lab {name!r} removed: {len(removed['namespaces'])} namespaces, "
-              f"{len(removed['processes'])} processes, {len(removed['sockets'])} sockets"
-              + (", state directory" if removed["state"] else ""))
+    out.print(
+        f"lab {name!r} removed: {len(removed['namespaces'])} namespaces, "
+        f"{len(removed['processes'])} processes, {len(removed['sockets'])} sockets"
+        + (", state directory" if removed["state"] else "")
+    )

@@ -24,40 +24,46 @@ def resolve_node(target: str, lab: str | None) -> str:
         if not labs:
             raise LabNotFoundError("no lab is up", "run: polynimbus up FILE")
         if len(labs) > 1:
-            raise LabNotFoundError(f"several labs are up ({', '.join(labs)})",
-                                   "choose one with --lab NAME")
+            raise LabNotFoundError(
+                f"several labs are up ({', '.join(labs)})", "choose one with --lab NAME"
+            )
         lab = labs[0]
     if target == "internet":
         ns = names.internet_ns(lab)
     elif target.count("/") == 1:
         site, host = target.split("/")
-        ns = (names.gateway_ns(lab, site) if host in ("gateway", "gw")
-              else names.host_ns(lab, site, host))
+        ns = (
+            names.gateway_ns(lab, site)
+            if host in ("gateway", "gw")
+            else names.host_ns(lab, site, host)
+        )
     else:
-        raise PolynimbusError(f"bad target {target!r}",
-                              "write SITE/HOST, SITE/gateway or internet")
+        raise PolynimbusError(f"bad target {target!r}", "write SITE/HOST, SITE/gateway or internet")
     present = list_lab_namespaces(lab)
     if ns not in present:
         nodes = sorted(_node_name(n, lab) for n in present)
-        raise LabNotFoundError(f"no node {target!r} in lab {lab!r}",
-                               "nodes: " + ", ".join(nodes) if nodes else "the lab is not up")
+        raise LabNotFoundError(
+            f"no node {target!r} in lab {lab!r}",
+            "nodes: " + ", ".join(nodes) if nodes else "the lab is not up",
+        )
     return ns
 
 
 def _node_name(ns: str, lab: str) -> str:
-    rest = ns[len(names.lab_prefix(lab)):]
+    rest = ns[len(names.lab_prefix(lab)) :]
     return rest if rest == "internet" else rest.replace(".", "/", 1)
 
 
 @app.command(name="exec", context_settings={"allow_interspersed_args": False})
 @handle_errors
 def exec_(
-    target: Annotated[str, typer.Argument(help="SITE/HOST, SITE/gateway or internet.",
-                                          show_default=False)],
-    command: Annotated[list[str], typer.Argument(help="The command (after --).",
-                                                 show_default=False)],
-    lab: Annotated[str | None, typer.Option("--lab", help="The lab, when several are up.")]
-    = None,
+    target: Annotated[
+        str, typer.Argument(help="SITE/HOST, SITE/gateway or internet.", show_default=False)
+    ],
+    command: Annotated[
+        list[str], typer.Argument(help="The command (after --).", show_default=False)
+    ],
+    lab: Annotated[str | None, typer.Option("--lab", help="The lab, when several are up.")] = None,
 ) -> None:
     """Run a command inside a lab node, like 'docker exec'.
 

@@ -15,18 +15,27 @@ from polynimbus.plan import Plan, build_plan
 
 def print_plan(plan: Plan) -> None:
     """The plan as tables: overlay, sites, tunnels, routes per gateway."""
-    out.print(f"[bold]{plan.name}[/]: {len(plan.sites)} sites, {plan.topology} "
-              f"({len(plan.tunnels)} tunnels), {plan.transport} on UDP {plan.port}; "
-              f"address space {plan.address_space}")
-    out.print(f"tunnel MTU {plan.tunnel_mtu} bytes (underlay {plan.underlay_mtu}); "
-              f"TCP MSS clamped to {plan.mss} bytes"
-              + (f"; hub {plan.hub}" if plan.hub else ""))
+    out.print(
+        f"[bold]{plan.name}[/]: {len(plan.sites)} sites, {plan.topology} "
+        f"({len(plan.tunnels)} tunnels), {plan.transport} on UDP {plan.port}; "
+        f"address space {plan.address_space}"
+    )
+    out.print(
+        f"tunnel MTU {plan.tunnel_mtu} bytes (underlay {plan.underlay_mtu}); "
+        f"TCP MSS clamped to {plan.mss} bytes" + (f"; hub {plan.hub}" if plan.hub else "")
+    )
     t = Table(title="Numbering plan", title_justify="left")
     for col in ("site", "provider", "block", "gateway", "public", "hosts"):
         t.add_column(col)
     for s in plan.sites:
-        t.add_row(s.name, s.provider, s.block, s.gateway_address, s.public_address,
-                  ", ".join(f"{h.name} {h.address}" for h in s.hosts) or "-")
+        t.add_row(
+            s.name,
+            s.provider,
+            s.block,
+            s.gateway_address,
+            s.public_address,
+            ", ".join(f"{h.name} {h.address}" for h in s.hosts) or "-",
+        )
     out.print(t)
     t = Table(title="Tunnels", title_justify="left")
     for col in ("a", "b", "km") + (("vni",) if plan.transport == "vxlan" else ()):
@@ -42,8 +51,13 @@ def print_plan(plan: Plan) -> None:
         t.add_column(col)
     for s in plan.sites:
         for r in plan.routes(s):
-            t.add_row(s.name, r["prefix"], r["destination"],
-                      r["via"] + (" (transit)" if r["transit"] else ""), r["next_hop"])
+            t.add_row(
+                s.name,
+                r["prefix"],
+                r["destination"],
+                r["via"] + (" (transit)" if r["transit"] else ""),
+                r["next_hop"],
+            )
     out.print(t)
 
 
@@ -51,9 +65,13 @@ def print_plan(plan: Plan) -> None:
 @handle_errors
 def plan(
     file: IntentFile,
-    json_: Annotated[bool, typer.Option("--json", help="Print the plan as JSON "
-                                        "(schema polynimbus.plan/v1, docs/plan-schema.md).")]
-    = False,
+    json_: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Print the plan as JSON (schema polynimbus.plan/v1, docs/plan-schema.md).",
+        ),
+    ] = False,
 ) -> None:
     """Show the plan: numbering plan, tunnels, routes with transit, MTU and MSS.
 

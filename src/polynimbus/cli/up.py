@@ -14,21 +14,41 @@ from polynimbus.intent import Intent, load_intent
 from polynimbus.orchestrate import lab_up
 
 
-def run_up(intent: Intent, state_dir: object = None, rotate_keys: bool = False,
-           dry_run: bool = False, quiet: bool = False) -> ApplyResult:
+def run_up(
+    intent: Intent,
+    state_dir: object = None,
+    rotate_keys: bool = False,
+    dry_run: bool = False,
+    quiet: bool = False,
+) -> ApplyResult:
     """``up`` with a progress bar on stderr; returns the result."""
     started = time.monotonic()
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=err, transient=True,
-                  disable=quiet or dry_run) as bar:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=quiet or dry_run,
+    ) as bar:
         task = bar.add_task("observing the lab", total=None)
 
         def progress(change: Change, i: int, n: int) -> None:
-            bar.update(task, total=n, completed=i,
-                       description=f"{change.action} {change.resource.describe()}"[:70])
+            bar.update(
+                task,
+                total=n,
+                completed=i,
+                description=f"{change.action} {change.resource.describe()}"[:70],
+            )
 
-        result = lab_up(intent, state_dir, rotate_keys=rotate_keys,  # type: ignore[arg-type]
-                        progress=progress, dry_run=dry_run)
+        result = lab_up(
+            intent,
+            state_dir,  # type: ignore[arg-type]
+            rotate_keys=rotate_keys,
+            progress=progress,
+            dry_run=dry_run,
+        )
         bar.update(task, completed=len(result.changes))
     for w in result.warnings:
         err.print(f"warning: {w}", markup=False)
@@ -38,12 +58,13 @@ def run_up(intent: Intent, state_dir: object = None, rotate_keys: bool = False,
             out.print(f"  would {c.describe()}", markup=False)
         out.print(f"{len(result.changes)} changes would be made (dry run; nothing changed)")
     elif not result.changed:
-        out.print(f"no changes: the lab {intent.name!r} already matches the plan "
-                  f"({elapsed:.1f} s)")
+        out.print(f"no changes: the lab {intent.name!r} already matches the plan ({elapsed:.1f} s)")
     else:
         n = result.counts()
-        out.print(f"lab {intent.name!r} is up: {n['create']} created, {n['update']} updated, "
-                  f"{n['delete']} deleted in {elapsed:.1f} s")
+        out.print(
+            f"lab {intent.name!r} is up: {n['create']} created, {n['update']} updated, "
+            f"{n['delete']} deleted in {elapsed:.1f} s"
+        )
     return result
 
 
@@ -52,13 +73,15 @@ def run_up(intent: Intent, state_dir: object = None, rotate_keys: bool = False,
 def up(
     file: IntentFile,
     state_dir: StateDir = None,
-    rotate_keys: Annotated[bool, typer.Option("--rotate-keys",
-                                              help="Replace every gateway's WireGuard key.")]
-    = False,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the changes; make none.")]
-    = False,
-    verbose: Annotated[bool, typer.Option("-v", "--verbose", help="List every change made.")]
-    = False,
+    rotate_keys: Annotated[
+        bool, typer.Option("--rotate-keys", help="Replace every gateway's WireGuard key.")
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show the changes; make none.")
+    ] = False,
+    verbose: Annotated[
+        bool, typer.Option("-v", "--verbose", help="List every change made.")
+    ] = False,
 ) -> None:
     """Build or converge the emulated multi-cloud lab for an intent (needs root).
 

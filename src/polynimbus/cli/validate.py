@@ -15,5 +15,7 @@ def validate(file: IntentFile) -> None:
     """
     intent = load_intent(file)
     hosts = sum(len(s.hosts) for s in intent.sites)
-    out.print(f"{file}: valid ({len(intent.sites)} sites, {hosts} hosts, "
-              f"{intent.overlay.topology}, {intent.overlay.transport})")
+    out.print(
+        f"{file}: valid ({len(intent.sites)} sites, {hosts} hosts, "
+        f"{intent.overlay.topology}, {intent.overlay.transport})"
+    )

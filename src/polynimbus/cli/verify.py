@@ -49,22 +49,35 @@ def print_report(plan: Plan, report: VerifyReport) -> None:
     for p in report.unreachable:
         out.print(f"[red]unreachable[/]: {p.src} -> {p.dst}")
     if report.throughput:
-        t = Table(title="Throughput, one TCP flow each (iperf3), measured in one run",
-                  title_justify="left")
+        t = Table(
+            title="Throughput, one TCP flow each (iperf3), measured in one run",
+            title_justify="left",
+        )
         for col in ("sites", "overlay Gbit/s", "underlay Gbit/s", "overlay/underlay"):
             t.add_column(col, justify="right" if col != "sites" else "left")
         for r in report.throughput:
-            t.add_row(f"{r.src} <-> {r.dst}", gbps(r.overlay_bps), gbps(r.underlay_bps),
-                      f"{r.ratio:.2f}" if r.ratio else "-")
+            t.add_row(
+                f"{r.src} <-> {r.dst}",
+                gbps(r.overlay_bps),
+                gbps(r.underlay_bps),
+                f"{r.ratio:.2f}" if r.ratio else "-",
+            )
         out.print(t)
-        out.print("overlay: first host to first host through the tunnels; underlay: gateway "
-                  "to gateway over the emulated internet, no tunnel.")
+        out.print(
+            "overlay: first host to first host through the tunnels; underlay: gateway "
+            "to gateway over the emulated internet, no tunnel."
+        )
 
 
 def run_and_print(plan: Plan, throughput: bool, seconds: float, as_json: bool) -> VerifyReport:
     """Run verify with a spinner on stderr, then print the report."""
-    with Progress(TextColumn("{task.description}"), TimeElapsedColumn(), console=err,
-                  transient=True, disable=as_json) as bar:
+    with Progress(
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=as_json,
+    ) as bar:
         task = bar.add_task("pinging every host from every host", total=None)
 
         def progress(text: str, i: int, n: int) -> None:
@@ -83,11 +96,17 @@ def run_and_print(plan: Plan, throughput: bool, seconds: float, as_json: bool) -
 def verify(
     file: IntentFile,
     json_: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
-    throughput: Annotated[bool, typer.Option(
-        "--throughput", help="Also run iperf3 between one host pair per site pair, next to "
-        "the underlay (gateway to gateway, no tunnel) measured in the same run.")] = False,
-    seconds: Annotated[float, typer.Option("--seconds", help="Length of each iperf3 flow, s.",
-                                           min=0.5)] = 2.0,
+    throughput: Annotated[
+        bool,
+        typer.Option(
+            "--throughput",
+            help="Also run iperf3 between one host pair per site pair, next to "
+            "the underlay (gateway to gateway, no tunnel) measured in the same run.",
+        ),
+    ] = False,
+    seconds: Annotated[
+        float, typer.Option("--seconds", help="Length of each iperf3 flow, s.", min=0.5)
+    ] = 2.0,
 ) -> None:
     """Ping every host from every other host; report reachability and RTT.
 

@@ -80,8 +80,12 @@ def _known_fields(model: type[BaseModel], loc: PathKey) -> list[str]:
         if field is None:
             return []
         nested: dict[str, type[BaseModel]] = {
-            "overlay": Overlay, "sites": SiteSpec, "hosts": HostSpec, "location": Location,
-            "underlay": UnderlaySpec}
+            "overlay": Overlay,
+            "sites": SiteSpec,
+            "hosts": HostSpec,
+            "location": Location,
+            "underlay": UnderlaySpec,
+        }
         current = nested.get(part)
     return list(current.model_fields) if current else []
 
@@ -91,8 +95,9 @@ def _suggest(word: str, choices: list[str]) -> str:
     return f"did you mean {close[0]!r}? " if close else ""
 
 
-def _problems_from_pydantic(err: ValidationError, model: type[BaseModel], offset: PathKey,
-                            lines: dict[PathKey, int]) -> list[Problem]:
+def _problems_from_pydantic(
+    err: ValidationError, model: type[BaseModel], offset: PathKey, lines: dict[PathKey, int]
+) -> list[Problem]:
     out: list[Problem] = []
     for e in err.errors(include_url=False):
         loc: PathKey = tuple(p for p in e["loc"] if p != "function-after")
@@ -113,14 +118,21 @@ def _problems_from_pydantic(err: ValidationError, model: type[BaseModel], offset
             key = str(loc[-1])
             msg = f"required key {key!r} is missing"
             parent = full[:-1]
-            out.append(Problem(format_path(parent) if parent else "", msg,
-                               f"add {key}: to {format_path(parent) or 'the top level'}",
-                               _line_of(lines, parent)))
+            out.append(
+                Problem(
+                    format_path(parent) if parent else "",
+                    msg,
+                    f"add {key}: to {format_path(parent) or 'the top level'}",
+                    _line_of(lines, parent),
+                )
+            )
             continue
         if kind == "literal_error":
             field = str(loc[-1])
-            choices = [c.strip().strip("'") for c in
-                       str(e.get("ctx", {}).get("expected", "")).replace(" or ", ", ").split(",")]
+            choices = [
+                c.strip().strip("'")
+                for c in str(e.get("ctx", {}).get("expected", "")).replace(" or ", ", ").split(",")
+            ]
             choices = [c for c in choices if c]
             msg = f"unknown {field} {inp!r}"
             hint = (_suggest(str(inp), choices) + "one of: " + ", ".join(choices)).strip()
@@ -166,11 +178,22 @@ def load_intent_text(text: str, source: str | None = None) -> Intent:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
         problem = getattr(exc, "problem", None) or str(exc)
-        raise IntentError([Problem("", f"not valid YAML: {problem}",
-                                   "check indentation and quoting", line)], source) from None
+        raise IntentError(
+            [Problem("", f"not valid YAML: {problem}", "check indentation and quoting", line)],
+            source,
+        ) from None
     if not isinstance(data, dict):
-        raise IntentError([Problem("", "an intent must be a YAML mapping with name:, overlay: "
-                                   "and sites:", "see examples/prestocloud.yaml", 1)], source)
+        raise IntentError(
+            [
+                Problem(
+                    "",
+                    "an intent must be a YAML mapping with name:, overlay: and sites:",
+                    "see examples/prestocloud.yaml",
+                    1,
+                )
+            ],
+            source,
+        )
     lines = _line_map(text)
     try:
         intent = Intent.model_validate(data)
@@ -182,8 +205,9 @@ def load_intent_text(text: str, source: str | None = None) -> Intent:
     if problems:
         for i, p in enumerate(problems):
             if p.line is None:
-                problems[i] = Problem(p.path, p.message, p.hint,
-                                      _line_of(lines, _parse_path(p.path)))
+                problems[i] = Problem(
+                    p.path, p.message, p.hint, _line_of(lines, _parse_path(p.path))
+                )
         raise IntentError(problems, source)
     return intent
 
@@ -223,10 +247,14 @@ def _partial_semantics(data: dict[str, Any], lines: dict[PathKey, int]) -> list[
         if not isinstance(name, str):
             continue
         if name in first_seen:
-            out.append(Problem(f"sites[{i}].name", f"duplicate site name {name!r} "
-                               f"(also sites[{first_seen[name]}])",
-                               "site names must be unique; rename one",
-                               _line_of(lines, ("sites", i, "name"))))
+            out.append(
+                Problem(
+                    f"sites[{i}].name",
+                    f"duplicate site name {name!r} (also sites[{first_seen[name]}])",
+                    "site names must be unique; rename one",
+                    _line_of(lines, ("sites", i, "name")),
+                )
+            )
         else:
             first_seen[name] = i
     if not good:
@@ -258,7 +286,7 @@ def _dedupe(problems: list[Problem]) -> list[Problem]:
         if (p.path, p.message) not in seen:
             seen.add((p.path, p.message))
             out.append(p)
-    return sorted(out, key=lambda p: (p.line or 0))
+    return sorted(out, key=lambda p: p.line or 0)
 
 
 def load_intent(path: str | Path) -> Intent:
@@ -271,6 +299,14 @@ def load_intent(path: str | Path) -> Intent:
     try:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
-        raise IntentError([Problem("", f"cannot read the intent: {exc.strerror}",
-                                   "give the path of an intent YAML file")], str(p)) from None
+        raise IntentError(
+            [
+                Problem(
+                    "",
+                    f"cannot read the intent: {exc.strerror}",
+                    "give the path of an intent YAML file",
+                )
+            ],
+            str(p),
+        ) from None
     return load_intent_text(text, str(p))

@@ -34,11 +34,20 @@ DEFAULT_PORTS: dict[str, int] = {"wireguard": 51820, "vxlan": 4789}
 """Default UDP port of each transport (WireGuard's customary port; IANA VXLAN, RFC 7348)."""
 
 _RATE_RE = re.compile(
-    r"^\s*(\d+(?:\.\d+)?)\s*(bit|kbit|mbit|gbit|tbit|bps|kbps|mbps|gbps)?\s*$", re.I)
+    r"^\s*(\d+(?:\.\d+)?)\s*(bit|kbit|mbit|gbit|tbit|bps|kbps|mbps|gbps)?\s*$", re.I
+)
 _RATE_UNITS = {
-    None: 1, "bit": 1, "kbit": 10**3, "mbit": 10**6, "gbit": 10**9, "tbit": 10**12,
+    None: 1,
+    "bit": 1,
+    "kbit": 10**3,
+    "mbit": 10**6,
+    "gbit": 10**9,
+    "tbit": 10**12,
     # tc's convention: "bps" is bytes per second.
-    "bps": 8, "kbps": 8 * 10**3, "mbps": 8 * 10**6, "gbps": 8 * 10**9,
+    "bps": 8,
+    "kbps": 8 * 10**3,
+    "mbps": 8 * 10**6,
+    "gbps": 8 * 10**9,
 }
 _DELAY_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(us|ms|s)?\s*$")
 _DELAY_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, None: 1.0}

@@ -31,22 +31,36 @@ def semantic_problems(intent: Intent, site_indices: list[int] | None) -> list[Pr
     for k, site in enumerate(intent.sites):
         i = idx[k]
         if site.name in first_seen:
-            problems.append(Problem(f"sites[{i}].name", f"duplicate site name {site.name!r} "
-                                    f"(also sites[{first_seen[site.name]}])",
-                                    "site names must be unique; rename one"))
+            problems.append(
+                Problem(
+                    f"sites[{i}].name",
+                    f"duplicate site name {site.name!r} (also sites[{first_seen[site.name]}])",
+                    "site names must be unique; rename one",
+                )
+            )
         else:
             first_seen[site.name] = i
         hosts_seen: dict[str, int] = {}
         for j, host in enumerate(site.hosts):
             path = f"sites[{i}].hosts[{j}]"
             if host.name in RESERVED_HOST_NAMES:
-                problems.append(Problem(path, f"host name {host.name!r} is reserved for the "
-                                        "site's gateway", "rename the host"))
+                problems.append(
+                    Problem(
+                        path,
+                        f"host name {host.name!r} is reserved for the site's gateway",
+                        "rename the host",
+                    )
+                )
             if host.name in hosts_seen:
-                problems.append(Problem(path, f"duplicate host name {host.name!r} in site "
-                                        f"{site.name!r} (also sites[{i}].hosts"
-                                        f"[{hosts_seen[host.name]}])",
-                                        "host names must be unique within a site"))
+                problems.append(
+                    Problem(
+                        path,
+                        f"duplicate host name {host.name!r} in site "
+                        f"{site.name!r} (also sites[{i}].hosts"
+                        f"[{hosts_seen[host.name]}])",
+                        "host names must be unique within a site",
+                    )
+                )
             else:
                 hosts_seen[host.name] = j
 
@@ -55,16 +69,25 @@ def semantic_problems(intent: Intent, site_indices: list[int] | None) -> list[Pr
     if ov.topology == "hub":
         if ov.hub is None:
             example = names[0] if names else "SITE"
-            problems.append(Problem("overlay", "topology 'hub' needs a hub site",
-                                    f"add hub: <site name> under overlay:, e.g. hub: {example}"))
+            problems.append(
+                Problem(
+                    "overlay",
+                    "topology 'hub' needs a hub site",
+                    f"add hub: <site name> under overlay:, e.g. hub: {example}",
+                )
+            )
         elif ov.hub not in names and site_indices is None:
             close = difflib.get_close_matches(ov.hub, names, n=1)
             hint = (f"did you mean {close[0]!r}? " if close else "") + "sites: " + ", ".join(names)
             problems.append(Problem("overlay.hub", f"no site named {ov.hub!r}", hint))
     elif ov.hub is not None:
-        problems.append(Problem("overlay.hub", f"hub: is only used with topology: hub "
-                                f"(topology is {ov.topology!r})",
-                                "remove hub:, or set topology: hub"))
+        problems.append(
+            Problem(
+                "overlay.hub",
+                f"hub: is only used with topology: hub (topology is {ov.topology!r})",
+                "remove hub:, or set topology: hub",
+            )
+        )
 
     _, numbering_problems = number_sites(intent)
     for p in numbering_problems:
@@ -79,5 +102,9 @@ def _reindex(p: Problem, idx: list[int]) -> Problem:
     def sub(m: re.Match[str]) -> str:
         return f"sites[{idx[int(m.group(1))]}]"
 
-    return Problem(re.sub(r"sites\[(\d+)\]", sub, p.path), re.sub(r"sites\[(\d+)\]", sub,
-                   p.message), p.hint, p.line)
+    return Problem(
+        re.sub(r"sites\[(\d+)\]", sub, p.path),
+        re.sub(r"sites\[(\d+)\]", sub, p.message),
+        p.hint,
+        p.line,
+    )

@@ -76,8 +76,9 @@ def _build_plan(intent: Intent) -> Plan:
     elif ov.topology == "mst":
         edges = topology.mst(locs)
     else:  # pragma: no cover - the model's Literal forbids it
-        raise PlanError(f"unknown topology {ov.topology!r}",
-                        "known: " + ", ".join(topology.TOPOLOGIES))
+        raise PlanError(
+            f"unknown topology {ov.topology!r}", "known: " + ", ".join(topology.TOPOLOGIES)
+        )
 
     vnis = allocate_vnis(names, edges) if ov.transport == "vxlan" else {}
     reach = routes.transit_reach(n, edges)
@@ -92,26 +93,31 @@ def _build_plan(intent: Intent) -> Plan:
         else:
             peers = tuple(PeerPlan(p, r, None) for p, r in reach[i])
         first = int(num.block.network_address)
-        sites.append(SitePlan(
-            name=spec.name,
-            provider=spec.provider,
-            region=spec.region,
-            site_id=num.site_id,
-            block=str(num.block),
-            gateway_address=str(num.gateway),
-            public_address=str(public),
-            internet_address=str(inet),
-            tunnel_if=wireguard_if(intent.name, num.site_id),
-            hosts=tuple(HostPlan(h.name, str(a), int(a) - first)
-                        for h, a in zip(spec.hosts, num.hosts, strict=True)),
-            peers=peers,
-            location=locs[i],
-            rate_bps=spec.underlay.rate_bps if spec.underlay else None,
-            delay_ms=spec.underlay.delay_ms if spec.underlay else None,
-        ))
+        sites.append(
+            SitePlan(
+                name=spec.name,
+                provider=spec.provider,
+                region=spec.region,
+                site_id=num.site_id,
+                block=str(num.block),
+                gateway_address=str(num.gateway),
+                public_address=str(public),
+                internet_address=str(inet),
+                tunnel_if=wireguard_if(intent.name, num.site_id),
+                hosts=tuple(
+                    HostPlan(h.name, str(a), int(a) - first)
+                    for h, a in zip(spec.hosts, num.hosts, strict=True)
+                ),
+                peers=peers,
+                location=locs[i],
+                rate_bps=spec.underlay.rate_bps if spec.underlay else None,
+                delay_ms=spec.underlay.delay_ms if spec.underlay else None,
+            )
+        )
     lengths = topology.edge_lengths(locs, edges)
-    tunnels = tuple(TunnelPlan(a, b, km, vnis.get((a, b)))
-                    for (a, b), km in zip(edges, lengths, strict=True))
+    tunnels = tuple(
+        TunnelPlan(a, b, km, vnis.get((a, b))) for (a, b), km in zip(edges, lengths, strict=True)
+    )
     return Plan(
         name=intent.name,
         topology=ov.topology,

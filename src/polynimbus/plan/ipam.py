@@ -99,32 +99,48 @@ def number_sites(intent: Intent) -> tuple[list[SiteNumbering | None], list[Probl
             block = site.subnet
             path = f"sites[{i}].subnet"
             if not (block.subnet_of(space)):
-                problems.append(Problem(path, f"{block} is outside address_space {space}",
-                                        "choose a block inside address_space, or widen it"))
+                problems.append(
+                    Problem(
+                        path,
+                        f"{block} is outside address_space {space}",
+                        "choose a block inside address_space, or widen it",
+                    )
+                )
                 blocks.append(None)
                 continue
             if block.prefixlen > 30:
-                problems.append(Problem(path, f"{block} is too small for a gateway and hosts",
-                                        "use a /30 or larger block (a /24 is usual)"))
+                problems.append(
+                    Problem(
+                        path,
+                        f"{block} is too small for a gateway and hosts",
+                        "use a /30 or larger block (a /24 is usual)",
+                    )
+                )
                 blocks.append(None)
                 continue
             blocks.append(block)
             continue
         if space.prefixlen != 8:
-            problems.append(Problem(
-                f"sites[{i}]",
-                f"site {site.name!r} has no subnet: and the 10.A.B.0/24 numbering plan needs "
-                f"a /8 address_space (this one is {space})",
-                "set subnet: on this site, or use a /8 address_space such as 10.0.0.0/8"))
+            problems.append(
+                Problem(
+                    f"sites[{i}]",
+                    f"site {site.name!r} has no subnet: and the 10.A.B.0/24 numbering plan needs "
+                    f"a /8 address_space (this one is {space})",
+                    "set subnet: on this site, or use a /8 address_space such as 10.0.0.0/8",
+                )
+            )
             blocks.append(None)
             continue
         if index >= MAX_SITES_PER_PROVIDER:
-            problems.append(Problem(
-                f"sites[{i}]",
-                f"site {site.name!r} is {site.provider} site number {index + 1}, but the "
-                f"numbering plan numbers at most {MAX_SITES_PER_PROVIDER} sites per provider "
-                "(B is one octet)",
-                "set subnet: on the extra sites"))
+            problems.append(
+                Problem(
+                    f"sites[{i}]",
+                    f"site {site.name!r} is {site.provider} site number {index + 1}, but the "
+                    f"numbering plan numbers at most {MAX_SITES_PER_PROVIDER} sites per provider "
+                    "(B is one octet)",
+                    "set subnet: on the extra sites",
+                )
+            )
             blocks.append(None)
             continue
         blocks.append(provider_block(space, site.provider, index))
@@ -138,20 +154,26 @@ def number_sites(intent: Intent) -> tuple[list[SiteNumbering | None], list[Probl
             continue
         block = maybe
         hosts = _number_hosts(i, site.name, [h.address for h in site.hosts], block, problems)
-        result.append(SiteNumbering(
-            block=block,
-            gateway=gateway_address(block),
-            hosts=hosts,
-            site_id=site_id(block, space),
-            auto=site.subnet is None,
-        ))
+        result.append(
+            SiteNumbering(
+                block=block,
+                gateway=gateway_address(block),
+                hosts=hosts,
+                site_id=site_id(block, space),
+                auto=site.subnet is None,
+            )
+        )
     return result, problems
 
 
-def _check_overlaps(intent: Intent, blocks: list[IPv4Network | None],
-                    problems: list[Problem]) -> None:
-    order = sorted((int(b.network_address), int(b.broadcast_address), i)
-                   for i, b in enumerate(blocks) if b is not None)
+def _check_overlaps(
+    intent: Intent, blocks: list[IPv4Network | None], problems: list[Problem]
+) -> None:
+    order = sorted(
+        (int(b.network_address), int(b.broadcast_address), i)
+        for i, b in enumerate(blocks)
+        if b is not None
+    )
     reported: set[int] = set()
     # A sweep: each block against the open one that reaches furthest.
     reach_end, reach_idx = -1, -1
@@ -164,24 +186,35 @@ def _check_overlaps(intent: Intent, blocks: list[IPv4Network | None],
                 a, b = blocks[first], blocks[second]
                 path = f"sites[{second}]" + (".subnet" if intent.sites[second].subnet else "")
                 how = "" if intent.sites[second].subnet else " (from the numbering plan)"
-                problems.append(Problem(
-                    path,
-                    f"block {b}{how} of site {intent.sites[second].name!r} overlaps block {a} "
-                    f"of sites[{first}] ({intent.sites[first].name!r})",
-                    "give each site its own block: change or remove one subnet:"))
+                problems.append(
+                    Problem(
+                        path,
+                        f"block {b}{how} of site {intent.sites[second].name!r} overlaps block {a} "
+                        f"of sites[{first}] ({intent.sites[first].name!r})",
+                        "give each site its own block: change or remove one subnet:",
+                    )
+                )
         if end > reach_end:
             reach_end, reach_idx = end, i
     for space in RESERVED_SPACES:
         for i, b in enumerate(blocks):
             if b is not None and b.overlaps(space):
-                problems.append(Problem(
-                    f"sites[{i}].subnet" if intent.sites[i].subnet else f"sites[{i}]",
-                    f"block {b} overlaps {space}, which the lab's emulated internet uses",
-                    "use a private block, e.g. inside 10.0.0.0/8"))
+                problems.append(
+                    Problem(
+                        f"sites[{i}].subnet" if intent.sites[i].subnet else f"sites[{i}]",
+                        f"block {b} overlaps {space}, which the lab's emulated internet uses",
+                        "use a private block, e.g. inside 10.0.0.0/8",
+                    )
+                )
 
 
-def _number_hosts(site_index: int, site_name: str, wanted: list[IPv4Address | None],
-                  block: IPv4Network, problems: list[Problem]) -> tuple[IPv4Address, ...]:
+def _number_hosts(
+    site_index: int,
+    site_name: str,
+    wanted: list[IPv4Address | None],
+    block: IPv4Network,
+    problems: list[Problem],
+) -> tuple[IPv4Address, ...]:
     gw = gateway_address(block)
     first, last = int(block.network_address) + 1, int(gw) - 1
     taken: dict[int, int] = {}
@@ -190,19 +223,38 @@ def _number_hosts(site_index: int, site_name: str, wanted: list[IPv4Address | No
             continue
         path = f"sites[{site_index}].hosts[{k}].address"
         if addr not in block:
-            problems.append(Problem(path, f"{addr} is outside the block {block} of site "
-                                    f"{site_name!r}", f"use an address in {block}"))
+            problems.append(
+                Problem(
+                    path,
+                    f"{addr} is outside the block {block} of site {site_name!r}",
+                    f"use an address in {block}",
+                )
+            )
         elif addr == gw:
-            problems.append(Problem(path, f"{addr} is the gateway's address",
-                                    f"the gateway takes the last usable address; use "
-                                    f"{IPv4Address(first)} to {IPv4Address(last)}"))
+            problems.append(
+                Problem(
+                    path,
+                    f"{addr} is the gateway's address",
+                    f"the gateway takes the last usable address; use "
+                    f"{IPv4Address(first)} to {IPv4Address(last)}",
+                )
+            )
         elif int(addr) < first or int(addr) > last:
-            problems.append(Problem(path, f"{addr} is the network or broadcast address of "
-                                    f"{block}", f"use {IPv4Address(first)} to {IPv4Address(last)}"))
+            problems.append(
+                Problem(
+                    path,
+                    f"{addr} is the network or broadcast address of {block}",
+                    f"use {IPv4Address(first)} to {IPv4Address(last)}",
+                )
+            )
         elif int(addr) in taken:
-            problems.append(Problem(path, f"{addr} is already taken by "
-                                    f"sites[{site_index}].hosts[{taken[int(addr)]}]",
-                                    "give each host its own address"))
+            problems.append(
+                Problem(
+                    path,
+                    f"{addr} is already taken by sites[{site_index}].hosts[{taken[int(addr)]}]",
+                    "give each host its own address",
+                )
+            )
         else:
             taken[int(addr)] = k
     out: list[IPv4Address] = []
@@ -214,11 +266,15 @@ def _number_hosts(site_index: int, site_name: str, wanted: list[IPv4Address | No
         while nxt in taken:
             nxt += 1
         if nxt > last:
-            problems.append(Problem(
-                f"sites[{site_index}].hosts[{k}]",
-                f"site {site_name!r} has more hosts than its block {block} can number "
-                f"({last - first + 1} address{'es' if last != first else ''} besides the gateway)",
-                "use a larger subnet: or fewer hosts"))
+            problems.append(
+                Problem(
+                    f"sites[{site_index}].hosts[{k}]",
+                    f"site {site_name!r} has more hosts than its block {block} can number "
+                    f"({last - first + 1} address{'es' if last != first else ''} "
+                    "besides the gateway)",
+                    "use a larger subnet: or fewer hosts",
+                )
+            )
             return tuple(out)
         taken[nxt] = k
         out.append(IPv4Address(nxt))

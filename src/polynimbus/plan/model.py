@@ -131,45 +131,51 @@ class Plan:
         for peer in site.peers:
             via = self.sites[peer.site]
             for d in peer.reaches:
-                out.append({
-                    "prefix": self.sites[d].block,
-                    "destination": self.sites[d].name,
-                    "via": via.name,
-                    "next_hop": via.gateway_address,
-                    "transit": d != peer.site,
-                })
+                out.append(
+                    {
+                        "prefix": self.sites[d].block,
+                        "destination": self.sites[d].name,
+                        "via": via.name,
+                        "next_hop": via.gateway_address,
+                        "transit": d != peer.site,
+                    }
+                )
         return out
 
     def to_dict(self) -> dict[str, Any]:
         """The ``plan --json`` document (schema :data:`PLAN_SCHEMA`, docs/plan-schema.md)."""
         sites = []
         for s in self.sites:
-            sites.append({
-                "name": s.name,
-                "provider": s.provider,
-                "region": s.region,
-                "site_id": s.site_id,
-                "block": s.block,
-                "location": {"lat": s.location[0], "lon": s.location[1]} if s.location else None,
-                "gateway": {
-                    "address": s.gateway_address,
-                    "public_address": s.public_address,
-                    "internet_address": s.internet_address,
-                    "tunnel_interface": s.tunnel_if if self.transport == "wireguard" else None,
-                    "peers": [
-                        {
-                            "site": self.sites[p.site].name,
-                            "endpoint": f"{self.sites[p.site].public_address}:{self.port}",
-                            "allowed_ips": [self.sites[d].block for d in p.reaches],
-                            "vni": p.vni,
-                        }
-                        for p in s.peers
-                    ],
-                    "routes": self.routes(s),
-                },
-                "hosts": [{"name": h.name, "address": h.address} for h in s.hosts],
-                "underlay": {"rate_bps": s.rate_bps, "delay_ms": s.delay_ms},
-            })
+            sites.append(
+                {
+                    "name": s.name,
+                    "provider": s.provider,
+                    "region": s.region,
+                    "site_id": s.site_id,
+                    "block": s.block,
+                    "location": {"lat": s.location[0], "lon": s.location[1]}
+                    if s.location
+                    else None,
+                    "gateway": {
+                        "address": s.gateway_address,
+                        "public_address": s.public_address,
+                        "internet_address": s.internet_address,
+                        "tunnel_interface": s.tunnel_if if self.transport == "wireguard" else None,
+                        "peers": [
+                            {
+                                "site": self.sites[p.site].name,
+                                "endpoint": f"{self.sites[p.site].public_address}:{self.port}",
+                                "allowed_ips": [self.sites[d].block for d in p.reaches],
+                                "vni": p.vni,
+                            }
+                            for p in s.peers
+                        ],
+                        "routes": self.routes(s),
+                    },
+                    "hosts": [{"name": h.name, "address": h.address} for h in s.hosts],
+                    "underlay": {"rate_bps": s.rate_bps, "delay_ms": s.delay_ms},
+                }
+            )
         return {
             "schema": PLAN_SCHEMA,
             "name": self.name,
@@ -185,8 +191,12 @@ class Plan:
             },
             "sites": sites,
             "tunnels": [
-                {"a": self.sites[t.a].name, "b": self.sites[t.b].name,
-                 "distance_km": round(t.distance_km, 1), "vni": t.vni}
+                {
+                    "a": self.sites[t.a].name,
+                    "b": self.sites[t.b].name,
+                    "distance_km": round(t.distance_km, 1),
+                    "vni": t.vni,
+                }
                 for t in self.tunnels
             ],
         }

@@ -88,9 +88,9 @@ def _tree_reach(adj: list[list[int]]) -> list[Reach]:
         reach: Reach = []
         for p in adj[s]:
             if p == parent[s]:
-                sites = tuple(sorted(order[: tin[s]] + order[tout[s]:]))
+                sites = tuple(sorted(order[: tin[s]] + order[tout[s] :]))
             else:
-                sites = tuple(sorted(order[tin[p]: tout[p]]))
+                sites = tuple(sorted(order[tin[p] : tout[p]]))
             reach.append((p, sites))
         out.append(reach)
     return out

@@ -61,8 +61,10 @@ def edge_lengths(locations: Sequence[Location], edges: Sequence[Edge]) -> list[f
     has = np.array([loc is not None for loc in locations], dtype=bool)
     lat = np.radians(np.array([loc[0] if loc else 0.0 for loc in locations], dtype=float))
     lon = np.radians(np.array([loc[1] if loc else 0.0 for loc in locations], dtype=float))
-    h = (np.sin((lat[a] - lat[b]) / 2) ** 2
-         + np.cos(lat[a]) * np.cos(lat[b]) * np.sin((lon[a] - lon[b]) / 2) ** 2)
+    h = (
+        np.sin((lat[a] - lat[b]) / 2) ** 2
+        + np.cos(lat[a]) * np.cos(lat[b]) * np.sin((lon[a] - lon[b]) / 2) ** 2
+    )
     d = 2 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.clip(h, 0.0, 1.0)))
     d[~(has[a] & has[b])] = 1.0
     out: list[float] = d.tolist()

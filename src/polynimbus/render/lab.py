@@ -32,26 +32,48 @@ TBF_LATENCY_MS = 50
 """Longest a packet may wait in a shaped queue, in ms (tbf ``latency``)."""
 
 
-def veth(node_a: str, if_a: str, node_b: str, if_b: str, mtu: int,
-         master_a: str | None = None, master_b: str | None = None) -> Resource:
+def veth(
+    node_a: str,
+    if_a: str,
+    node_b: str,
+    if_b: str,
+    mtu: int,
+    master_a: str | None = None,
+    master_b: str | None = None,
+) -> Resource:
     """A veth pair as one resource, keyed by its lexicographically smaller end."""
     if (node_b, if_b) < (node_a, if_a):
         node_a, if_a, node_b, if_b = node_b, if_b, node_a, if_a
         master_a, master_b = master_b, master_a
-    return Resource.make("link", node_a, if_a, type="veth", mtu=mtu, up=True, master=master_a,
-                         peer_node=node_b, peer_name=if_b, peer_master=master_b)
+    return Resource.make(
+        "link",
+        node_a,
+        if_a,
+        type="veth",
+        mtu=mtu,
+        up=True,
+        master=master_a,
+        peer_node=node_b,
+        peer_name=if_b,
+        peer_master=master_b,
+    )
 
 
-def shaping(node: str, ifname: str, rate_bps: int | None, delay_ms: float | None,
-            netem: bool) -> list[Resource]:
+def shaping(
+    node: str, ifname: str, rate_bps: int | None, delay_ms: float | None, netem: bool
+) -> list[Resource]:
     """Root qdisc of a shaped underlay link: tbf for rate, netem when delay is asked and the
     kernel has it (netem then shapes the rate too)."""
     if delay_ms is not None and netem:
-        return [Resource.make("qdisc", node, ifname, type="netem", delay_ms=delay_ms,
-                              rate_bps=rate_bps)]
+        return [
+            Resource.make("qdisc", node, ifname, type="netem", delay_ms=delay_ms, rate_bps=rate_bps)
+        ]
     if rate_bps is not None:
-        return [Resource.make("qdisc", node, ifname, type="tbf", rate_bps=rate_bps,
-                              latency_ms=TBF_LATENCY_MS)]
+        return [
+            Resource.make(
+                "qdisc", node, ifname, type="tbf", rate_bps=rate_bps, latency_ms=TBF_LATENCY_MS
+            )
+        ]
     return []
 
 
@@ -59,8 +81,9 @@ def _lo(node: str) -> Resource:
     return Resource.make("link", node, "lo", type="loopback", up=True)
 
 
-def render_lab(plan: Plan, keys: Mapping[str, KeyPair], wireguard_impl: str = "userspace",
-               netem: bool = False) -> list[Resource]:
+def render_lab(
+    plan: Plan, keys: Mapping[str, KeyPair], wireguard_impl: str = "userspace", netem: bool = False
+) -> list[Resource]:
     """Every resource of the lab for ``plan``, in creation order.
 
     Args:
@@ -83,8 +106,15 @@ def render_lab(plan: Plan, keys: Mapping[str, KeyPair], wireguard_impl: str = "u
     return out
 
 
-def _site(plan: Plan, site: SitePlan, inet: str, backend: TunnelBackend,
-          keys: Mapping[str, KeyPair], wireguard_impl: str, netem: bool) -> list[Resource]:
+def _site(
+    plan: Plan,
+    site: SitePlan,
+    inet: str,
+    backend: TunnelBackend,
+    keys: Mapping[str, KeyPair],
+    wireguard_impl: str,
+    netem: bool,
+) -> list[Resource]:
     lab = plan.name
     gw = names.gateway_ns(lab, site.name)
     up_if = names.uplink_if(site.site_id)
@@ -106,15 +136,22 @@ def _site(plan: Plan, site: SitePlan, inet: str, backend: TunnelBackend,
     out += shaping(inet, up_if, site.rate_bps, site.delay_ms, netem)
     out += backend.gateway_resources(plan, site, gw, keys, wireguard_impl)
     ruleset = render_gateway_ruleset(plan, site, backend.ifname_pattern(plan, site))
-    out.append(Resource.make("nft", gw, "polynimbus", payload=ruleset,
-                             digest=ruleset_digest(ruleset)))
+    out.append(
+        Resource.make("nft", gw, "polynimbus", payload=ruleset, digest=ruleset_digest(ruleset))
+    )
     for host in site.hosts:
         hn = names.host_ns(lab, site.name, host.name)
         out += [
             netns(hn),
             _lo(hn),
-            veth(hn, names.HOST_IF, gw, names.host_port_if(host.offset), LAN_MTU,
-                 master_b=names.LAN_BRIDGE),
+            veth(
+                hn,
+                names.HOST_IF,
+                gw,
+                names.host_port_if(host.offset),
+                LAN_MTU,
+                master_b=names.LAN_BRIDGE,
+            ),
             Resource.make("addr", hn, f"{names.HOST_IF} {host.address}/{block.prefixlen}"),
             Resource.make("route", hn, "default", dev=names.HOST_IF, via=site.gateway_address),
         ]

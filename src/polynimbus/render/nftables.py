@@ -72,9 +72,17 @@ def render_gateway_ruleset(plan: Plan, site: SitePlan, tunnel_ifname_pattern: st
             or a wildcard such as ``vx*``).
     """
     body = _TEMPLATE.format(
-        family=FAMILY, table=TABLE, comment="{comment}", probe=PROBE_SET, lan=LAN_BRIDGE,
-        wan=WAN_IF, tun=tunnel_ifname_pattern, port=plan.port, transport=plan.transport,
-        mss=plan.mss, block=site.block,
+        family=FAMILY,
+        table=TABLE,
+        comment="{comment}",
+        probe=PROBE_SET,
+        lan=LAN_BRIDGE,
+        wan=WAN_IF,
+        tun=tunnel_ifname_pattern,
+        port=plan.port,
+        transport=plan.transport,
+        mss=plan.mss,
+        block=site.block,
     )
     digest = hashlib.sha256(body.encode()).hexdigest()[:16]
     return body.replace("{comment}", COMMENT_PREFIX + digest)

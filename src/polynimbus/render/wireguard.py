@@ -77,10 +77,12 @@ def parse_wg_config(text: str) -> dict[str, object]:
     for e in entries:
         peers[e.get("publickey", "")] = {
             "endpoint": e.get("endpoint"),
-            "allowed_ips": sorted(a.strip() for a in e.get("allowedips", "").split(",")
-                                  if a.strip()),
-            "keepalive": int(e["persistentkeepalive"]) if e.get("persistentkeepalive", "off")
-            not in ("", "off") else None,
+            "allowed_ips": sorted(
+                a.strip() for a in e.get("allowedips", "").split(",") if a.strip()
+            ),
+            "keepalive": int(e["persistentkeepalive"])
+            if e.get("persistentkeepalive", "off") not in ("", "off")
+            else None,
         }
     return {
         "private_key": iface.get("privatekey"),

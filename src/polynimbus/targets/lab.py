@@ -43,8 +43,9 @@ def _run(argv: list[str], input_text: str | None = None) -> subprocess.Completed
     return subprocess.run(argv, input=input_text, capture_output=True, text=True, check=False)
 
 
-def ns_exec(ns: str, argv: list[str], input_text: str | None = None,
-            what: str | None = None) -> str:
+def ns_exec(
+    ns: str, argv: list[str], input_text: str | None = None, what: str | None = None
+) -> str:
     """Run ``argv`` in namespace ``ns`` and return its stdout.
 
     Raises:
@@ -52,8 +53,9 @@ def ns_exec(ns: str, argv: list[str], input_text: str | None = None,
     """
     res = _run(["ip", "netns", "exec", ns, *argv], input_text)
     if res.returncode != 0:
-        raise ApplyError(f"{what or ' '.join(argv)} failed in {ns}: "
-                         f"{(res.stderr or res.stdout).strip()}")
+        raise ApplyError(
+            f"{what or ' '.join(argv)} failed in {ns}: {(res.stderr or res.stdout).strip()}"
+        )
     return res.stdout
 
 
@@ -110,8 +112,9 @@ class LabTarget:
         self._observe_commands(spaces, desired, out)
         return out
 
-    def _observe_netlink(self, ns: str, spaces: list[str],
-                         out: dict[Key, Resource]) -> dict[str, dict[str, Any]]:
+    def _observe_netlink(
+        self, ns: str, spaces: list[str], out: dict[Key, Resource]
+    ) -> dict[str, dict[str, Any]]:
         info: dict[str, dict[str, Any]] = {}
         with _ipr(ns) as ipr:
             by_index: dict[int, str] = {}
@@ -124,7 +127,9 @@ class LabTarget:
                 li = link.get_attr("IFLA_LINKINFO")
                 kind = li.get_attr("IFLA_INFO_KIND") if li else None
                 d: dict[str, Any] = {
-                    "index": link["index"], "kind": kind, "mtu": link.get("mtu"),
+                    "index": link["index"],
+                    "kind": kind,
+                    "mtu": link.get("mtu"),
                     "up": bool(link["flags"] & IFF_UP),
                     "master": by_index.get(link.get("IFLA_MASTER") or -1),
                 }
@@ -139,10 +144,12 @@ class LabTarget:
                         d["peer_ns"] = ns
                 elif kind == "vxlan":
                     data = li.get_attr("IFLA_INFO_DATA")
-                    d.update(vni=data.get_attr("IFLA_VXLAN_ID"),
-                             remote=data.get_attr("IFLA_VXLAN_GROUP"),
-                             local=data.get_attr("IFLA_VXLAN_LOCAL"),
-                             port=data.get_attr("IFLA_VXLAN_PORT"))
+                    d.update(
+                        vni=data.get_attr("IFLA_VXLAN_ID"),
+                        remote=data.get_attr("IFLA_VXLAN_GROUP"),
+                        local=data.get_attr("IFLA_VXLAN_LOCAL"),
+                        port=data.get_attr("IFLA_VXLAN_PORT"),
+                    )
                 info[name] = d
             for a in ipr.get_addr(family=socket.AF_INET):
                 ifname = by_index.get(a["index"])
@@ -150,14 +157,20 @@ class LabTarget:
                 if ifname == "lo" and addr == "127.0.0.1":
                     continue
                 out[("addr", ns, f"{ifname} {addr}/{a['prefixlen']}")] = Resource.make(
-                    "addr", ns, f"{ifname} {addr}/{a['prefixlen']}")
+                    "addr", ns, f"{ifname} {addr}/{a['prefixlen']}"
+                )
             for r in ipr.get_routes(family=socket.AF_INET):
                 if r["proto"] != ROUTE_PROTO or r.get("RTA_TABLE", 254) != 254:
                     continue
                 dst = "default" if r["dst_len"] == 0 else f"{r.get('RTA_DST')}/{r['dst_len']}"
                 out[("route", ns, dst)] = Resource.make(
-                    "route", ns, dst, dev=by_index.get(r.get("RTA_OIF") or -1),
-                    via=r.get("RTA_GATEWAY"), onlink=True if r["flags"] & RTNH_F_ONLINK else None)
+                    "route",
+                    ns,
+                    dst,
+                    dev=by_index.get(r.get("RTA_OIF") or -1),
+                    via=r.get("RTA_GATEWAY"),
+                    onlink=True if r["flags"] & RTNH_F_ONLINK else None,
+                )
             for q in ipr.get_qdiscs():
                 if q.get("parent") != TC_H_ROOT:
                     continue
@@ -168,7 +181,8 @@ class LabTarget:
                 if kind == "tbf":
                     parms = q.get_attr("TCA_OPTIONS").get_attr("TCA_TBF_PARMS")
                     out[("qdisc", ns, ifname)] = Resource.make(
-                        "qdisc", ns, ifname, type="tbf", rate_bps=int(parms["rate"]) * 8)
+                        "qdisc", ns, ifname, type="tbf", rate_bps=int(parms["rate"]) * 8
+                    )
                 elif kind == "netem":
                     out[("qdisc", ns, ifname)] = Resource.make("qdisc", ns, ifname, type="netem")
         return info
@@ -191,50 +205,84 @@ class LabTarget:
         return out
 
     @staticmethod
-    def _observe_links(links: dict[str, dict[str, dict[str, Any]]],
-                       out: dict[Key, Resource]) -> None:
+    def _observe_links(
+        links: dict[str, dict[str, dict[str, Any]]], out: dict[Key, Resource]
+    ) -> None:
         for ns, ifs in links.items():
             for name, d in ifs.items():
                 kind = d["kind"]
                 if name == "lo":
-                    out[("link", ns, "lo")] = Resource.make("link", ns, "lo", type="loopback",
-                                                            up=d["up"])
+                    out[("link", ns, "lo")] = Resource.make(
+                        "link", ns, "lo", type="loopback", up=d["up"]
+                    )
                 elif kind == "bridge":
-                    out[("link", ns, name)] = Resource.make("link", ns, name, type="bridge",
-                                                            mtu=d["mtu"], up=d["up"])
+                    out[("link", ns, name)] = Resource.make(
+                        "link", ns, name, type="bridge", mtu=d["mtu"], up=d["up"]
+                    )
                 elif kind == "vxlan":
                     out[("link", ns, name)] = Resource.make(
-                        "link", ns, name, type="vxlan", vni=d["vni"], local=d["local"],
-                        remote=d["remote"], port=d["port"], mtu=d["mtu"], up=d["up"])
+                        "link",
+                        ns,
+                        name,
+                        type="vxlan",
+                        vni=d["vni"],
+                        local=d["local"],
+                        remote=d["remote"],
+                        port=d["port"],
+                        mtu=d["mtu"],
+                        up=d["up"],
+                    )
                 elif kind == "wireguard" or (kind == "tun" and name.startswith("wg")):
                     out[("link", ns, name)] = Resource.make(
-                        "link", ns, name, type="wireguard",
+                        "link",
+                        ns,
+                        name,
+                        type="wireguard",
                         impl="kernel" if kind == "wireguard" else "userspace",
-                        mtu=d["mtu"], up=d["up"])
+                        mtu=d["mtu"],
+                        up=d["up"],
+                    )
                 elif kind == "veth":
                     peer_ns = d.get("peer_ns")
                     peer = None
                     if peer_ns in links:
-                        peer = next(((pn, pd) for pn, pd in links[peer_ns].items()
-                                     if pd["index"] == d["peer_index"]
-                                     and pd.get("peer_index") == d["index"]), None)
+                        peer = next(
+                            (
+                                (pn, pd)
+                                for pn, pd in links[peer_ns].items()
+                                if pd["index"] == d["peer_index"]
+                                and pd.get("peer_index") == d["index"]
+                            ),
+                            None,
+                        )
                     if peer is None:
-                        out[("link", ns, name)] = Resource.make("link", ns, name, type="veth",
-                                                                mtu=d["mtu"], up=d["up"])
+                        out[("link", ns, name)] = Resource.make(
+                            "link", ns, name, type="veth", mtu=d["mtu"], up=d["up"]
+                        )
                         continue
                     peer_name, pd = peer
                     if (peer_ns, peer_name) < (ns, name):
                         continue  # the pair is reported from its smaller end
                     out[("link", ns, name)] = Resource.make(
-                        "link", ns, name, type="veth", mtu=d["mtu"], up=d["up"] and pd["up"],
-                        master=d["master"], peer_node=peer_ns, peer_name=peer_name,
-                        peer_master=pd["master"])
+                        "link",
+                        ns,
+                        name,
+                        type="veth",
+                        mtu=d["mtu"],
+                        up=d["up"] and pd["up"],
+                        master=d["master"],
+                        peer_node=peer_ns,
+                        peer_name=peer_name,
+                        peer_master=pd["master"],
+                    )
                 else:
-                    out[("link", ns, name)] = Resource.make("link", ns, name,
-                                                            type=kind or "unknown")
+                    out[("link", ns, name)] = Resource.make(
+                        "link", ns, name, type=kind or "unknown"
+                    )
 
-    def _observe_commands(self, spaces: list[str], desired: Sequence[Resource],
-                          out: dict[Key, Resource]) -> None:
+    def _observe_commands(
+        self, spaces: list[str], desired: Sequence[Resource], out: dict[Key, Resource]
+    ) -> None:
         present = set(spaces)
         scripts: dict[str, list[str]] = {}
         for r in desired:
@@ -261,14 +309,17 @@ class LabTarget:
                     head, _, body = section.partition("\n")
                     kind, _, name = head.partition(" ")
                     if kind == "sysctl" and body.strip():
-                        out[("sysctl", ns, name)] = Resource.make("sysctl", ns, name,
-                                                                  value=body.strip())
+                        out[("sysctl", ns, name)] = Resource.make(
+                            "sysctl", ns, name, value=body.strip()
+                        )
                     elif kind == "nft" and body.strip():
-                        out[("nft", ns, TABLE)] = Resource.make("nft", ns, TABLE,
-                                                                digest=ruleset_digest(body))
+                        out[("nft", ns, TABLE)] = Resource.make(
+                            "nft", ns, TABLE, digest=ruleset_digest(body)
+                        )
                     elif kind == "wg" and body.strip():
-                        out[("wgconf", ns, name)] = Resource.make("wgconf", ns, name,
-                                                                  digest=wg_digest(body))
+                        out[("wgconf", ns, name)] = Resource.make(
+                            "wgconf", ns, name, digest=wg_digest(body)
+                        )
 
     # ------------------------------------------------------------------ change
     def create(self, r: Resource) -> None:
@@ -276,8 +327,10 @@ class LabTarget:
         try:
             getattr(self, f"_create_{r.kind}")(r)
         except NetlinkError as exc:
-            raise ApplyError(f"cannot create {r.describe()}: {exc.args[-1] if exc.args else exc}",
-                             "run up again to retry; down removes the lab") from None
+            raise ApplyError(
+                f"cannot create {r.describe()}: {exc.args[-1] if exc.args else exc}",
+                "run up again to retry; down removes the lab",
+            ) from None
 
     def update(self, r: Resource, current: Resource) -> None:
         """Make ``current`` match ``r`` (links are recreated; the rest is replaced)."""
@@ -328,14 +381,25 @@ class LabTarget:
                     ipr.link("del", index=existing[0])
                 if t == "veth":
                     self._delete_peer_end(r)
-                    ipr.link("add", ifname=r.name, kind="veth",
-                             peer={"ifname": r.get("peer_name"), "net_ns_fd": r.get("peer_node")})
+                    ipr.link(
+                        "add",
+                        ifname=r.name,
+                        kind="veth",
+                        peer={"ifname": r.get("peer_name"), "net_ns_fd": r.get("peer_node")},
+                    )
                 elif t == "bridge":
                     ipr.link("add", ifname=r.name, kind="bridge")
                 elif t == "vxlan":
-                    ipr.link("add", ifname=r.name, kind="vxlan", vxlan_id=r.get("vni"),
-                             vxlan_local=r.get("local"), vxlan_group=r.get("remote"),
-                             vxlan_port=r.get("port"), vxlan_learning=0)
+                    ipr.link(
+                        "add",
+                        ifname=r.name,
+                        kind="vxlan",
+                        vxlan_id=r.get("vni"),
+                        vxlan_local=r.get("local"),
+                        vxlan_group=r.get("remote"),
+                        vxlan_port=r.get("port"),
+                        vxlan_learning=0,
+                    )
                 elif t == "wireguard":
                     ipr.link("add", ifname=r.name, kind="wireguard")
                 else:
@@ -396,8 +460,11 @@ class LabTarget:
 
     # routes
     def _route_args(self, ipr: IPRoute, r: Resource) -> dict[str, Any]:
-        args: dict[str, Any] = {"dst": "0.0.0.0/0" if r.name == "default" else r.name,
-                                "oif": _idx(ipr, r.get("dev")), "proto": ROUTE_PROTO}
+        args: dict[str, Any] = {
+            "dst": "0.0.0.0/0" if r.name == "default" else r.name,
+            "oif": _idx(ipr, r.get("dev")),
+            "proto": ROUTE_PROTO,
+        }
         if r.get("via"):
             args["gateway"] = r.get("via")
         if r.get("onlink"):
@@ -410,8 +477,7 @@ class LabTarget:
 
     def _delete_route(self, r: Resource) -> None:
         with _ipr(r.node) as ipr:
-            ipr.route("del", dst="0.0.0.0/0" if r.name == "default" else r.name,
-                      proto=ROUTE_PROTO)
+            ipr.route("del", dst="0.0.0.0/0" if r.name == "default" else r.name, proto=ROUTE_PROTO)
 
     # qdiscs
     def _create_qdisc(self, r: Resource) -> None:
@@ -420,8 +486,14 @@ class LabTarget:
             rate = r.get("rate_bps")
             if r.get("type") == "tbf":
                 burst = max(32 * 1024, rate // 8 // 100)  # 10 ms at rate, at least 32 KiB
-                ipr.tc("replace", "tbf", idx, rate=f"{rate}bit", burst=burst,
-                       latency=f"{r.get('latency_ms', 50)}ms")
+                ipr.tc(
+                    "replace",
+                    "tbf",
+                    idx,
+                    rate=f"{rate}bit",
+                    burst=burst,
+                    latency=f"{r.get('latency_ms', 50)}ms",
+                )
             else:
                 kw: dict[str, Any] = {"delay": int(r.get("delay_ms") * 1000)}
                 if rate:
@@ -465,9 +537,13 @@ class LabTarget:
         log = run_dir / f"{ifname}.log"
         with open(log, "ab") as out:
             # setsid -f: detach so the process outlives us and init reaps it.
-            subprocess.run(["setsid", "-f", "ip", "netns", "exec", ns, "wireguard-go", "-f",
-                            ifname], stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                           check=True)
+            subprocess.run(
+                ["setsid", "-f", "ip", "netns", "exec", ns, "wireguard-go", "-f", ifname],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                check=True,
+            )
         sock = WG_SOCKET_DIR / f"{ifname}.sock"
         deadline = time.monotonic() + WG_START_TIMEOUT_S
         while time.monotonic() < deadline:
@@ -476,15 +552,18 @@ class LabTarget:
                     return
             time.sleep(0.02)
         tail = log.read_text(errors="replace")[-500:] if log.exists() else ""
-        raise ApplyError(f"wireguard-go did not bring up {ifname} in {ns} within "
-                         f"{WG_START_TIMEOUT_S:.0f} s: {tail.strip()}",
-                         f"see {log}")
+        raise ApplyError(
+            f"wireguard-go did not bring up {ifname} in {ns} within "
+            f"{WG_START_TIMEOUT_S:.0f} s: {tail.strip()}",
+            f"see {log}",
+        )
 
     @staticmethod
     def _wireguard_go() -> list[procs.Proc]:
         """Live ``wireguard-go`` processes (their interface is the last argument)."""
-        return [p for p in procs.processes()
-                if p.argv and os.path.basename(p.argv[0]) == "wireguard-go"]
+        return [
+            p for p in procs.processes() if p.argv and os.path.basename(p.argv[0]) == "wireguard-go"
+        ]
 
     def _wireguard_go_pids(self, ifname: str) -> list[int]:
         return [p.pid for p in self._wireguard_go() if p.argv[-1] == ifname]
@@ -512,13 +591,20 @@ class LabTarget:
             "state": [...]}``.
         """
         spaces = list_lab_namespaces(lab)
-        removed: dict[str, list[str]] = {"processes": [], "sockets": [], "namespaces": [],
-                                         "state": []}
+        removed: dict[str, list[str]] = {
+            "processes": [],
+            "sockets": [],
+            "namespaces": [],
+            "state": [],
+        }
         victims = self._stop_processes_in(spaces)
         wg_prefix = names.wireguard_if_prefix(lab)
         named = {procs.netns_inode(n) for n in pr_netns.listnetns()}
-        orphans = [p for p in self._wireguard_go()
-                   if p.argv[-1].startswith(wg_prefix) and p.netns_inode not in named]
+        orphans = [
+            p
+            for p in self._wireguard_go()
+            if p.argv[-1].startswith(wg_prefix) and p.netns_inode not in named
+        ]
         procs.stop([p.pid for p in orphans])
         removed["processes"] = [f"{p.pid} {' '.join(p.argv)}" for p in victims + orphans]
         if WG_SOCKET_DIR.is_dir():

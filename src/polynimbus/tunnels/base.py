@@ -30,8 +30,9 @@ class TunnelBackend:
         """The gateway's tunnel interfaces as nftables matches them (name or ``prefix*``)."""
         raise NotImplementedError
 
-    def gateway_resources(self, plan: Plan, site: SitePlan, node: str,
-                          keys: Mapping[str, KeyPair], impl: str) -> list[Resource]:
+    def gateway_resources(
+        self, plan: Plan, site: SitePlan, node: str, keys: Mapping[str, KeyPair], impl: str
+    ) -> list[Resource]:
         """Tunnel links, overlay routes (transit included) and configuration of a gateway.
 
         Args:

@@ -26,16 +26,36 @@ class VxlanBackend(TunnelBackend):
     def ifname_pattern(self, plan: Plan, site: SitePlan) -> str:
         return "vx*"
 
-    def gateway_resources(self, plan: Plan, site: SitePlan, node: str,
-                          keys: Mapping[str, KeyPair], impl: str) -> list[Resource]:
+    def gateway_resources(
+        self, plan: Plan, site: SitePlan, node: str, keys: Mapping[str, KeyPair], impl: str
+    ) -> list[Resource]:
         out: list[Resource] = []
         for peer in site.peers:
             p = plan.sites[peer.site]
             ifname = vxlan_if(p.site_id)
-            out.append(Resource.make("link", node, ifname, type="vxlan", vni=peer.vni,
-                                     local=site.public_address, remote=p.public_address,
-                                     port=plan.port, mtu=plan.tunnel_mtu, up=True))
+            out.append(
+                Resource.make(
+                    "link",
+                    node,
+                    ifname,
+                    type="vxlan",
+                    vni=peer.vni,
+                    local=site.public_address,
+                    remote=p.public_address,
+                    port=plan.port,
+                    mtu=plan.tunnel_mtu,
+                    up=True,
+                )
+            )
             for d in peer.reaches:
-                out.append(Resource.make("route", node, plan.sites[d].block, dev=ifname,
-                                         via=p.gateway_address, onlink=True))
+                out.append(
+                    Resource.make(
+                        "route",
+                        node,
+                        plan.sites[d].block,
+                        dev=ifname,
+                        via=p.gateway_address,
+                        onlink=True,
+                    )
+                )
         return out

@@ -28,13 +28,15 @@ class WireGuardBackend(TunnelBackend):
     def ifname_pattern(self, plan: Plan, site: SitePlan) -> str:
         return site.tunnel_if
 
-    def gateway_resources(self, plan: Plan, site: SitePlan, node: str,
-                          keys: Mapping[str, KeyPair], impl: str) -> list[Resource]:
+    def gateway_resources(
+        self, plan: Plan, site: SitePlan, node: str, keys: Mapping[str, KeyPair], impl: str
+    ) -> list[Resource]:
         ifname = site.tunnel_if
         config = render_wg_config(plan, site, keys)
         out = [
-            Resource.make("link", node, ifname, type="wireguard", impl=impl,
-                          mtu=plan.tunnel_mtu, up=True),
+            Resource.make(
+                "link", node, ifname, type="wireguard", impl=impl, mtu=plan.tunnel_mtu, up=True
+            ),
             Resource.make("wgconf", node, ifname, payload=config, digest=wg_digest(config)),
         ]
         for peer in site.peers:

@@ -49,8 +49,9 @@ def parse_fping(text: str) -> dict[str, list[float | None]]:
     return out
 
 
-def ping_all(plan: Plan, count: int = 3, interval_ms: int = 20,
-             timeout_ms: int = 1000) -> list[PairResult]:
+def ping_all(
+    plan: Plan, count: int = 3, interval_ms: int = 20, timeout_ms: int = 1000
+) -> list[PairResult]:
     """Ping every host from every other host through the lab.
 
     Args:
@@ -71,18 +72,41 @@ def ping_all(plan: Plan, count: int = 3, interval_ms: int = 20,
             return []
         ns = names.host_ns(plan.name, site, host)
         res = subprocess.run(
-            ["ip", "netns", "exec", ns, "fping", "-C", str(count), "-q", "-p", str(interval_ms),
-             "-t", str(timeout_ms), "-r", "0", *targets],
-            capture_output=True, text=True, check=False)
+            [
+                "ip",
+                "netns",
+                "exec",
+                ns,
+                "fping",
+                "-C",
+                str(count),
+                "-q",
+                "-p",
+                str(interval_ms),
+                "-t",
+                str(timeout_ms),
+                "-r",
+                "0",
+                *targets,
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         parsed = parse_fping(res.stderr + res.stdout)
         out = []
         for t in targets:
             vals = parsed.get(t, [None] * count)
             got = [v for v in vals if v is not None]
-            out.append(PairResult(
-                src=f"{site}/{host}", dst=by_addr[t], reachable=bool(got),
-                rtt_ms=round(sum(got) / len(got), 3) if got else None,
-                loss=round(1 - len(got) / max(len(vals), 1), 3)))
+            out.append(
+                PairResult(
+                    src=f"{site}/{host}",
+                    dst=by_addr[t],
+                    reachable=bool(got),
+                    rtt_ms=round(sum(got) / len(got), 3) if got else None,
+                    loss=round(1 - len(got) / max(len(vals), 1), 3),
+                )
+            )
         return out
 
     with ThreadPoolExecutor(max_workers=8) as pool:

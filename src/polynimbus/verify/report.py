@@ -50,8 +50,9 @@ class VerifyReport:
         }
 
 
-def run_verify(plan: Plan, throughput: bool = False, seconds: float = 2.0,
-               progress: object = None) -> VerifyReport:
+def run_verify(
+    plan: Plan, throughput: bool = False, seconds: float = 2.0, progress: object = None
+) -> VerifyReport:
     """Check the running lab of ``plan``.
 
     Raises:
@@ -61,8 +62,7 @@ def run_verify(plan: Plan, throughput: bool = False, seconds: float = 2.0,
     capabilities.require_root("verify")
     capabilities.require_tools(["fping"] + (["iperf3", "nft"] if throughput else []))
     if not list_lab_namespaces(plan.name):
-        raise LabNotFoundError(f"the lab {plan.name!r} is not up",
-                               "run: polynimbus up FILE")
+        raise LabNotFoundError(f"the lab {plan.name!r} is not up", "run: polynimbus up FILE")
     report = VerifyReport(plan.name, pairs=ping_all(plan))
     if throughput:
         report.throughput = measure_pairs(plan, seconds, progress)
