@@ -1,7 +1,22 @@
 """Errors raised by polynimbus, one subclass per stage.
 
 Every error carries a human message and, where it helps, a ``hint`` saying what to do.
-The CLI prints ``error: <message>`` then ``  hint: <hint>`` and exits with ``exit_code``.
+The CLI prints ``error: <message>`` then ``  hint: <hint>`` and exits with ``exit_code``
+(never a traceback).
+
+Exit codes of the CLI:
+
+=====  ======================================================================================
+code   meaning
+=====  ======================================================================================
+0      success (``verify``: every check passed)
+1      a runtime failure: ``PolynimbusError`` itself and ``PlanError``, ``CapabilityError``,
+       ``ApplyError``, ``VerifyError``, ``LabNotFoundError``, ``StateError``, ``KeyFileError``;
+       also ``verify`` when a check ran and failed
+2      invalid input: ``IntentError`` (the intent is invalid; nothing was touched), and
+       command-line usage errors reported by the argument parser
+130    interrupted (Ctrl-C)
+=====  ======================================================================================
 """
 
 from __future__ import annotations
@@ -99,3 +114,29 @@ class VerifyError(PolynimbusError):
 
 class LabNotFoundError(PolynimbusError):
     """No running lab matches what was asked for."""
+
+
+class StateError(PolynimbusError):
+    """polynimbus refuses to touch a place it does not own, or another command holds it.
+
+    Raised for: a state directory without polynimbus's marker (or with another lab's), a
+    state directory or lock directory that is a symbolic link, foreign-owned or writable by
+    others, the lab's host-wide lock held by another command, and a lab whose tag collides
+    with a lab already up on the host. Nothing has been changed when it is raised.
+    """
+
+
+class KeyFileError(PolynimbusError):
+    """A stored WireGuard key (or the keys directory) is unsafe, unreadable or unwritable.
+
+    A key file that is a symbolic link, has a mode other than 0600, is not owned by the
+    current user, or is corrupt; a keys directory that is a symbolic link, is not mode 0700
+    or is foreign-owned. The key is not used and nothing is rewritten.
+
+    Attributes:
+        path: the offending file or directory.
+    """
+
+    def __init__(self, message: str, hint: str | None = None, path: str | None = None) -> None:
+        super().__init__(message, hint)
+        self.path = path
