@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+from polynimbus.node import Address, FdbEntry, Qdisc, Route, WireGuardConfig
 from polynimbus.resources import Key, Resource
 
 Action = Literal["create", "update", "delete"]
@@ -37,6 +38,12 @@ class Change:
 class Target(Protocol):
     """What apply needs from a target (a place it can observe and change)."""
 
+    def canonicalise(self, desired: Sequence[Resource]) -> list[Resource]:
+        """``desired`` with the fields only the target can compute filled in (e.g. the
+        kernel's canonical form of a firewall table), so that it compares with
+        :meth:`observe`'s output."""
+        ...
+
     def observe(self, lab: str, desired: Sequence[Resource]) -> dict[Key, Resource]:
         """What exists now for ``lab``, as resources (scoped by ``desired`` where reading
         everything would be costly, e.g. sysctls)."""
@@ -55,8 +62,10 @@ class Target(Protocol):
         ...
 
 
-_RECREATING = frozenset({"netns", "link"})
-"""Kinds whose (re)creation drops what depends on them."""
+_RECREATING = frozenset({"netns", "link", "process"})
+"""Kinds whose (re)creation drops what depends on them (a process owns its TUN link)."""
+
+_COMPARED_AS_CONTENT = frozenset({"digest", "canonical"})
 
 
 def _differences(want: Resource, have: Resource) -> str:
@@ -64,19 +73,22 @@ def _differences(want: Resource, have: Resource) -> str:
     parts = []
     for k in sorted(set(a) | set(b)):
         if a.get(k) != b.get(k):
-            if k == "digest":
+            if k in _COMPARED_AS_CONTENT:
                 parts.append("content differs")
             else:
                 parts.append(f"{k} {a.get(k)!r} -> {b.get(k)!r}")
     return ", ".join(parts) or "differs"
 
 
-def _ends(r: Resource) -> list[Key]:
-    """The keys a resource occupies: itself, and for a veth pair its peer end too."""
-    keys = [r.key]
-    if r.kind == "link" and r.get("peer_node"):
-        keys.append(("link", r.get("peer_node"), r.get("peer_name")))
-    return keys
+def device_of(r: Resource) -> str | None:
+    """The interface whose removal takes ``r`` with it (addresses, routes through it,
+    FDB entries, qdiscs, WireGuard configuration), or ``None``."""
+    item = r.item
+    if isinstance(item, Address | WireGuardConfig):
+        return item.ifname
+    if isinstance(item, Route | Qdisc | FdbEntry):
+        return item.dev
+    return None
 
 
 def diff(desired: Sequence[Resource], actual: Mapping[Key, Resource]) -> list[Change]:
@@ -85,6 +97,10 @@ def diff(desired: Sequence[Resource], actual: Mapping[Key, Resource]) -> list[Ch
     Args:
         desired: resources wanted (any order; keys must be unique).
         actual: what exists, by key.
+
+    Returns:
+        deletions (most dependent first), then creations and updates (least dependent
+        first).
 
     Raises:
         ValueError: two desired resources share a key.
@@ -98,32 +114,28 @@ def diff(desired: Sequence[Resource], actual: Mapping[Key, Resource]) -> list[Ch
     changes: list[Change] = []
     touched: set[Key] = set()
 
-    def touch(r: Resource) -> None:
-        touched.update(_ends(r))
-
     for r in sorted(want.values(), key=lambda x: x.rank):
         have = actual.get(r.key)
         if have is None:
             changes.append(Change("create", r, "missing"))
-            touch(r)
+            touched.update(r.ends())
         elif have.spec != r.spec:
             changes.append(Change("update", r, _differences(r, have)))
             if r.kind in _RECREATING:
-                touch(r)
+                touched.update(r.ends())
         else:
             dep = next((d for d in r.dependencies() if d in touched), None)
             if dep is not None:
-                changes.append(
-                    Change("create", r, f"re-applied: {dep[0]} {dep[2] or dep[1]} was recreated")
-                )
-                touch(r)
+                what = " ".join(str(p) for p in dep[2]) or dep[1]
+                changes.append(Change("create", r, f"re-applied: {dep[0]} {what} was recreated"))
+                touched.update(r.ends())
 
     gone_ns = {k[1] for k in actual if k[0] == "netns" and k not in want}
     gone_links = {
-        (e[1], e[2])
+        (e[1], e[2][0])
         for k, r in actual.items()
         if k[0] == "link" and (k not in want or want[k].spec != r.spec)
-        for e in _ends(r)
+        for e in r.ends()
     }
     deletes: list[Change] = []
     for k, r in actual.items():
@@ -131,10 +143,9 @@ def diff(desired: Sequence[Resource], actual: Mapping[Key, Resource]) -> list[Ch
             continue
         if r.kind != "netns" and r.node in gone_ns:
             continue  # goes away with its namespace
-        if r.kind in ("addr", "route", "qdisc", "wgconf"):
-            dev = r.name.split(" ")[0] if r.kind == "addr" else r.get("dev", r.name)
-            if (r.node, dev) in gone_links:
-                continue  # goes away with its link
+        dev = device_of(r)
+        if dev is not None and (r.node, dev) in gone_links:
+            continue  # goes away with its link
         deletes.append(Change("delete", r, "not in the plan"))
     deletes.sort(key=lambda c: c.resource.rank, reverse=True)
     return deletes + changes
@@ -209,6 +220,7 @@ def apply(
     Args:
         dry_run: compute and return the changes without making them.
     """
+    desired = target.canonicalise(desired)
     actual = target.observe(lab, desired)
     changes = diff(desired, actual)
     if dry_run:

@@ -1,32 +1,62 @@
-"""The stages end to end, as library calls the CLI wraps: ``up`` and ``down`` of a lab."""
+"""The stages end to end, as library calls the CLI wraps: ``up`` and ``down`` of a lab.
+
+``up``: load the plan, take the lab's host-wide lock, prepare the state directory and the
+keys, render the lab's resources, apply them (observe, diff, change). ``--dry-run`` does
+all of it except the writing: it takes no lock file it did not already have, creates no
+directory and no key (missing keys are stood in for by placeholders, which show as
+changes), and changes nothing.
+"""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from polynimbus import capabilities, state
 from polynimbus.apply import ApplyResult, Progress, apply
 from polynimbus.intent.models import Intent
-from polynimbus.keys import KeyStore
+from polynimbus.keys import KeyPair, KeyStore, generate
 from polynimbus.plan import Plan, build_plan
 from polynimbus.render.lab import render_lab
 from polynimbus.resources import Resource
 from polynimbus.targets import get_target
-from polynimbus.targets.lab import LabTarget
+from polynimbus.targets.lab import LabTarget, list_labs
 from polynimbus.tunnels import get_transport
 
 
+def lab_requirements(transport: str) -> list[str]:
+    """Commands ``up`` needs for ``transport`` on this machine."""
+    backend = get_transport(transport)
+    tools = ["ip", "nft", "unshare", "setsid"]
+    tools += list(backend.required_tools(capabilities.wireguard_impl()))
+    return tools
+
+
+def _keys(plan: Plan, sdir: Path, rotate: bool, dry_run: bool) -> dict[str, KeyPair]:
+    if not get_transport(plan.transport).needs_keys:
+        return {}
+    sites = [s.name for s in plan.sites]
+    if not dry_run:
+        return KeyStore(sdir).ensure(sites, rotate=rotate)
+    # dry run: read what exists, stand in for the rest; write nothing
+    stored = {} if rotate or state.peek(sdir, plan.name) != "ours" else KeyStore(sdir).load(sites)
+    return {s: stored.get(s) or generate() for s in sites}
+
+
 def desired_lab(
-    plan: Plan, state_dir: Path, rotate_keys: bool = False
+    plan: Plan, sdir: Path, rotate_keys: bool = False, dry_run: bool = False
 ) -> tuple[list[Resource], list[str]]:
     """The lab's desired resources for ``plan`` and warnings about what the kernel lacks.
 
-    Creates missing keys in ``state_dir`` (all of them with ``rotate_keys``).
+    Creates missing keys in ``sdir`` (all of them with ``rotate_keys``), unless
+    ``dry_run``.
+
+    Raises:
+        KeyFileError: a stored key is unsafe or corrupt.
     """
-    backend = get_transport(plan.transport)
-    keys = {}
-    if backend.needs_keys:
-        keys = KeyStore(state_dir).ensure([s.name for s in plan.sites], rotate=rotate_keys)
+    keys = _keys(plan, sdir, rotate_keys, dry_run)
     warnings = []
     has_netem = capabilities.netem()
     delayed = [s.name for s in plan.sites if s.delay_ms is not None]
@@ -37,6 +67,15 @@ def desired_lab(
         )
     impl = capabilities.wireguard_impl()
     return render_lab(plan, keys, wireguard_impl=impl, netem=has_netem), warnings
+
+
+@contextlib.contextmanager
+def _lock(lab: str, dry_run: bool) -> Iterator[None]:
+    if dry_run and not state.lock_path(lab).exists():
+        yield  # nothing to contend with, and a dry run creates no file
+        return
+    with state.lab_lock(lab):
+        yield
 
 
 def lab_up(
@@ -50,30 +89,62 @@ def lab_up(
 
     Raises:
         CapabilityError: not root, or a tool is missing.
+        StateError: the state directory is not polynimbus's, another command holds the
+            lab's lock, or another lab's tag collides with this one's.
+        KeyFileError: a stored key is unsafe or corrupt.
         ApplyError: a change failed (run again to complete; ``lab_down`` removes it).
     """
-    capabilities.require_root("up")
-    capabilities.require_tools(capabilities.lab_tools(intent.overlay.transport))
+    capabilities.require_root("up --dry-run" if dry_run else "up")
+    capabilities.require_tools(lab_requirements(intent.overlay.transport))
     plan = build_plan(intent)
+    state.check_tag_collision(plan.name, list_labs())
     sdir = state.resolve(plan.name, state_dir)
-    with state.locked(sdir):
-        desired, warnings = desired_lab(plan, sdir, rotate_keys)
+    with _lock(plan.name, dry_run):
+        if dry_run:
+            state.peek(sdir, plan.name)  # refuses a foreign directory, writes nothing
+        else:
+            state.prepare(sdir, plan.name)
+        desired, warnings = desired_lab(plan, sdir, rotate_keys, dry_run)
         target = get_target("lab", state_dir=sdir)
         result = apply(target, plan.name, desired, progress=progress, dry_run=dry_run)
     result.warnings = warnings + result.warnings
     return result
 
 
-def lab_down(lab: str, state_dir: Path | None = None) -> dict[str, list[str]]:
-    """Remove everything ``up`` created for lab ``lab``, from any state.
+@dataclass
+class DownResult:
+    """What ``down`` removed: processes, sockets, namespaces (as text), state paths, and
+    warnings (what it left because it did not create it)."""
+
+    processes: list[str] = field(default_factory=list)
+    sockets: list[str] = field(default_factory=list)
+    namespaces: list[str] = field(default_factory=list)
+    state: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.processes or self.sockets or self.namespaces or self.state)
+
+
+def lab_down(lab: str, state_dir: Path | None = None) -> DownResult:
+    """Remove everything ``up`` created for lab ``lab``, from any state; nothing else.
 
     Raises:
         CapabilityError: not root.
+        StateError: another command holds the lab's lock, or the state directory is not
+            polynimbus's (nothing is removed then).
     """
     capabilities.require_root("down")
     sdir = state.resolve(lab, state_dir)
-    target = LabTarget(state_dir=sdir)
-    if sdir.exists():
-        with state.locked(sdir):
-            return target.destroy(lab)
-    return target.destroy(lab)
+    with state.lab_lock(lab):
+        state.peek(sdir, lab)  # a foreign directory: refuse before removing anything
+        gone = LabTarget(state_dir=sdir).destroy(lab)
+        removal = state.remove(sdir, lab)
+    warning = removal.warning()
+    return DownResult(
+        processes=gone["processes"],
+        sockets=gone["sockets"],
+        namespaces=gone["namespaces"],
+        state=removal.removed,
+        warnings=[warning] if warning else [],
+    )

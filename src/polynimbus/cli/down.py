@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 import yaml
 
-from polynimbus.cli.app import StateDir, app, handle_errors, out
+from polynimbus.cli.app import StateDir, app, err, handle_errors, out
 from polynimbus.errors import IntentError, PolynimbusError
 from polynimbus.intent import load_intent
 from polynimbus.names import NAME_RE
@@ -52,7 +52,8 @@ def down(
     """Remove everything 'up' created for a lab, from any state.
 
     Includes what a crashed or half-finished 'up' left: processes, namespaces, interfaces,
-    WireGuard sockets, the state directory (keys included). Other labs are left alone.
+    WireGuard sockets, and what it wrote in the state directory (keys included). Other labs,
+    and files polynimbus did not create, are left alone.
     """
     if (file is None) == (lab is None):
         raise PolynimbusError(
@@ -61,11 +62,13 @@ def down(
         )
     name = lab if lab is not None else lab_name_of(file)  # type: ignore[arg-type]
     removed = lab_down(name, state_dir)
-    if not any(removed.values()):
+    for w in removed.warnings:
+        err.print(f"warning: {w}", markup=False)
+    if not removed:
         out.print(f"nothing to remove: lab {name!r} is not up")
         return
     out.print(
-        f"lab {name!r} removed: {len(removed['namespaces'])} namespaces, "
-        f"{len(removed['processes'])} processes, {len(removed['sockets'])} sockets"
-        + (", state directory" if removed["state"] else "")
+        f"lab {name!r} removed: {len(removed.namespaces)} namespaces, "
+        f"{len(removed.processes)} processes, {len(removed.sockets)} sockets"
+        + (", its state (keys, logs)" if removed.state else "")
     )

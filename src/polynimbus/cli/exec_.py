@@ -61,15 +61,55 @@ def exec_(
         str, typer.Argument(help="SITE/HOST, SITE/gateway or internet.", show_default=False)
     ],
     command: Annotated[
-        list[str], typer.Argument(help="The command (after --).", show_default=False)
-    ],
+        list[str] | None,
+        typer.Argument(help="The command and its arguments (after --).", show_default=False),
+    ] = None,
     lab: Annotated[str | None, typer.Option("--lab", help="The lab, when several are up.")] = None,
 ) -> None:
     """Run a command inside a lab node, like 'docker exec'.
 
-    Examples: polynimbus exec i3s/app-1 -- ping -c 3 10.1.0.1;
-    polynimbus exec aws-fra/gateway -- wg show; polynimbus exec internet -- ip route
+    TARGET is SITE/HOST, SITE/gateway or internet. Options go before the command, either
+    side of TARGET; '--' ends them (needed when the command has options of its own).
+    Exits with the command's status.
+
+    Examples:
+
+      polynimbus exec i3s/app-1 -- ping -c 3 10.1.0.1
+
+      polynimbus exec aws-fra/gateway -- nft list ruleset
+
+      polynimbus exec --lab prestocloud internet -- ip route
     """
+    command, lab = split_command(command or [], lab)
+    if not command:
+        raise PolynimbusError("no command given", "e.g. polynimbus exec SITE/HOST -- ip addr")
     capabilities.require_root("exec")
+    capabilities.require_tools(["ip"])
     ns = resolve_node(target, lab)
     os.execvp("ip", ["ip", "netns", "exec", ns, *command])
+
+
+def split_command(args: list[str], lab: str | None) -> tuple[list[str], str | None]:
+    """Take ``--lab NAME`` / ``--lab=NAME`` given after TARGET and a ``--`` separator off
+    the front of ``args``; the rest is the command.
+
+    Returns:
+        ``(command, lab)``.
+
+    Raises:
+        PolynimbusError: ``--lab`` without a value.
+    """
+    rest = list(args)
+    while rest:
+        head = rest[0]
+        if head == "--":
+            return rest[1:], lab
+        if head == "--lab":
+            if len(rest) < 2:
+                raise PolynimbusError("--lab needs a lab name", "e.g. --lab prestocloud")
+            lab, rest = rest[1], rest[2:]
+        elif head.startswith("--lab="):
+            lab, rest = head.split("=", 1)[1], rest[1:]
+        else:
+            break
+    return rest, lab

@@ -13,8 +13,10 @@ from ipaddress import IPv4Address, IPv4Network
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from polynimbus.names import NAME_RE
+from polynimbus.tunnels import TRANSPORTS
 
 PROVIDER_CODES: dict[str, int] = {
     "aws": 1,
@@ -28,10 +30,8 @@ PROVIDER_CODES: dict[str, int] = {
 
 Provider = Literal["aws", "azure", "openstack", "gcp", "onprem", "edge"]
 Topology = Literal["full-mesh", "hub", "mst"]
-Transport = Literal["wireguard", "vxlan"]
-
-DEFAULT_PORTS: dict[str, int] = {"wireguard": 51820, "vxlan": 4789}
-"""Default UDP port of each transport (WireGuard's customary port; IANA VXLAN, RFC 7348)."""
+Transport = str
+"""A transport registered in :data:`polynimbus.tunnels.TRANSPORTS` (wireguard, vxlan...)."""
 
 _RATE_RE = re.compile(
     r"^\s*(\d+(?:\.\d+)?)\s*(bit|kbit|mbit|gbit|tbit|bps|kbps|mbps|gbps)?\s*$", re.I
@@ -183,10 +183,12 @@ class Overlay(_Model):
     Attributes:
         topology: ``full-mesh`` (every pair), ``hub`` (every gateway to ``hub``), ``mst``
             (minimum spanning tree of great-circle distances).
-        transport: ``wireguard`` (encrypted) or ``vxlan`` (not encrypted).
+        transport: a registered transport: ``wireguard`` (encrypted) or ``vxlan`` (not
+            encrypted); see :mod:`polynimbus.tunnels`.
         address_space: the overlay's range; every site block lies inside it.
         hub: the hub site, with ``topology: hub``.
-        port: UDP port of the transport (default 51820 for WireGuard, 4789 for VXLAN).
+        port: UDP port of the transport (default: the transport's, 51820 for WireGuard,
+            4789 for VXLAN).
         underlay_mtu: MTU of the underlay path between gateways, in bytes.
     """
 
@@ -197,10 +199,21 @@ class Overlay(_Model):
     port: int | None = Field(default=None, ge=1, le=65535)
     underlay_mtu: int = Field(default=1500, ge=1280, le=9000)
 
+    @field_validator("transport")
+    @classmethod
+    def _transport(cls, v: str) -> str:
+        known = TRANSPORTS.names()
+        if v not in known:
+            expected = " or ".join(repr(k) for k in known)
+            raise PydanticCustomError(
+                "literal_error", "Input should be {expected}", {"expected": expected}
+            )
+        return v
+
     @property
     def effective_port(self) -> int:
         """The UDP port in use: ``port`` or the transport's default."""
-        return self.port if self.port is not None else DEFAULT_PORTS[self.transport]
+        return self.port if self.port is not None else TRANSPORTS.get(self.transport).default_port
 
 
 class Intent(_Model):

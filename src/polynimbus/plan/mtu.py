@@ -6,27 +6,23 @@ that gateways clamp TCP SYNs to is the tunnel MTU minus the IPv4 and TCP headers
 
 from __future__ import annotations
 
+from polynimbus.tunnels import TRANSPORTS
+
 IPV4_HEADER = 20
 IPV6_HEADER = 40
 UDP_HEADER = 8
 TCP_HEADER = 20
 
-OVERHEAD: dict[str, int] = {
-    # WireGuard over IPv4: outer IPv4 20 + UDP 8 + WireGuard data header 16 + Poly1305 tag 16.
-    "wireguard": IPV4_HEADER + UDP_HEADER + 16 + 16,
-    # VXLAN over IPv4 (RFC 7348): outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14.
-    "vxlan": IPV4_HEADER + UDP_HEADER + 8 + 14,
-}
-"""Encapsulation overhead per transport over an IPv4 underlay, in bytes."""
-
 
 def tunnel_mtu(transport: str, underlay_mtu: int) -> int:
-    """MTU of the tunnel interface in bytes (e.g. wireguard over 1500 -> 1440).
+    """MTU of the tunnel interface in bytes (e.g. wireguard over 1500 -> 1440): the
+    underlay MTU minus the overhead the transport declares
+    (:attr:`polynimbus.tunnels.TunnelBackend.overhead`).
 
     Raises:
-        KeyError: unknown transport.
+        PolynimbusError: unknown transport.
     """
-    return underlay_mtu - OVERHEAD[transport]
+    return underlay_mtu - TRANSPORTS.get(transport).overhead
 
 
 def tcp_mss(mtu: int) -> int:

@@ -1,28 +1,27 @@
 """The gateway's nftables ruleset (seed 003 §3.1.1 and Table 3.2).
 
 - The gateway is the only node with a public address; from the internet it admits only the
-  tunnel's UDP port and ICMP, like the security groups of seed 003 Table 3.2.
+  tunnel's UDP port, and that only from its peers' public addresses, plus ICMP, like the
+  security groups of seed 003 Table 3.2. (VXLAN has no authentication and its VNIs are
+  derivable from site names: a source filter is all that keeps strangers' frames out.)
 - It masquerades its hosts' traffic to the internet (seed 003 §3.2.3.4).
 - It forwards between its LAN and the tunnels, and between tunnels (transit).
 - It clamps the MSS of TCP SYNs crossing a tunnel to the tunnel MTU minus 40 bytes.
 - An empty, timed set ``underlay_probe`` lets ``verify --throughput`` open one TCP port to
   one peer for a minute; nothing else is ever opened.
 
-The ruleset's digest is stored in the table's comment, so a target can tell whether the
-running ruleset is the planned one without parsing it.
+Targets compare the table structurally (``nft -j``), not by this text; the comment only
+tells a person who reads the ruleset where it comes from.
 """
 
 from __future__ import annotations
-
-import hashlib
-import re
 
 from polynimbus.names import LAN_BRIDGE, WAN_IF
 from polynimbus.plan.model import Plan, SitePlan
 
 TABLE = "polynimbus"
 FAMILY = "inet"
-COMMENT_PREFIX = "polynimbus:"
+COMMENT = "managed by polynimbus: changes are undone by the next up"
 PROBE_SET = "underlay_probe"
 
 _TEMPLATE = """table {family} {table} {{
@@ -65,17 +64,26 @@ _TEMPLATE = """table {family} {table} {{
 
 
 def render_gateway_ruleset(plan: Plan, site: SitePlan, tunnel_ifname_pattern: str) -> str:
-    """The ``nft -f`` text of ``site``'s gateway, its digest in the table comment.
+    """The ``nft -f`` text of ``site``'s gateway (one ``inet polynimbus`` table).
 
     Args:
         tunnel_ifname_pattern: the tunnel interfaces as nft matches them (an exact name,
             or a wildcard such as ``vx*``).
     """
-    body = _TEMPLATE.format(
+    peers = sorted({plan.sites[p.site].public_address for p in site.peers}, key=_addr_key)
+    if peers:
+        tunnel_rule = (
+            f'\t\tiifname "{WAN_IF}" ip saddr {{ {", ".join(peers)} }} udp dport {plan.port} '
+            f'accept comment "{plan.transport} tunnels from peers"'
+        )
+    else:
+        tunnel_rule = "\t\t# no peers: the tunnel port stays closed"
+    return _TEMPLATE.format(
         family=FAMILY,
         table=TABLE,
-        comment="{comment}",
+        comment=COMMENT,
         probe=PROBE_SET,
+        tunnel_rule=tunnel_rule,
         lan=LAN_BRIDGE,
         wan=WAN_IF,
         tun=tunnel_ifname_pattern,
@@ -84,11 +92,7 @@ def render_gateway_ruleset(plan: Plan, site: SitePlan, tunnel_ifname_pattern: st
         mss=plan.mss,
         block=site.block,
     )
-    digest = hashlib.sha256(body.encode()).hexdigest()[:16]
-    return body.replace("{comment}", COMMENT_PREFIX + digest)
 
 
-def ruleset_digest(text: str) -> str | None:
-    """The digest in a ruleset's table comment (as rendered or as ``nft list`` prints it)."""
-    m = re.search(r'comment "' + re.escape(COMMENT_PREFIX) + r'([0-9a-f]+)"', text)
-    return m.group(1) if m else None
+def _addr_key(addr: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in addr.split("."))

@@ -3,17 +3,22 @@
 Each tunnel has its own VNI (see :func:`polynimbus.plan.build.allocate_vnis`) and unicast
 remote. Overlay routes point at the peer gateway's overlay address, on-link through the
 tunnel device; the peer answers ARP for it (Linux answers for any local address).
+VXLAN has no authentication: the gateway's firewall admits its UDP port only from the
+peers' public addresses (see :mod:`polynimbus.render.nftables`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from polynimbus.keys import KeyPair
 from polynimbus.names import vxlan_if
-from polynimbus.plan.model import Plan, SitePlan
-from polynimbus.resources import Resource
+from polynimbus.node import Item, Link, Route, VxlanParams
 from polynimbus.tunnels.base import TRANSPORTS, TunnelBackend
+
+if TYPE_CHECKING:
+    from polynimbus.plan.model import Plan, SitePlan
 
 
 @TRANSPORTS.register("vxlan")
@@ -22,40 +27,28 @@ class VxlanBackend(TunnelBackend):
 
     name = "vxlan"
     encrypted = False
+    default_port = 4789  # IANA, RFC 7348 §5
+    # outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14 (RFC 7348 §5)
+    overhead = 20 + 8 + 8 + 14
+    summary = "kernel VXLAN, unencrypted (a lab or a trusted underlay only)"
 
     def ifname_pattern(self, plan: Plan, site: SitePlan) -> str:
         return "vx*"
 
-    def gateway_resources(
-        self, plan: Plan, site: SitePlan, node: str, keys: Mapping[str, KeyPair], impl: str
-    ) -> list[Resource]:
-        out: list[Resource] = []
+    def gateway_items(
+        self, plan: Plan, site: SitePlan, keys: Mapping[str, KeyPair], impl: str
+    ) -> list[Item]:
+        out: list[Item] = []
         for peer in site.peers:
             p = plan.sites[peer.site]
             ifname = vxlan_if(p.site_id)
-            out.append(
-                Resource.make(
-                    "link",
-                    node,
-                    ifname,
-                    type="vxlan",
-                    vni=peer.vni,
-                    local=site.public_address,
-                    remote=p.public_address,
-                    port=plan.port,
-                    mtu=plan.tunnel_mtu,
-                    up=True,
-                )
+            assert peer.vni is not None
+            params = VxlanParams(
+                vni=peer.vni, port=plan.port, local=site.public_address, remote=p.public_address
             )
+            out.append(Link(ifname, "vxlan", mtu=plan.tunnel_mtu, vxlan=params))
             for d in peer.reaches:
                 out.append(
-                    Resource.make(
-                        "route",
-                        node,
-                        plan.sites[d].block,
-                        dev=ifname,
-                        via=p.gateway_address,
-                        onlink=True,
-                    )
+                    Route(plan.sites[d].block, dev=ifname, via=p.gateway_address, onlink=True)
                 )
         return out

@@ -1,19 +1,113 @@
 """WireGuard transport: one interface per gateway, one peer per tunnel.
 
 Uses the kernel module where the kernel has one, else ``wireguard-go`` (user space, over
-TUN). Configuration goes through ``wg setconf``, which drives both. Transit traffic is
-carried by listing the transit blocks in the peer's AllowedIPs.
+TUN), started as a :class:`~polynimbus.node.Process` of the gateway. Configuration is in
+``wg setconf`` format (wg(8), CONFIGURATION FILE FORMAT), applied with ``wg syncconf``,
+which drives both. One ``[Peer]`` per tunnel; its ``AllowedIPs`` are the blocks routed
+through that peer, transit included (see :mod:`polynimbus.plan.routes`).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from polynimbus.keys import KeyPair
-from polynimbus.plan.model import Plan, SitePlan
-from polynimbus.render.wireguard import render_wg_config, wg_digest
-from polynimbus.resources import Resource
+from polynimbus.node import Item, Link, Process, Route, WireGuardConfig
 from polynimbus.tunnels.base import TRANSPORTS, TunnelBackend
+
+if TYPE_CHECKING:
+    from polynimbus.plan.model import Plan, SitePlan
+
+PERSISTENT_KEEPALIVE_S = 25
+"""Keepalive interval in seconds, so NAT mappings on the way stay open."""
+
+
+def render_wg_config(plan: Plan, site: SitePlan, keys: Mapping[str, KeyPair]) -> str:
+    """The ``wg setconf`` text for ``site``'s gateway.
+
+    Args:
+        keys: key pair by site name; every peer's must be present.
+
+    Raises:
+        KeyError: a key is missing.
+    """
+    lines = [
+        f"# polynimbus: gateway of site {site.name} in {plan.name}",
+        "[Interface]",
+        f"PrivateKey = {keys[site.name].private}",
+        f"ListenPort = {plan.port}",
+    ]
+    for peer in site.peers:
+        p = plan.sites[peer.site]
+        lines += [
+            "",
+            f"# {p.name}",
+            "[Peer]",
+            f"PublicKey = {keys[p.name].public}",
+            f"Endpoint = {p.public_address}:{plan.port}",
+            "AllowedIPs = " + ", ".join(plan.sites[d].block for d in peer.reaches),
+            f"PersistentKeepalive = {PERSISTENT_KEEPALIVE_S}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def parse_wg_config(text: str) -> dict[str, object]:
+    """Canonical form of a ``wg setconf``/``wg showconf`` text, for comparison.
+
+    Returns:
+        ``{"private_key", "listen_port", "peers": {public_key: {endpoint, allowed_ips,
+        keepalive}}}`` with allowed IPs sorted.
+    """
+    iface: dict[str, str] = {}
+    peers: dict[str, dict[str, object]] = {}
+    current: dict[str, str] | None = None
+    section = ""
+    entries: list[dict[str, str]] = []
+    for raw in text.splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        if line.startswith("["):
+            section = line.strip("[]").lower()
+            if section == "peer":
+                current = {}
+                entries.append(current)
+            continue
+        k, _, v = line.partition("=")
+        k, v = k.strip().lower(), v.strip()
+        if section == "interface":
+            iface[k] = v
+        elif current is not None:
+            current[k] = (current.get(k, "") + "," + v).strip(",") if k == "allowedips" else v
+    for e in entries:
+        peers[e.get("publickey", "")] = {
+            "endpoint": e.get("endpoint"),
+            "allowed_ips": sorted(
+                a.strip() for a in e.get("allowedips", "").split(",") if a.strip()
+            ),
+            "keepalive": int(e["persistentkeepalive"])
+            if e.get("persistentkeepalive", "off") not in ("", "off")
+            else None,
+        }
+    return {
+        "private_key": iface.get("privatekey"),
+        "listen_port": int(iface["listenport"]) if "listenport" in iface else None,
+        "peers": peers,
+    }
+
+
+def wg_digest(text: str) -> str:
+    """16 hex digits identifying a WireGuard configuration's meaning (not its layout)."""
+    canon = json.dumps(parse_wg_config(text), sort_keys=True)
+    return hashlib.sha256(canon.encode()).hexdigest()[:16]
+
+
+def userspace_process(ifname: str) -> Process:
+    """The ``wireguard-go`` process that creates and serves TUN interface ``ifname``."""
+    return Process(f"wireguard-go:{ifname}", ("wireguard-go", "-f", ifname))
 
 
 @TRANSPORTS.register("wireguard")
@@ -23,23 +117,37 @@ class WireGuardBackend(TunnelBackend):
     name = "wireguard"
     encrypted = True
     needs_keys = True
-    tools = {"wg": "wireguard-tools", "wireguard-go": "wireguard-go"}
+    tools = {"wg": "wireguard-tools"}
+    default_port = 51820
+    # outer IPv4 20 + UDP 8 + WireGuard data header 16 + Poly1305 tag 16
+    overhead = 20 + 8 + 16 + 16
+    summary = "WireGuard, encrypted (kernel module or wireguard-go)"
+
+    def required_tools(self, impl: str) -> dict[str, str]:
+        tools = dict(self.tools)
+        if impl == "userspace":
+            tools["wireguard-go"] = "wireguard-go"
+        return tools
 
     def ifname_pattern(self, plan: Plan, site: SitePlan) -> str:
         return site.tunnel_if
 
-    def gateway_resources(
-        self, plan: Plan, site: SitePlan, node: str, keys: Mapping[str, KeyPair], impl: str
-    ) -> list[Resource]:
+    def gateway_items(
+        self, plan: Plan, site: SitePlan, keys: Mapping[str, KeyPair], impl: str
+    ) -> list[Item]:
         ifname = site.tunnel_if
         config = render_wg_config(plan, site, keys)
-        out = [
-            Resource.make(
-                "link", node, ifname, type="wireguard", impl=impl, mtu=plan.tunnel_mtu, up=True
-            ),
-            Resource.make("wgconf", node, ifname, payload=config, digest=wg_digest(config)),
-        ]
+        out: list[Item] = []
+        if impl == "userspace":
+            proc = userspace_process(ifname)
+            out += [
+                proc,
+                Link(ifname, "wireguard", mtu=plan.tunnel_mtu, impl=impl, process=proc.name),
+            ]
+        else:
+            out.append(Link(ifname, "wireguard", mtu=plan.tunnel_mtu, impl=impl))
+        out.append(WireGuardConfig(ifname, wg_digest(config), config))
         for peer in site.peers:
             for d in peer.reaches:
-                out.append(Resource.make("route", node, plan.sites[d].block, dev=ifname))
+                out.append(Route(plan.sites[d].block, dev=ifname))
         return out

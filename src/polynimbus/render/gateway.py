@@ -1,0 +1,91 @@
+"""One site's gateway as a node model (pure), wherever the gateway runs.
+
+The same model is applied by the lab into a namespace and, later, by an agent on a real
+Linux gateway to its own host. It assumes two interfaces the environment provides: the
+WAN interface (``wan_if``, the gateway's public side) and the ports of hosts that join the
+LAN bridge; everything else is in the model (seed 003 §3.1.1: the gateway is the site's
+only public node; it routes the overlay, NATs its hosts and filters the internet).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from ipaddress import IPv4Network
+
+from polynimbus import names
+from polynimbus.keys import KeyPair
+from polynimbus.node import Address, Item, Link, NftTable, NodeModel, Qdisc, Route, Sysctl
+from polynimbus.plan.model import Plan, SitePlan
+from polynimbus.render.nftables import FAMILY, TABLE, render_gateway_ruleset
+from polynimbus.tunnels import get_transport
+
+LAN_MTU = 1500
+"""MTU of the site LAN and of the underlay links, bytes."""
+TBF_LATENCY_MS = 50
+"""Longest a packet may wait in a shaped queue, in ms (sets the tbf queue length)."""
+TBF_MIN_BURST = 32 * 1024
+"""Smallest tbf bucket, bytes (at least 10 ms at the rate)."""
+
+
+def shaping(dev: str, rate_bps: int | None, delay_ms: float | None, netem: bool) -> list[Item]:
+    """Root qdisc of a shaped underlay link.
+
+    tbf for the rate: the rate is rounded down to whole bytes per second (the kernel keeps
+    bytes/s), the bucket holds 10 ms at the rate (at least 32 KiB) and the queue
+    :data:`TBF_LATENCY_MS` at the rate plus the bucket. netem when a delay is asked and the
+    kernel has it (netem then shapes the rate too).
+
+    Args:
+        rate_bps: bit/s, or ``None``.
+        delay_ms: one-way delay in ms, or ``None``.
+        netem: whether the kernel has the netem qdisc.
+    """
+    rate = rate_bps - rate_bps % 8 if rate_bps else None
+    if delay_ms is not None and netem:
+        return [Qdisc(dev, "netem", rate_bps=rate, delay_ms=delay_ms)]
+    if rate:
+        burst = max(TBF_MIN_BURST, rate // 8 // 100)
+        limit = rate // 8 * TBF_LATENCY_MS // 1000 + burst
+        return [Qdisc(dev, "tbf", rate_bps=rate, limit_bytes=limit, burst_bytes=burst)]
+    return []
+
+
+def render_gateway(
+    plan: Plan,
+    site: SitePlan,
+    keys: Mapping[str, KeyPair],
+    wireguard_impl: str = "userspace",
+    netem: bool = False,
+    wan_if: str = names.WAN_IF,
+) -> NodeModel:
+    """The node model of ``site``'s gateway.
+
+    Args:
+        keys: key pairs by site name (for transports that need them).
+        wireguard_impl: ``kernel`` or ``userspace`` (``wireguard-go``).
+        netem: whether the kernel has netem (delay emulation).
+        wan_if: the gateway's public interface (provided by the environment).
+
+    Returns:
+        sysctls (forwarding on, reverse-path filter off for transit), the LAN bridge with
+        the gateway's overlay address, the public address and default route, underlay
+        shaping, the transport's items (tunnels, processes, overlay routes, configuration)
+        and the nftables table.
+    """
+    backend = get_transport(plan.transport)
+    block = IPv4Network(site.block)
+    model = NodeModel().add(
+        Sysctl("net.ipv4.ip_forward", "1"),
+        Sysctl("net.ipv4.conf.all.rp_filter", "0"),
+        Sysctl("net.ipv4.conf.default.rp_filter", "0"),
+        Link("lo", "loopback"),
+        Address(wan_if, f"{site.public_address}/31"),
+        Route("default", dev=wan_if, via=site.internet_address),
+        Link(names.LAN_BRIDGE, "bridge", mtu=LAN_MTU),
+        Address(names.LAN_BRIDGE, f"{site.gateway_address}/{block.prefixlen}"),
+    )
+    model.add(*shaping(wan_if, site.rate_bps, site.delay_ms, netem))
+    model.add(*backend.gateway_items(plan, site, keys, wireguard_impl))
+    ruleset = render_gateway_ruleset(plan, site, backend.ifname_pattern(plan, site))
+    model.add(NftTable(FAMILY, TABLE, ruleset))
+    return model

@@ -1,0 +1,284 @@
+"""The emulated multi-cloud lab target: every node a network namespace on this host.
+
+It applies node model items (:mod:`polynimbus.node`) placed on namespaces, and reads
+them back in the same shapes. It knows nothing of sites or gateways: the layout is the
+scaffold's (:mod:`polynimbus.render.lab`). One module per concern:
+
+- :mod:`.netns`: namespaces, running commands and code inside one;
+- :mod:`.netlink`: links, addresses, routes, rules, FDB entries, qdiscs (pyroute2);
+- :mod:`.sysctl`: kernel parameters;
+- :mod:`.firewall`: nftables tables, compared structurally;
+- :mod:`.wireguard`: WireGuard configuration;
+- :mod:`.processes`: long-running daemons (``wireguard-go``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from pyroute2 import NetlinkError
+
+from polynimbus import names, procs
+from polynimbus.errors import ApplyError, PolynimbusError
+from polynimbus.node import (
+    Address,
+    FdbEntry,
+    Item,
+    Link,
+    Netns,
+    NftTable,
+    Process,
+    Qdisc,
+    Route,
+    Rule,
+    Sysctl,
+    WireGuardConfig,
+)
+from polynimbus.resources import Key, Resource
+from polynimbus.targets.base import TARGETS
+from polynimbus.targets.lab import firewall, netlink, netns, processes, sysctl, wireguard
+from polynimbus.targets.lab.netns import list_lab_namespaces, list_labs, ns_exec
+from polynimbus.targets.lab.wireguard import WG_SOCKET_DIR
+
+__all__ = ["WG_SOCKET_DIR", "LabTarget", "list_lab_namespaces", "list_labs", "ns_exec"]
+
+RETRY_HINT = "run up again to retry; polynimbus down removes the lab"
+WORKERS = 8
+
+
+def _errors_as_apply(what: str, fn: Callable[[], Any]) -> Any:
+    """Run ``fn``; netlink and OS errors become :class:`ApplyError` mentioning ``what``."""
+    try:
+        return fn()
+    except PolynimbusError:
+        raise
+    except NetlinkError as exc:
+        text = exc.args[-1] if exc.args else str(exc)
+        raise ApplyError(f"{what}: {text} (netlink error {exc.code})", RETRY_HINT) from None
+    except OSError as exc:
+        raise ApplyError(f"{what}: {exc.strerror or exc}", RETRY_HINT) from None
+
+
+@TARGETS.register("lab")
+class LabTarget:
+    """Namespaces, veth, bridges, tunnels, firewalls and daemons on this host.
+
+    Args:
+        state_dir: the lab's state directory (daemon logs go to ``run/`` in it).
+    """
+
+    def __init__(self, state_dir: Path, **_: Any) -> None:
+        self.state_dir = state_dir
+
+    # ------------------------------------------------------------------ observe
+    def canonicalise(self, desired: Sequence[Resource]) -> list[Resource]:
+        """``desired`` with the fields only the target can compute filled in (the
+        kernel's form of each nftables table)."""
+        tables = {r.item for r in desired if isinstance(r.item, NftTable)}
+        with ThreadPoolExecutor(max_workers=WORKERS) as pool:
+            done = dict(zip(tables, pool.map(firewall.with_canonical, tables), strict=True))
+        return [
+            Resource(r.node, done[r.item]) if isinstance(r.item, NftTable) else r for r in desired
+        ]
+
+    def observe(self, lab: str, desired: Sequence[Resource]) -> dict[Key, Resource]:
+        """What exists for ``lab``: namespaces, links, addresses, routes and rules of
+        polynimbus (any table, IPv4 and IPv6), FDB entries, root qdiscs, daemons, and for
+        the nodes where ``desired`` has them, sysctls, nftables tables and WireGuard
+        configurations.
+
+        Raises:
+            ApplyError: netlink or a command failed while reading.
+        """
+        return _errors_as_apply(f"cannot read the lab {lab!r}", lambda: self._observe(lab, desired))
+
+    def _observe(self, lab: str, desired: Sequence[Resource]) -> dict[Key, Resource]:
+        spaces = list_lab_namespaces(lab)
+        out: dict[Key, Resource] = {}
+        for ns in spaces:
+            r = Resource(ns, Netns())
+            out[r.key] = r
+        running = processes.observe(spaces, out)
+        nodes = {}
+        for ns in spaces:
+            by_if = {p.argv[-1]: p.argv for p in running.get(ns, [])}
+            nodes[ns] = netlink.observe_node(ns, spaces, by_if, out)
+        netlink.add_links(nodes, out)
+
+        present = set(spaces)
+        per_node: dict[str, list[Item]] = {}
+        for r in desired:
+            if r.node in present and isinstance(r.item, Sysctl | NftTable | WireGuardConfig):
+                per_node.setdefault(r.node, []).append(r.item)
+
+        def read(ns: str) -> dict[Key, Resource]:
+            found: dict[Key, Resource] = {}
+            items = per_node[ns]
+            sysctl.observe(ns, [i for i in items if isinstance(i, Sysctl)], found)
+            for i in items:
+                got: Item | None = None
+                if isinstance(i, NftTable):
+                    got = firewall.observe(ns, i.family, i.table)
+                elif isinstance(i, WireGuardConfig):
+                    got = wireguard.observe(ns, i.ifname)
+                if got is not None:
+                    res = Resource(ns, got)
+                    found[res.key] = res
+            return found
+
+        with ThreadPoolExecutor(max_workers=WORKERS) as pool:
+            for found in pool.map(read, sorted(per_node)):
+                out.update(found)
+        return out
+
+    # ------------------------------------------------------------------ change
+    def create(self, r: Resource) -> None:
+        """Create ``r``, replacing what has its key.
+
+        Raises:
+            ApplyError: the kernel or a command refused.
+        """
+        _errors_as_apply(f"cannot create {r.describe()}", lambda: self._create(r.node, r.item))
+
+    def update(self, r: Resource, current: Resource) -> None:
+        """Make ``current`` match ``r``: links and processes are recreated, the rest
+        replaced.
+
+        Raises:
+            ApplyError: the kernel or a command refused.
+        """
+        if isinstance(r.item, Link) and r.item.type not in ("loopback", "external"):
+            self.delete(current)
+        self.create(r)
+
+    def delete(self, r: Resource) -> None:
+        """Remove ``r``; absent is fine.
+
+        Raises:
+            ApplyError: the kernel or a command refused.
+        """
+
+        def run() -> None:
+            try:
+                self._delete(r.node, r.item)
+            except NetlinkError as exc:
+                if exc.code not in (2, 3, 19):  # ENOENT, ESRCH, ENODEV: already gone
+                    raise
+
+        _errors_as_apply(f"cannot delete {r.describe()}", run)
+
+    def _create(self, ns: str, item: Item) -> None:
+        if isinstance(item, Netns):
+            netns.create(ns)
+        elif isinstance(item, Sysctl):
+            sysctl.create(ns, item)
+        elif isinstance(item, Process):
+            processes.start(ns, item, self.state_dir / "run")
+        elif isinstance(item, Link):
+            netlink.create_link(ns, item, wait_process=self._wait_link)
+        elif isinstance(item, Address):
+            netlink.create_addr(ns, item)
+        elif isinstance(item, Route):
+            netlink.create_route(ns, item)
+        elif isinstance(item, Rule):
+            netlink.create_rule(ns, item)
+        elif isinstance(item, FdbEntry):
+            netlink.create_fdb(ns, item)
+        elif isinstance(item, Qdisc):
+            netlink.create_qdisc(ns, item)
+        elif isinstance(item, NftTable):
+            firewall.create(ns, item)
+        elif isinstance(item, WireGuardConfig):
+            wireguard.create(ns, item, userspace=self._is_tun(ns, item.ifname))
+        else:  # pragma: no cover - every kind is handled above
+            raise ApplyError(f"the lab cannot create a {item.kind}")
+
+    def _delete(self, ns: str, item: Item) -> None:
+        if isinstance(item, Netns):
+            processes.stop_all_in([ns])
+            netns.remove(ns)
+            return
+        if not netns.exists(ns):
+            return
+        if isinstance(item, Process):
+            processes.stop(ns, item)
+        elif isinstance(item, Link):
+            netlink.delete_link(ns, item)
+        elif isinstance(item, Address):
+            netlink.delete_addr(ns, item)
+        elif isinstance(item, Route):
+            netlink.delete_route(ns, item)
+        elif isinstance(item, Rule):
+            netlink.delete_rule(ns, item)
+        elif isinstance(item, FdbEntry):
+            netlink.delete_fdb(ns, item)
+        elif isinstance(item, Qdisc):
+            netlink.delete_qdisc(ns, item)
+        elif isinstance(item, NftTable):
+            firewall.delete(ns, item)
+        # sysctls go with their namespace; a WireGuard configuration with its interface
+
+    @staticmethod
+    def _wait_link(ns: str, ifname: str) -> bool:
+        import time
+
+        deadline = time.monotonic() + processes.START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            with netns.ipr(ns) as ipr:
+                if ipr.link_lookup(ifname=ifname):
+                    return True
+            time.sleep(0.02)
+        return False
+
+    @staticmethod
+    def _is_tun(ns: str, ifname: str) -> bool:
+        with netns.ipr(ns) as ipr:
+            found = ipr.link_lookup(ifname=ifname)
+            if not found:
+                return False
+            link = ipr.get_links(found[0])[0]
+            li = link.get_attr("IFLA_LINKINFO")
+            return bool(li and li.get_attr("IFLA_INFO_KIND") == "tun")
+
+    # ------------------------------------------------------------------ down
+    def destroy(self, lab: str) -> dict[str, list[str]]:
+        """Remove everything of ``lab`` on this host: processes in its namespaces (and
+        orphaned ``wireguard-go`` of its interfaces), WireGuard sockets, namespaces.
+
+        Works from any half-finished state; removing nothing is not an error. The state
+        directory is not touched (see :func:`polynimbus.state.remove`).
+
+        Returns:
+            ``{"processes": [...], "sockets": [...], "namespaces": [...]}``.
+
+        Raises:
+            ApplyError: a namespace could not be removed.
+        """
+        spaces = list_lab_namespaces(lab)
+        removed: dict[str, list[str]] = {"processes": [], "sockets": [], "namespaces": []}
+        victims = processes.stop_all_in(spaces)
+        wg_prefix = names.wireguard_if_prefix(lab)
+        named = {procs.netns_inode(n) for n in netns.pr_netns.listnetns()}
+        orphans = [
+            p
+            for p in procs.processes()
+            if p.argv
+            and p.argv[0].endswith("wireguard-go")
+            and p.argv[-1].startswith(wg_prefix)
+            and p.netns_inode not in named
+        ]
+        procs.stop([p.pid for p in orphans])
+        removed["processes"] = [f"{p.pid} {' '.join(p.argv)}" for p in victims + orphans]
+        if WG_SOCKET_DIR.is_dir():
+            live = {p.argv[-1] for p in procs.processes() if p.argv[0].endswith("wireguard-go")}
+            for sock in sorted(WG_SOCKET_DIR.glob(f"{wg_prefix}*.sock")):
+                if sock.stem not in live:
+                    sock.unlink(missing_ok=True)
+                    removed["sockets"].append(str(sock))
+        for ns in spaces:
+            netns.remove(ns)
+            removed["namespaces"].append(ns)
+        return removed

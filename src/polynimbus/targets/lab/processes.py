@@ -1,0 +1,108 @@
+"""Long-running processes of the lab's nodes (``wireguard-go`` today).
+
+A process belongs to a node when it runs in the node's namespace. It is started detached
+(``setsid -f``) so it outlives ``polynimbus`` and init reaps it; it is found again through
+``/proc`` by its namespace and command line. Its name follows the node model's convention
+``BASENAME:LASTARG`` (e.g. ``wireguard-go:wg1a2b010000``).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+from polynimbus import procs
+from polynimbus.errors import ApplyError
+from polynimbus.node import Process
+from polynimbus.resources import Key, Resource
+
+DAEMONS = frozenset({"wireguard-go"})
+"""Commands the lab starts as node processes; others in a namespace are not ours."""
+START_TIMEOUT_S = 5.0
+
+
+def name_of(argv: tuple[str, ...]) -> str:
+    """The node model name of a process with command line ``argv``."""
+    return f"{os.path.basename(argv[0])}:{argv[-1]}"
+
+
+def running(spaces: Iterable[str]) -> dict[str, list[procs.Proc]]:
+    """Our daemons running in each of ``spaces``, by namespace."""
+    inodes = {procs.netns_inode(n): n for n in spaces}
+    inodes.pop(None, None)
+    out: dict[str, list[procs.Proc]] = {}
+    for p in procs.processes():
+        ns = inodes.get(p.netns_inode)
+        if ns is not None and os.path.basename(p.argv[0]) in DAEMONS:
+            out.setdefault(ns, []).append(p)
+    return out
+
+
+def observe(spaces: list[str], out: dict[Key, Resource]) -> dict[str, list[procs.Proc]]:
+    """Add the processes running in ``spaces`` to ``out``; return them by namespace."""
+    found = running(spaces)
+    for ns, plist in found.items():
+        for p in plist:
+            r = Resource(ns, Process(name_of(p.argv), p.argv))
+            out[r.key] = r
+    return found
+
+
+def start(ns: str, item: Process, log_dir: Path) -> None:
+    """Start ``item`` detached in namespace ``ns`` (stopping an older copy first), with its
+    output appended to ``log_dir/NAME.log``.
+
+    Raises:
+        ApplyError: ``setsid`` failed or the process died within the first moments.
+    """
+    stop(ns, item)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log = log_dir / f"{item.name.replace(':', '-').replace('/', '_')}.log"
+    with open(log, "ab") as out:
+        try:
+            res = subprocess.run(
+                ["setsid", "-f", "ip", "netns", "exec", ns, *item.argv],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                check=False,
+                timeout=START_TIMEOUT_S,
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise ApplyError(
+                f"cannot start {' '.join(item.argv)} in {ns}: {exc}", f"see {log}"
+            ) from None
+    if res.returncode != 0:
+        tail = log.read_text(errors="replace")[-300:].strip()
+        raise ApplyError(
+            f"cannot start {' '.join(item.argv)} in {ns}: setsid exited {res.returncode}"
+            + (f": {tail}" if tail else ""),
+            f"see {log}",
+        )
+
+
+def wait_for(ns: str, item_name: str, timeout_s: float = START_TIMEOUT_S) -> bool:
+    """Wait until a process called ``item_name`` runs in ``ns``; False on timeout."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if any(name_of(p.argv) == item_name for p in running([ns]).get(ns, [])):
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def stop(ns: str, item: Process) -> None:
+    """Stop the processes called like ``item`` in ``ns`` (absent is fine)."""
+    pids = [p.pid for p in running([ns]).get(ns, []) if name_of(p.argv) == item.name]
+    procs.stop(pids)
+
+
+def stop_all_in(spaces: list[str]) -> list[procs.Proc]:
+    """Stop every process (ours or not) running in ``spaces``; returns them."""
+    inodes = {i for i in (procs.netns_inode(n) for n in spaces) if i is not None}
+    victims = [p for p in procs.processes() if p.netns_inode in inodes]
+    procs.stop([p.pid for p in victims])
+    return victims
