@@ -614,3 +614,25 @@ class NodeModel:
     def of(self, kind: type[Item]) -> list[Any]:
         """The items of one class, in order."""
         return [i for i in self.items if isinstance(i, kind)]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The model as a document: ``{"items": [{"kind": K, FIELD: VALUE...}]}`` in
+        order, payload fields (configuration texts, which may hold secrets) left out."""
+        out = []
+        for item in self.items:
+            d: dict[str, Any] = {"kind": item.kind}
+            for f in fields(item):  # type: ignore[arg-type]
+                if f.name in type(item)._payload_fields:
+                    continue
+                v = getattr(item, f.name)
+                d[f.name] = _plain(v)
+            out.append(d)
+        return {"items": out}
+
+
+def _plain(v: Any) -> Any:
+    if hasattr(v, "__dataclass_fields__"):
+        return {f.name: _plain(getattr(v, f.name)) for f in fields(v)}
+    if isinstance(v, tuple):
+        return [_plain(x) for x in v]
+    return v

@@ -54,5 +54,5 @@ class Registry(Generic[T]):
             ) from None
 
     def names(self) -> list[str]:
-        """Registered names, in registration order."""
-        return list(self._items)
+        """Registered names, sorted."""
+        return sorted(self._items)

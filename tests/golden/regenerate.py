@@ -3,6 +3,9 @@
     tests/golden/<example>/plan.json            polynimbus plan --json
     tests/golden/<example>/<site>.wg.conf       WireGuard config (fixed test keys)
     tests/golden/<example>/<site>.nft           the gateway's nftables ruleset
+    tests/golden/<example>/<site>.node.json     the gateway's node model (payloads left out)
+
+The cases are the bundled examples and the extra intents in tests/golden/cases/.
 
 Run `make golden` (or this script) after a deliberate change, then review the diff.
 """
@@ -10,6 +13,7 @@ Run `make golden` (or this script) after a deliberate change, then review the di
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
@@ -17,9 +21,10 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from polynimbus.intent import load_intent
 from polynimbus.keys import KeyPair, from_private
 from polynimbus.plan import Plan, build_plan
+from polynimbus.render.gateway import render_gateway
 from polynimbus.render.nftables import render_gateway_ruleset
-from polynimbus.render.wireguard import render_wg_config
 from polynimbus.tunnels import get_transport
+from polynimbus.tunnels.wireguard import render_wg_config
 
 HERE = Path(__file__).resolve().parent
 EXAMPLES = HERE.parents[1] / "examples"
@@ -49,6 +54,8 @@ def render_all(example: Path) -> dict[str, str]:
     for site in plan.sites:
         if plan.transport == "wireguard":
             files[f"{site.name}.wg.conf"] = render_wg_config(plan, site, keys)
+        model = render_gateway(plan, site, keys, wireguard_impl="userspace", netem=False)
+        files[f"{site.name}.node.json"] = json.dumps(model.to_dict(), indent=1) + "\n"
         files[f"{site.name}.nft"] = render_gateway_ruleset(
             plan, site, backend.ifname_pattern(plan, site)
         )
@@ -56,7 +63,8 @@ def render_all(example: Path) -> dict[str, str]:
 
 
 def examples() -> list[Path]:
-    return sorted(EXAMPLES.glob("*.yaml"))
+    """The bundled examples, then the extra golden cases."""
+    return sorted(EXAMPLES.glob("*.yaml")) + sorted((HERE / "cases").glob("*.yaml"))
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ import pytest
 from polynimbus.apply import apply, diff
 from polynimbus.intent import load_intent, load_intent_text
 from polynimbus.keys import generate
+from polynimbus.node import Address, Link, Netns, Route, WireGuardConfig
 from polynimbus.plan import build_plan
 from polynimbus.render.lab import render_lab
 from polynimbus.resources import Resource
@@ -56,7 +57,7 @@ def test_adding_a_host_touches_only_its_resources():
         c.resource for c in res.changes if c.resource.node == "pn.prestocloud.azure-weu.gateway"
     ]
     # the new veth pair is keyed by its smaller end, the gateway's port h2
-    assert [(r.kind, r.name) for r in on_gateway] == [("link", "h2")]
+    assert [(r.kind, r.item.ident()) for r in on_gateway] == [("link", ("h2",))]
     assert {c.resource.node for c in res.changes} == {
         "pn.prestocloud.azure-weu.gateway",
         "pn.prestocloud.azure-weu.worker-4",
@@ -101,13 +102,10 @@ def test_interrupted_apply_completes_on_rerun():
 
 
 def test_recreated_link_reapplies_its_addresses():
-    link = Resource.make("link", "n", "eth0", type="bridge", mtu=1500, up=True)
-    addr = Resource.make("addr", "n", "eth0 10.0.0.1/24")
-    ns = Resource.make("netns", "n", "")
-    actual = {
-        r.key: r
-        for r in (ns, Resource.make("link", "n", "eth0", type="bridge", mtu=9000, up=True), addr)
-    }
+    link = Resource("n", Link("eth0", "bridge", mtu=1500))
+    addr = Resource("n", Address("eth0", "10.0.0.1/24"))
+    ns = Resource("n", Netns())
+    actual = {r.key: r for r in (ns, Resource("n", Link("eth0", "bridge", mtu=9000)), addr)}
     changes = diff([ns, link, addr], actual)
     assert [(c.action, c.resource.kind) for c in changes] == [
         ("update", "link"),
@@ -115,7 +113,29 @@ def test_recreated_link_reapplies_its_addresses():
     ]
 
 
+def test_identical_prefixes_in_two_tables_do_not_collide():
+    a = Resource("n", Route("10.0.0.0/24", table=100, dev="eth0"))
+    b = Resource("n", Route("10.0.0.0/24", table=200, dev="eth0"))
+    c = Resource("n", Route("10.0.0.0/24", dev="eth0"))
+    assert len({a.key, b.key, c.key}) == 3
+    assert diff([a, b, c], {a.key: a, b.key: b, c.key: c}) == []
+
+
+def test_fake_target_keeps_no_payload_so_a_payload_only_change_is_invisible():
+    """The fake stores what a kernel keeps; a difference carried only by a payload field
+    cannot be seen, one carried by a compared field is."""
+    t = FakeTarget()
+    first = WireGuardConfig("wg0", "digest-1", "PrivateKey = secret-1")
+    apply(t, "lab", [Resource("n", Netns()), Resource("n", first)])
+    observed = t.observe("lab", [])[("wgconf", "n", ("wg0",))].item
+    assert isinstance(observed, WireGuardConfig) and observed.config == ""
+    same_meaning = WireGuardConfig("wg0", "digest-1", "PrivateKey = secret-2")
+    assert not apply(t, "lab", [Resource("n", Netns()), Resource("n", same_meaning)]).changed
+    other = WireGuardConfig("wg0", "digest-2", "PrivateKey = secret-1")
+    assert apply(t, "lab", [Resource("n", Netns()), Resource("n", other)]).changed
+
+
 def test_duplicate_desired_keys_are_rejected():
-    r = Resource.make("netns", "n", "")
+    r = Resource("n", Netns())
     with pytest.raises(ValueError):
         diff([r, r], {})

@@ -8,10 +8,11 @@ import stat
 from polynimbus import names
 from polynimbus.intent import load_intent, load_intent_text
 from polynimbus.keys import KeyStore, from_private_text, generate
+from polynimbus.node import Address, Link
 from polynimbus.plan import build_plan
 from polynimbus.render.lab import render_lab
-from polynimbus.render.nftables import render_gateway_ruleset, ruleset_digest
-from polynimbus.render.wireguard import parse_wg_config, render_wg_config, wg_digest
+from polynimbus.render.nftables import render_gateway_ruleset
+from polynimbus.tunnels.wireguard import parse_wg_config, render_wg_config, wg_digest
 from tests.conftest import EXAMPLES
 
 
@@ -30,17 +31,30 @@ def test_wg_digest_ignores_layout_but_not_meaning():
     assert len(hub_peer["allowed_ips"]) == 4  # aalto + the three transit spokes
 
 
-def test_nft_ruleset_admits_only_tunnel_and_icmp_from_wan():
+def test_nft_ruleset_admits_the_tunnel_port_only_from_peers():
     plan = build_plan(load_intent(EXAMPLES / "prestocloud.yaml"))
-    text = render_gateway_ruleset(plan, plan.sites[0], plan.sites[0].tunnel_if)
+    site = plan.sites[0]
+    text = render_gateway_ruleset(plan, site, site.tunnel_if)
     wan_rules = [line.strip() for line in text.splitlines() if 'iifname "wan0"' in line]
+    peers = sorted(plan.sites[p.site].public_address for p in site.peers)
+    assert len(peers) == 2
+    tunnel = [r for r in wan_rules if "udp dport 51820" in r]
+    assert tunnel == [
+        f'iifname "wan0" ip saddr {{ {", ".join(peers)} }} udp dport 51820 accept '
+        'comment "wireguard tunnels from peers"'
+    ]
+    assert site.public_address not in tunnel[0]
+    assert sum("icmp" in r for r in wan_rules) == 1
+    assert sum("@underlay_probe" in r for r in wan_rules) == 1  # empty unless verify opens it
     assert len(wan_rules) == 3
-    assert "udp dport 51820 accept" in wan_rules[0]
-    assert "icmp" in wan_rules[1]
-    assert "@underlay_probe" in wan_rules[2]  # empty unless verify --throughput opens it
     assert "policy drop" in text and "masquerade" in text
     assert "maxseg size set 1400" in text
-    assert ruleset_digest(text) and ruleset_digest(text) in text
+
+
+def test_a_site_without_peers_opens_no_tunnel_port():
+    plan = build_plan(load_intent_text("name: solo\nsites:\n  - {name: a, provider: aws}\n"))
+    text = render_gateway_ruleset(plan, plan.sites[0], plan.sites[0].tunnel_if)
+    assert "udp dport" not in text
 
 
 def test_keys_are_private_reused_and_rotated(tmp_path):
@@ -65,8 +79,9 @@ def test_generated_interface_names_fit_and_wireguard_names_are_host_unique():
     resources = render_lab(
         plan, {s.name: generate() for s in plan.sites[:0]} or {s.name: KEY for s in plan.sites}
     )
-    ifnames = {r.name.split(" ")[0] for r in resources if r.kind in ("link", "addr")}
-    ifnames |= {r.get("peer_name") for r in resources if r.get("peer_name")}
+    ifnames = {r.item.name for r in resources if isinstance(r.item, Link)}
+    ifnames |= {r.item.ifname for r in resources if isinstance(r.item, Address)}
+    ifnames |= {r.item.peer.name for r in resources if isinstance(r.item, Link) and r.item.peer}
     assert all(len(n.encode()) <= names.IFNAMSIZ for n in ifnames)
     wg = [s.tunnel_if for s in plan.sites]
     assert len(set(wg)) == len(wg)

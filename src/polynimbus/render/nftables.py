@@ -39,7 +39,7 @@ _TEMPLATE = """table {family} {table} {{
 \t\tct state invalid drop
 \t\tiifname "{lan}" accept
 \t\tiifname "{tun}" accept
-\t\tiifname "{wan}" udp dport {port} accept comment "{transport} tunnels"
+{tunnel_rule}
 \t\tiifname "{wan}" meta l4proto {{ icmp, ipv6-icmp }} accept comment "ICMP"
 \t\tiifname "{wan}" ip saddr . tcp dport @{probe} accept comment "verify --throughput"
 \t}}

@@ -97,8 +97,9 @@ class FakeTarget:
         if resource.kind == "netns":
             for k, r in current.items():
                 peer = r.item.peer if isinstance(r.item, Link) else None
-                if r.node == resource.node or (peer is not None and peer.node == resource.node):
-                    self.state.pop(k, None)
+                inside = r.node == resource.node or (peer is not None and peer.node == resource.node)
+                if inside and k in self.state:
+                    self._drop(r)
         elif resource.kind == "link":
             ends = {(k[1], k[2][0]) for k in resource.ends()}
             for k, r in current.items():
