@@ -164,40 +164,6 @@ def test_rotate_keys_keeps_reachability(lab) -> None:
     assert all(p.reachable for p in ping_all(build_plan(intent)))
 
 
-@pytest.mark.parametrize("kill_after_s", [0.4, 0.9])
-def test_up_killed_midway_is_completed_by_rerun_and_removed_by_down(lab, kill_after_s) -> None:
-    path = lab.write(three_sites("it-kill"))
-    sdir = lab.state("it-kill")
-    cli = [sys.executable, "-c", "from polynimbus.cli import main; main()"]
-
-    def up_killed() -> None:
-        proc = subprocess.Popen(
-            [*cli, "up", str(path), "--state-dir", str(sdir)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        time.sleep(kill_after_s)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-
-    up_killed()
-    # down removes a half-built lab
-    down = subprocess.run(
-        [*cli, "down", str(path), "--state-dir", str(sdir)], capture_output=True, text=True
-    )
-    assert down.returncode == 0, down.stderr
-    assert leftovers("it-kill", sdir) == []
-    # and up, killed again, is completed by running it again
-    up_killed()
-    again = subprocess.run(
-        [*cli, "up", str(path), "--state-dir", str(sdir)], capture_output=True, text=True
-    )
-    assert again.returncode == 0, again.stderr
-    intent = lab.intent(path.read_text())
-    assert all(p.reachable for p in ping_all(build_plan(intent)))
-    assert not lab_up(intent, sdir).changed
-
-
 def test_shaping_and_delay(lab) -> None:
     extra = ""
     text = three_sites("it-shape").replace(

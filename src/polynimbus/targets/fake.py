@@ -97,7 +97,8 @@ class FakeTarget:
         if resource.kind == "netns":
             for k, r in current.items():
                 peer = r.item.peer if isinstance(r.item, Link) else None
-                inside = r.node == resource.node or (peer is not None and peer.node == resource.node)
+                on_peer = peer is not None and peer.node == resource.node
+                inside = r.node == resource.node or on_peer
                 if inside and k in self.state:
                     self._drop(r)
         elif resource.kind == "link":
