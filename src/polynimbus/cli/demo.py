@@ -32,8 +32,9 @@ def demo(
         ),
     ] = False,
     seconds: Annotated[
-        float, typer.Option("--seconds", help="Length of each iperf3 flow, s.", min=0.5)
-    ] = 2.0,
+        int,
+        typer.Option("--seconds", help="Length of each iperf3 flow, whole seconds.", min=1),
+    ] = 2,
     state_dir: StateDir = None,
 ) -> None:
     """Run the three-site PrEstoCloud lab end to end: up, verify --throughput, down.

@@ -1,4 +1,4 @@
-"""``polynimbus verify FILE [--json] [--throughput]``."""
+"""``polynimbus verify FILE [--json] [--throughput] [--seconds N]``."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import sys
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.progress import Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -48,6 +49,8 @@ def print_report(plan: Plan, report: VerifyReport) -> None:
     out.print(f"{n_ok}/{len(report.pairs)} host pairs reachable")
     for p in report.unreachable:
         out.print(f"[red]unreachable[/]: {p.src} -> {p.dst}")
+    for d in report.drift:
+        out.print(f"[red]drift[/]: {escape(d)}", soft_wrap=True)
     if report.throughput:
         t = Table(
             title="Throughput, one TCP flow each (iperf3), measured in one run",
@@ -67,10 +70,19 @@ def print_report(plan: Plan, report: VerifyReport) -> None:
             "overlay: first host to first host through the tunnels; underlay: gateway "
             "to gateway over the emulated internet, no tunnel."
         )
+    for w in report.warnings:
+        out.print(f"[yellow]warning[/]: {escape(w)}", soft_wrap=True)
 
 
-def run_and_print(plan: Plan, throughput: bool, seconds: float, as_json: bool) -> VerifyReport:
-    """Run verify with a spinner on stderr, then print the report."""
+def run_and_print(
+    plan: Plan, throughput: bool, seconds: int, as_json: bool, drift: list[str] | None = None
+) -> VerifyReport:
+    """Run verify with a spinner on stderr, then print the report (JSON on stdout when
+    ``as_json``). ``seconds``: length of each iperf3 flow, s; ``drift``: see run_verify.
+
+    Raises:
+        VerifyError, CapabilityError, LabNotFoundError: as :func:`run_verify`.
+    """
     with Progress(
         TextColumn("{task.description}"),
         TimeElapsedColumn(),
@@ -83,7 +95,9 @@ def run_and_print(plan: Plan, throughput: bool, seconds: float, as_json: bool) -
         def progress(text: str, i: int, n: int) -> None:
             bar.update(task, description=f"iperf3 {i + 1}/{n}: {text}")
 
-        report = run_verify(plan, throughput=throughput, seconds=seconds, progress=progress)
+        report = run_verify(
+            plan, throughput=throughput, seconds=seconds, progress=progress, drift=drift
+        )
     if as_json:
         sys.stdout.write(json.dumps(report.to_dict(), indent=2) + "\n")
     else:
@@ -105,12 +119,19 @@ def verify(
         ),
     ] = False,
     seconds: Annotated[
-        float, typer.Option("--seconds", help="Length of each iperf3 flow, s.", min=0.5)
-    ] = 2.0,
+        int,
+        typer.Option("--seconds", help="Length of each iperf3 flow, whole seconds.", min=1),
+    ] = 2,
 ) -> None:
     """Ping every host from every other host; report reachability and RTT.
 
-    Exits 1 if any pair that should reach does not.
+    Needs root, the lab up, and at least two hosts (--throughput: two sites).
+
+    Exit status: **0** every check passed; **1** a check failed (a host pair that does
+    not reach, or the live lab differs from the plan: drift), the report says which;
+    also **1** when verify could not run (not root, a tool missing, the lab not up, fewer
+    than two hosts, a probe that failed or timed out), with an error: line on stderr and
+    no report; **2** an invalid intent or command line (e.g. --seconds 0.5).
     """
     plan = build_plan(load_intent(file))
     report = run_and_print(plan, throughput, seconds, json_)

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import re
-import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from polynimbus import names
+from polynimbus.errors import VerifyError
 from polynimbus.plan.model import Plan
+from polynimbus.verify.proc import STUCK_HINT, run_in_ns
+
+FPING_GAP_MS = 10
+"""fping's default gap between packets to different targets (``-i``), in ms."""
+MARGIN_S = 10.0
+"""Slack added to every fping deadline, in s: namespace entry, a loaded machine."""
 
 
 @dataclass(frozen=True)
@@ -30,73 +36,99 @@ class PairResult:
 
 
 _LINE = re.compile(r"^(\S+)\s+:\s+(.*)$")
+_VALUE = re.compile(r"^(?:-|\d+(?:\.\d+)?)$")
 
 
 def parse_fping(text: str) -> dict[str, list[float | None]]:
-    """Parse ``fping -C N -q`` output: ``addr : 0.05 0.04 -`` -> ``{addr: [0.05, 0.04, None]}``."""
+    """Parse ``fping -C N -q`` output (fping writes it to stderr).
+
+    Each summary line ``ADDR : V1 V2 ...`` (the address padded with spaces, each value an
+    RTT in ms or ``-`` for a lost probe) becomes ``{ADDR: [V1, V2, ...]}``, a lost probe as
+    ``None``: ``"10.1.0.1 : 0.05 -"`` -> ``{"10.1.0.1": [0.05, None]}``. Any other line (ICMP
+    errors, name lookup failures, per-probe lines without ``-q``) is ignored. When an
+    address has several summary lines, the last one wins.
+    """
     out: dict[str, list[float | None]] = {}
     for line in text.splitlines():
         m = _LINE.match(line.strip())
         if not m:
             continue
-        vals: list[float | None] = []
-        for tok in m.group(2).split():
-            try:
-                vals.append(float(tok))
-            except ValueError:
-                vals.append(None)
-        out[m.group(1)] = vals
+        tokens = m.group(2).split()
+        if not tokens or not all(_VALUE.match(t) for t in tokens):
+            continue
+        out[m.group(1)] = [None if t == "-" else float(t) for t in tokens]
     return out
+
+
+def fping_timeout_s(count: int, interval_ms: int, timeout_ms: int, targets: int) -> float:
+    """Deadline of one ``fping -C count -p interval_ms -t timeout_ms`` run over ``targets``
+    addresses, in s: ``count`` rounds (each the longer of the interval and one gap per
+    target), the wait for the last reply, and :data:`MARGIN_S`."""
+    per_round_ms = max(interval_ms, targets * FPING_GAP_MS)
+    return (count * per_round_ms + timeout_ms) / 1000 + MARGIN_S
+
+
+def require_host_pairs(plan: Plan) -> None:
+    """Raise unless the plan has at least two hosts (at least one pair to ping).
+
+    Raises:
+        VerifyError: fewer than two hosts.
+    """
+    n = sum(len(s.hosts) for s in plan.sites)
+    if n < 2:
+        raise VerifyError(
+            f"nothing to verify: the lab {plan.name!r} has {n} host{'' if n == 1 else 's'}, "
+            "so no host pair to ping",
+            "add hosts to at least two sites (or two hosts to one site) in the intent, "
+            "then run: polynimbus up FILE",
+        )
 
 
 def ping_all(
     plan: Plan, count: int = 3, interval_ms: int = 20, timeout_ms: int = 1000
 ) -> list[PairResult]:
-    """Ping every host from every other host through the lab.
+    """Ping every host from every other host through the lab, one fping per source host.
 
     Args:
         count: echo requests per pair.
         interval_ms: gap between requests to one target, in ms (fping ``-p``).
-        timeout_ms: how long to wait for each reply, in ms.
+        timeout_ms: how long to wait for each reply, in ms (fping ``-t``).
 
     Returns:
         one result per ordered pair of distinct hosts, sources in plan order.
+
+    Raises:
+        VerifyError: fewer than two hosts; an fping did not finish within
+            :func:`fping_timeout_s`; or an fping did not report on every target (it could
+            not run: a missing namespace, a bad argument).
     """
+    require_host_pairs(plan)
     hosts = [(s.name, h.name, h.address) for s in plan.sites for h in s.hosts]
     by_addr = {addr: f"{site}/{host}" for site, host, addr in hosts}
 
     def from_host(src: tuple[str, str, str]) -> list[PairResult]:
         site, host, addr = src
         targets = [a for _, _, a in hosts if a != addr]
-        if not targets:
-            return []
         ns = names.host_ns(plan.name, site, host)
-        res = subprocess.run(
-            [
-                "ip",
-                "netns",
-                "exec",
-                ns,
-                "fping",
-                "-C",
-                str(count),
-                "-q",
-                "-p",
-                str(interval_ms),
-                "-t",
-                str(timeout_ms),
-                "-r",
-                "0",
-                *targets,
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
+        argv = ["fping", "-C", str(count), "-q", "-p", str(interval_ms), "-t", str(timeout_ms)]
+        res = run_in_ns(
+            ns,
+            [*argv, "-r", "0", *targets],
+            fping_timeout_s(count, interval_ms, timeout_ms, len(targets)),
+            f"fping from {site}/{host} ({ns})",
         )
-        parsed = parse_fping(res.stderr + res.stdout)
+        parsed = parse_fping(res.stderr + "\n" + res.stdout)
+        missing = [t for t in targets if t not in parsed]
+        if missing:
+            said = " ".join((res.stderr + res.stdout).split())[:300] or "no output"
+            raise VerifyError(
+                f"fping from {site}/{host} ({ns}) exited {res.returncode} without a result "
+                f"for {', '.join(missing)}: {said}",
+                STUCK_HINT,
+            )
         out = []
         for t in targets:
-            vals = parsed.get(t, [None] * count)
+            vals = parsed[t]
             got = [v for v in vals if v is not None]
             out.append(
                 PairResult(

@@ -1,12 +1,13 @@
-"""The verify report: reachability pairs and throughput, as a document (``verify --json``).
+"""The verify report: reachability pairs, throughput, drift, as a document (``verify --json``).
 
-Shape (``polynimbus.verify/v1``)::
+Shape (``polynimbus.verify/v2``, see ``docs/plan-schema.md``)::
 
-    {"schema": "polynimbus.verify/v1", "lab": NAME, "ok": bool,
+    {"schema": "polynimbus.verify/v2", "lab": NAME, "ok": bool,
      "pairs": [{"src": "SITE/HOST", "dst": "SITE/HOST", "reachable": bool,
                 "rtt_ms": float|null, "loss": float}],
      "throughput": [{"src": SITE, "dst": SITE, "overlay_bps": float|null,
-                     "underlay_bps": float|null, "ratio": float|null}]}
+                     "underlay_bps": float|null, "ratio": float|null}],
+     "drift": [str], "warnings": [str]}
 """
 
 from __future__ import annotations
@@ -18,52 +19,89 @@ from polynimbus import capabilities
 from polynimbus.errors import LabNotFoundError
 from polynimbus.plan.model import Plan
 from polynimbus.targets.lab import list_lab_namespaces
-from polynimbus.verify.reachability import PairResult, ping_all
-from polynimbus.verify.throughput import ThroughputResult, measure_pairs
+from polynimbus.verify.reachability import PairResult, ping_all, require_host_pairs
+from polynimbus.verify.throughput import (
+    Progress,
+    ThroughputResult,
+    check_seconds,
+    measure_pairs,
+    require_site_pairs,
+)
 
-VERIFY_SCHEMA = "polynimbus.verify/v1"
+VERIFY_SCHEMA = "polynimbus.verify/v2"
 
 
 @dataclass
 class VerifyReport:
-    """Results of ``verify``; ``ok`` is False when any pair that should reach does not."""
+    """Results of ``verify``.
+
+    Attributes:
+        lab: the lab (plan) name.
+        pairs: one per ordered pair of distinct hosts.
+        throughput: one per site pair (``--throughput``), else empty.
+        drift: differences between the live lab and the plan, one text each.
+        warnings: problems that did not fail a check (e.g. a probe port left open).
+    """
 
     lab: str
     pairs: list[PairResult] = field(default_factory=list)
     throughput: list[ThroughputResult] = field(default_factory=list)
+    drift: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return all(p.reachable for p in self.pairs)
+        """True when there is at least one pair, every pair reaches, and there is no drift."""
+        return bool(self.pairs) and all(p.reachable for p in self.pairs) and not self.drift
 
     @property
     def unreachable(self) -> list[PairResult]:
         return [p for p in self.pairs if not p.reachable]
 
     def to_dict(self) -> dict[str, Any]:
+        """The ``verify --json`` document (shape in the module docstring)."""
         return {
             "schema": VERIFY_SCHEMA,
             "lab": self.lab,
             "ok": self.ok,
             "pairs": [asdict(p) for p in self.pairs],
             "throughput": [{**asdict(t), "ratio": t.ratio} for t in self.throughput],
+            "drift": list(self.drift),
+            "warnings": list(self.warnings),
         }
 
 
 def run_verify(
-    plan: Plan, throughput: bool = False, seconds: float = 2.0, progress: object = None
+    plan: Plan,
+    throughput: bool = False,
+    seconds: int = 2,
+    progress: Progress | None = None,
+    drift: list[str] | None = None,
 ) -> VerifyReport:
-    """Check the running lab of ``plan``.
+    """Check the running lab of ``plan``: all-pairs ping, and iperf3 when ``throughput``.
+
+    Args:
+        seconds: length of each iperf3 flow, in s: a whole number >= 1.
+        progress: optional callable ``(text, index, total)``, before each site pair.
+        drift: differences between the live lab and the plan, found by the caller; stored
+            in the report (a non-empty list makes ``ok`` False).
 
     Raises:
-        CapabilityError: not root, or fping/iperf3 missing.
+        VerifyError: ``seconds`` is not a whole number >= 1; the plan has fewer than two
+            hosts (or, with ``throughput``, fewer than two sites); a probe could not run
+            or timed out; the probe port could not be opened on a gateway.
+        CapabilityError: not root, or fping/iperf3/nft missing.
         LabNotFoundError: the lab is not up.
     """
+    seconds = check_seconds(seconds)
+    require_host_pairs(plan)
+    if throughput:
+        require_site_pairs(plan)
     capabilities.require_root("verify")
-    capabilities.require_tools(["fping"] + (["iperf3", "nft"] if throughput else []))
+    capabilities.require_tools(["ip", "fping"] + (["iperf3", "nft"] if throughput else []))
     if not list_lab_namespaces(plan.name):
         raise LabNotFoundError(f"the lab {plan.name!r} is not up", "run: polynimbus up FILE")
-    report = VerifyReport(plan.name, pairs=ping_all(plan))
+    report = VerifyReport(plan.name, pairs=ping_all(plan), drift=list(drift or []))
     if throughput:
-        report.throughput = measure_pairs(plan, seconds, progress)
+        report.throughput = measure_pairs(plan, seconds, progress, report.warnings)
     return report
