@@ -44,6 +44,7 @@ FAMILIES = {4: socket.AF_INET, 6: socket.AF_INET6}
 ROUTE_TYPES = {1: "unicast", 6: "blackhole", 7: "unreachable", 8: "prohibit"}
 LWTUNNEL_ENCAP_SEG6 = 5
 LWTUNNEL_ENCAP_SEG6_LOCAL = 7
+ZERO_MAC = "00:00:00:00:00:00"
 ACTION_NAMES = {v: k for k, v in SEG6LOCAL_ACTIONS.items()}
 
 
@@ -246,7 +247,10 @@ def _observe_fdb(
         dev = by_index.get(f["ifindex"])
         dst = f.get("NDA_DST")
         if dev in vxlans and dst is not None:
-            res = Resource(ns, FdbEntry(dev, str(f.get("NDA_LLADDR")).lower(), dst))
+            mac = str(f.get("NDA_LLADDR")).lower()
+            if mac == ZERO_MAC and dst == info[dev]["vxlan"].remote:
+                continue  # the kernel's own entry for a device with a single remote
+            res = Resource(ns, FdbEntry(dev, mac, dst))
             out[res.key] = res
 
 
