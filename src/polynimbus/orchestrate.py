@@ -111,6 +111,30 @@ def lab_up(
     return result
 
 
+def lab_drift(intent: Intent, state_dir: Path | None = None) -> list[str]:
+    """How the running lab differs from the plan: one line per change ``up`` would make,
+    e.g. ``create nftables table inet polynimbus on pn.x.a.gateway: missing``.
+
+    Writes nothing. Uses the stored keys to compare WireGuard configurations; without them
+    (no state directory) the configurations are left out of the comparison.
+
+    Raises:
+        CapabilityError: not root.
+        StateError: the state directory is not polynimbus's.
+        KeyFileError: a stored key is unsafe or corrupt.
+    """
+    capabilities.require_root("verify")
+    plan = build_plan(intent)
+    sdir = state.resolve(plan.name, state_dir)
+    have_keys = state.peek(sdir, plan.name) == "ours"
+    desired, _ = desired_lab(plan, sdir, dry_run=True)
+    if not have_keys:
+        desired = [r for r in desired if r.kind != "wgconf"]
+    target = get_target("lab", state_dir=sdir)
+    result = apply(target, plan.name, desired, dry_run=True)
+    return [c.describe() for c in result.changes]
+
+
 @dataclass
 class DownResult:
     """What ``down`` removed: processes, sockets, namespaces (as text), state paths, and

@@ -11,9 +11,11 @@ from rich.markup import escape
 from rich.progress import Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from polynimbus.cli.app import IntentFile, app, err, handle_errors, out
+from polynimbus.cli.app import IntentFile, StateDir, app, err, handle_errors, out
 from polynimbus.intent import load_intent
+from polynimbus.orchestrate import lab_drift
 from polynimbus.plan import Plan, build_plan
+from polynimbus.targets.lab import list_lab_namespaces
 from polynimbus.verify import VerifyReport, run_verify
 
 MATRIX_MAX_HOSTS = 12
@@ -122,8 +124,13 @@ def verify(
         int,
         typer.Option("--seconds", help="Length of each iperf3 flow, whole seconds.", min=1),
     ] = 2,
+    state_dir: StateDir = None,
 ) -> None:
-    """Ping every host from every other host; report reachability and RTT.
+    """Ping every host from every other host; report reachability, RTT and drift.
+
+    Drift: what differs between the running lab and the plan (a firewall table changed
+    by hand, a missing route...), read from the kernel and compared item by item; 'up'
+    repairs it.
 
     Needs root, the lab up, and at least two hosts (--throughput: two sites).
 
@@ -133,7 +140,9 @@ def verify(
     than two hosts, a probe that failed or timed out), with an error: line on stderr and
     no report; **2** an invalid intent or command line (e.g. --seconds 0.5).
     """
-    plan = build_plan(load_intent(file))
-    report = run_and_print(plan, throughput, seconds, json_)
+    intent = load_intent(file)
+    plan = build_plan(intent)
+    drift = lab_drift(intent, state_dir) if list_lab_namespaces(plan.name) else []
+    report = run_and_print(plan, throughput, seconds, json_, drift=drift)
     if not report.ok:
         raise typer.Exit(1)
