@@ -1,0 +1,40 @@
+"""A netlink error while reading the lab ends in one line with a hint, not a traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pyroute2 import NetlinkError
+from typer.testing import CliRunner
+
+from polynimbus.cli import app
+from polynimbus.targets.lab import netlink
+from tests.integration.conftest import three_sites
+
+
+def test_netlink_error_during_observe_is_one_line(lab, tmp_path: Path, monkeypatch) -> None:
+    path = lab.write(three_sites("it-nlerr"))
+
+    def broken(*args, **kwargs):
+        raise NetlinkError(16, "Device or resource busy")
+
+    monkeypatch.setattr(netlink, "observe_node", broken)
+    runner = CliRunner()
+    state = str(lab.state("it-nlerr"))
+    # the first observe finds no namespace, so create one first to reach the netlink read
+    monkeypatch.setattr(
+        "polynimbus.targets.lab.list_lab_namespaces", lambda lab_name: ["pn.it-nlerr.internet"]
+    )
+    res = runner.invoke(app, ["up", str(path), "--state-dir", state])
+    assert res.exit_code == 1, res.output
+    assert "Traceback" not in res.output
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert lines[0].startswith("error: cannot read the lab 'it-nlerr'")
+    assert "netlink error 16" in lines[0]
+    assert lines[1].strip().startswith("hint:")
+
+
+@pytest.fixture(autouse=True)
+def _wide_terminal(monkeypatch) -> None:
+    monkeypatch.setenv("COLUMNS", "200")
