@@ -15,11 +15,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, ClassVar
 
-from polynimbus.keys import KeyPair
 from polynimbus.node import Item
 from polynimbus.registry import Registry
 
 if TYPE_CHECKING:
+    from polynimbus.keys import KeyPair
     from polynimbus.plan.model import Plan, SitePlan
 
 

@@ -12,12 +12,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from polynimbus.keys import KeyPair
 from polynimbus.names import vxlan_if
 from polynimbus.node import Item, Link, Route, VxlanParams
 from polynimbus.tunnels.base import TRANSPORTS, TunnelBackend
 
 if TYPE_CHECKING:
+    from polynimbus.keys import KeyPair
     from polynimbus.plan.model import Plan, SitePlan
 
 

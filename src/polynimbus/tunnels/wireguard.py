@@ -14,11 +14,11 @@ import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from polynimbus.keys import KeyPair
 from polynimbus.node import Item, Link, Process, Route, WireGuardConfig
 from polynimbus.tunnels.base import TRANSPORTS, TunnelBackend
 
 if TYPE_CHECKING:
+    from polynimbus.keys import KeyPair
     from polynimbus.plan.model import Plan, SitePlan
 
 PERSISTENT_KEEPALIVE_S = 25

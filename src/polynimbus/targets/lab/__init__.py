@@ -102,10 +102,17 @@ class LabTarget:
             r = Resource(ns, Netns())
             out[r.key] = r
         running = processes.observe(spaces, out)
-        nodes = {}
-        for ns in spaces:
+
+        def read_netlink(ns: str) -> tuple[netlink.NodeLinks, dict[Key, Resource]]:
+            found: dict[Key, Resource] = {}
             by_if = {p.argv[-1]: p.argv for p in running.get(ns, [])}
-            nodes[ns] = netlink.observe_node(ns, spaces, by_if, out)
+            return netlink.observe_node(ns, spaces, by_if, found), found
+
+        nodes = {}
+        with ThreadPoolExecutor(max_workers=WORKERS) as pool:
+            for ns, (links, found) in zip(spaces, pool.map(read_netlink, spaces), strict=True):
+                nodes[ns] = links
+                out.update(found)
         netlink.add_links(nodes, out)
 
         present = set(spaces)
