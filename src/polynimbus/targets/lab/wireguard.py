@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -27,8 +25,8 @@ def observe(ns: str, ifname: str) -> WireGuardConfig | None:
 
 
 def create(ns: str, item: WireGuardConfig, userspace: bool) -> None:
-    """Apply ``item`` with ``wg syncconf``. The configuration holds the private key: it is
-    written to a 0600 temporary file (created so, never wider), used, then removed.
+    """Apply ``item`` with ``wg syncconf``. The configuration holds the private key; it is
+    handed over through a pipe, never written to a file.
 
     Raises:
         ApplyError: the control socket did not appear, or ``wg`` failed.
@@ -43,10 +41,10 @@ def create(ns: str, item: WireGuardConfig, userspace: bool) -> None:
                     "run up again; see the log in the state directory's run/",
                 )
             time.sleep(0.02)
-    fd, path = tempfile.mkstemp(prefix="pn-wg-", suffix=".conf")  # mode 0600
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(item.config)
-        netns.ns_exec(ns, ["wg", "syncconf", item.ifname, path], what=f"wg syncconf {item.ifname}")
-    finally:
-        os.unlink(path)
+    # the configuration goes through a pipe: no file ever holds the private key
+    netns.ns_exec(
+        ns,
+        ["wg", "syncconf", item.ifname, "/dev/stdin"],
+        input_text=item.config,
+        what=f"wg syncconf {item.ifname}",
+    )
