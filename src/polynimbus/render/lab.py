@@ -12,7 +12,9 @@ wired. The only module that knows the lab's namespace layout.
       eth0 host eth0 host   eth0 host          eth0 host       (pn.LAB.SITE.HOST)
 
 Every node is a namespace. A site's hosts share the LAN bridge of their gateway and route
-everything through it; only the gateway has a public address (seed 003 §3.1.1). Each
+everything through it; only the gateway has a public address (seed 003 §3.1.1). The
+underlay links (``wan0`` and its internet-side peer) have the intent's ``underlay_mtu``;
+LANs have 1500 bytes. Each
 gateway's own configuration comes from :func:`polynimbus.render.gateway.render_gateway`,
 which does not know it runs here.
 """
@@ -90,7 +92,7 @@ def _site(
     block = IPv4Network(site.block)
     gateway = render_gateway(plan, site, keys, wireguard_impl, netem, wan_if=names.WAN_IF)
     out = on(gw, Netns(), *gateway.items)
-    out.append(veth(gw, names.WAN_IF, inet, up_if, LAN_MTU))
+    out.append(veth(gw, names.WAN_IF, inet, up_if, plan.underlay_mtu))  # the intent's
     out += on(inet, Address(up_if, f"{site.internet_address}/31"))
     out += on(inet, *shaping(up_if, site.rate_bps, site.delay_ms, netem))
     for host in site.hosts:
