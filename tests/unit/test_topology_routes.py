@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import random
+
 from polynimbus.intent import load_intent, load_intent_text
 from polynimbus.plan import build_plan
-from polynimbus.plan.routes import transit_reach
-from polynimbus.plan.topology import full_mesh, great_circle_km, hub, mst
+from polynimbus.plan.routes import _bfs_next_hops, _tree_next_hops, transit_reach
+from polynimbus.plan.topology import edge_arrays, full_mesh, great_circle_km, hub, mst
 from tests.conftest import EXAMPLES
 
 
@@ -52,9 +54,34 @@ def test_tree_and_bfs_routing_agree_on_a_path():
     tree = transit_reach(4, edges)
     assert tree[0] == [(1, (1, 2, 3))]
     assert tree[2] == [(1, (0, 1)), (3, (3,))]
-    from polynimbus.plan.routes import _bfs_reach, adjacency
+    a, b = edge_arrays(edges)
+    assert (_bfs_next_hops(4, a, b) == _tree_next_hops(4, a, b)).all()
 
-    assert _bfs_reach(adjacency(4, edges)) == tree
+
+def test_tree_and_bfs_routing_agree_on_random_trees():
+    rng = random.Random(7)
+    for n in (1, 2, 3, 10, 60):
+        # a random tree: each site joins an earlier one; then relabel the sites
+        label = list(range(n))
+        rng.shuffle(label)
+        edges = sorted(tuple(sorted((label[v], label[rng.randrange(v)]))) for v in range(1, n))
+        a, b = edge_arrays(edges)
+        tree = _tree_next_hops(n, a, b)
+        assert tree is not None
+        assert (tree == _bfs_next_hops(n, a, b)).all()
+
+
+def test_bfs_routing_of_a_cycle_breaks_ties_to_the_lower_peer():
+    # a 4-cycle 0-1-2-3-0: from 0, site 2 is two hops either way; it goes via 1
+    edges = [(0, 1), (0, 3), (1, 2), (2, 3)]
+    assert transit_reach(4, edges)[0] == [(1, (1, 2)), (3, (3,))]
+    assert transit_reach(4, edges)[2] == [(1, (0, 1)), (3, (3,))]
+
+
+def test_disconnected_overlay_reaches_only_its_component():
+    reach = transit_reach(4, [(0, 1), (2, 3)])
+    assert reach[0] == [(1, (1,))]
+    assert reach[3] == [(2, (2,))]
 
 
 def test_plan_is_deterministic():

@@ -2,15 +2,28 @@
 
 Same intent, same plan, byte for byte. ``Plan.to_dict()`` is the ``plan --json`` document;
 its shape is documented in ``docs/plan-schema.md`` and versioned by ``schema``.
+
+A gateway's peers (:class:`Peers`) and the plan's tunnels (:class:`Tunnels`) are compact
+read-only sequences backed by numpy arrays: their :class:`PeerPlan` and :class:`TunnelPlan`
+items are made on access (equal, not identical, from one access to the next). A 1,000-site
+full mesh has a million peer records and half a million tunnels (issue 5).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar, overload
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from polynimbus.plan.routes import SiteRoutes
 
 PLAN_SCHEMA = "polynimbus.plan/v1"
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +65,7 @@ class SitePlan:
         internet_address: the emulated internet router's end of the gateway's /31.
         tunnel_if: the gateway's WireGuard interface name (host-unique).
         hosts: the site's hosts.
-        peers: the gateway's tunnels, by peer index.
+        peers: the gateway's tunnels, by peer index (a :class:`Peers` from the planner).
         location: ``(lat, lon)`` in degrees, or ``None``.
         rate_bps: shaped underlay rate in bit/s, or ``None``.
         delay_ms: emulated one-way underlay delay in ms, or ``None``.
@@ -68,7 +81,7 @@ class SitePlan:
     internet_address: str
     tunnel_if: str
     hosts: tuple[HostPlan, ...]
-    peers: tuple[PeerPlan, ...]
+    peers: Sequence[PeerPlan]
     location: tuple[float, float] | None
     rate_bps: int | None
     delay_ms: float | None
@@ -84,6 +97,112 @@ class TunnelPlan:
     vni: int | None
 
 
+class _ArraySequence(Sequence[_T]):
+    """A read-only sequence made on access; equal to any sequence with equal items."""
+
+    __slots__ = ()
+
+    def _item(self, i: int) -> _T:
+        raise NotImplementedError
+
+    @overload
+    def __getitem__(self, i: int) -> _T: ...
+    @overload
+    def __getitem__(self, i: slice) -> tuple[_T, ...]: ...
+    def __getitem__(self, i: int | slice) -> _T | tuple[_T, ...]:
+        n = len(self)
+        if isinstance(i, slice):
+            return tuple(self._item(k) for k in range(*i.indices(n)))
+        k = i.__index__()
+        if k < 0:
+            k += n
+        if not 0 <= k < n:
+            raise IndexError(f"index {i} out of range for {n} items")
+        return self._item(k)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Sequence) or isinstance(other, str | bytes):
+            return NotImplemented
+        return len(self) == len(other) and all(x == y for x, y in zip(self, other, strict=True))
+
+    def __hash__(self) -> int:
+        return hash(tuple(self))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({list(self)!r})"
+
+
+class Peers(_ArraySequence[PeerPlan]):
+    """A gateway's peers, by peer index: a read-only sequence of :class:`PeerPlan`.
+
+    Backed by the site's :class:`~polynimbus.plan.routes.SiteRoutes` (int32 arrays) and
+    ``vnis``, an int64 array of shape ``(len(peers),)`` (VXLAN) or ``None``. Iterating a
+    full mesh site's peers makes 999 small objects at 1,000 sites, the plan holds none.
+    """
+
+    __slots__ = ("_routes", "_vnis")
+
+    def __init__(self, routes: SiteRoutes, vnis: np.ndarray | None = None) -> None:
+        self._routes = routes
+        self._vnis = vnis
+
+    def __len__(self) -> int:
+        return len(self._routes.peers)
+
+    def _item(self, i: int) -> PeerPlan:
+        r = self._routes
+        return PeerPlan(
+            int(r.peers[i]), r.reaches(i), None if self._vnis is None else int(self._vnis[i])
+        )
+
+    def __iter__(self) -> Iterator[PeerPlan]:
+        r = self._routes
+        peers: list[int] = r.peers.tolist()
+        vnis: list[int | None] = [None] * len(peers) if self._vnis is None else self._vnis.tolist()
+        if r.dests is None or r.bounds is None:
+            for p, v in zip(peers, vnis, strict=True):
+                yield PeerPlan(p, (p,), v)
+            return
+        dests, bounds = r.dests, r.bounds.tolist()
+        for i, (p, v) in enumerate(zip(peers, vnis, strict=True)):
+            reaches: list[int] = dests[bounds[i] : bounds[i + 1]].tolist()
+            yield PeerPlan(p, tuple(reaches), v)
+
+
+class Tunnels(_ArraySequence[TunnelPlan]):
+    """The plan's tunnels, sorted by ``(a, b)``: a read-only sequence of :class:`TunnelPlan`.
+
+    Backed by arrays of shape ``(m,)``: ``a`` and ``b`` (site indices, ``a < b``),
+    ``km`` (float64, great-circle length) and ``vnis`` (int64, VXLAN) or ``None``.
+    """
+
+    __slots__ = ("_a", "_b", "_km", "_vnis")
+
+    def __init__(
+        self, a: np.ndarray, b: np.ndarray, km: np.ndarray, vnis: np.ndarray | None = None
+    ) -> None:
+        self._a, self._b, self._km, self._vnis = a, b, km, vnis
+
+    def __len__(self) -> int:
+        return len(self._a)
+
+    def _item(self, i: int) -> TunnelPlan:
+        return TunnelPlan(
+            int(self._a[i]),
+            int(self._b[i]),
+            float(self._km[i]),
+            None if self._vnis is None else int(self._vnis[i]),
+        )
+
+    def __iter__(self) -> Iterator[TunnelPlan]:
+        a: list[int] = self._a.tolist()
+        b: list[int] = self._b.tolist()
+        km: list[float] = self._km.tolist()
+        vnis: list[int | None] = [None] * len(a) if self._vnis is None else self._vnis.tolist()
+        for x in zip(a, b, km, vnis, strict=True):
+            yield TunnelPlan(*x)
+
+
 @dataclass(frozen=True, slots=True)
 class Plan:
     """The whole plan.
@@ -95,7 +214,7 @@ class Plan:
         port: the transport's UDP port.
         underlay_mtu, tunnel_mtu, mss: bytes.
         sites: in file order.
-        tunnels: sorted by ``(a, b)``.
+        tunnels: sorted by ``(a, b)`` (a :class:`Tunnels` from the planner).
     """
 
     name: str
@@ -108,7 +227,7 @@ class Plan:
     tunnel_mtu: int
     mss: int
     sites: tuple[SitePlan, ...]
-    tunnels: tuple[TunnelPlan, ...]
+    tunnels: Sequence[TunnelPlan]
 
     def site(self, name: str) -> SitePlan:
         """The site called ``name``.
