@@ -25,6 +25,8 @@ TOOL_PACKAGES: dict[str, str] = {
     "tcpdump": "tcpdump",
     "sysctl": "procps",
     "tc": "iproute2",
+    "setsid": "util-linux",
+    "unshare": "util-linux",
 }
 """Command -> Debian package that provides it."""
 

@@ -345,11 +345,6 @@ def test_failure_paths_end_in_one_error_line(lab, tmp_path: Path) -> None:
     assert "no changes" in ok(pn("up", path, "--state-dir", sdir)).stdout
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="capabilities.TOOL_PACKAGES has no entry for setsid and unshare, so a missing "
-    "one is reported as 'Debian package setsid'/'unshare'; both are in util-linux",
-)
 def test_missing_setsid_names_its_debian_package(lab, tmp_path: Path) -> None:
     name = "cli-nosetsid"
     path = lab.write(three_sites(name))

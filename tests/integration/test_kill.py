@@ -11,8 +11,6 @@ import subprocess
 import time
 from pathlib import Path
 
-import pytest
-
 from polynimbus import names, state
 from polynimbus.intent import load_intent_text
 from polynimbus.plan import build_plan
@@ -123,12 +121,6 @@ def test_kill_then_down_leaves_nothing(lab) -> None:
     kill_runs(lab, SEED, KILLS // 2, rerun=False)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: after a kill -9 that lands once the wireguard-go daemons were started, the "
-    "re-run of up often fails with 'wireguard-go:wgTAGSID did not create wgTAGSID in "
-    "pn.LAB.SITE.gateway' (the daemon is gone afterwards; a third up completes)",
-)
 def test_kill_then_rerun_completes(lab) -> None:
     """The other half: a re-run of up completes the lab (every pair reaches), then down
     leaves nothing."""

@@ -30,7 +30,7 @@ def run_up(
         TimeElapsedColumn(),
         console=err,
         transient=True,
-        disable=quiet or dry_run,
+        disable=quiet or dry_run or not err.is_terminal,
     ) as bar:
         task = bar.add_task("observing the lab", total=None)
 

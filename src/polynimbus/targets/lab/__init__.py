@@ -151,14 +151,17 @@ class LabTarget:
         _errors_as_apply(f"cannot create {r.describe()}", lambda: self._create(r.node, r.item))
 
     def update(self, r: Resource, current: Resource) -> None:
-        """Make ``current`` match ``r``: links and processes are recreated, the rest
-        replaced.
+        """Make ``current`` match ``r``: links are recreated (except those a process made,
+        which are set up in place), processes restarted, the rest replaced.
 
         Raises:
             ApplyError: the kernel or a command refused.
         """
-        if isinstance(r.item, Link) and r.item.type not in ("loopback", "external"):
-            self.delete(current)
+        link = r.item
+        if isinstance(link, Link) and link.type not in ("loopback", "external"):
+            # a link its process made is set up in place: deleting it would end the process
+            if not link.process:
+                self.delete(current)
         self.create(r)
 
     def delete(self, r: Resource) -> None:
