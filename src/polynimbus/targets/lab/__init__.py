@@ -158,10 +158,10 @@ class LabTarget:
             ApplyError: the kernel or a command refused.
         """
         link = r.item
-        if isinstance(link, Link) and link.type not in ("loopback", "external"):
-            # a link its process made is set up in place: deleting it would end the process
-            if not link.process:
-                self.delete(current)
+        # a link its process made is set up in place: deleting it would end the process
+        made_here = isinstance(link, Link) and link.type not in ("loopback", "external")
+        if made_here and not link.process:
+            self.delete(current)
         self.create(r)
 
     def delete(self, r: Resource) -> None:
