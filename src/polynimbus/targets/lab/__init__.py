@@ -159,8 +159,11 @@ class LabTarget:
         """
         link = r.item
         # a link its process made is set up in place: deleting it would end the process
-        made_here = isinstance(link, Link) and link.type not in ("loopback", "external")
-        if made_here and not link.process:
+        if (
+            isinstance(link, Link)
+            and link.type not in ("loopback", "external")
+            and not link.process
+        ):
             self.delete(current)
         self.create(r)
 
