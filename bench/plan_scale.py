@@ -5,9 +5,10 @@ under 500 MB max RSS (a full mesh need not hold a million peer records as Python
 
 Each measurement runs in a fresh process, so the plan time includes what a CLI run pays
 the first time (e.g. importing networkx for hub and mst routing) and max RSS is that of a
-process which validated and planned once. Plan time and max RSS come from a run without
+process which validated and planned once. Plan time and max RSS come from runs without
 tracemalloc (tracing slows every allocation, imports included); "traced peak" (what the
-plan allocates) from a second, traced run. To compare with another version in the same
+plan allocates) and "traced s" (the plan time under tracing, as this script measured
+before 2026-11-23) from one more, traced run. To compare with another version in the same
 run (the machine is noisy: compare within one run), pass its source tree; the versions
 are run interleaved, round by round:
 
@@ -87,7 +88,7 @@ def main() -> None:
         f"{args.repeat} fresh processes; plan time excludes loading/validating the intent"
     )
     print(
-        f"{'version':9} {'topology':10} {'plan s':>8} {'validate s':>10} "
+        f"{'version':9} {'topology':10} {'plan s':>8} {'validate s':>10} {'traced s':>9} "
         f"{'traced peak MB':>15} {'max RSS MB':>11} {'tunnels':>8} {'routes':>9}"
     )
     for topology in ("mst", "hub", "full-mesh"):
@@ -102,7 +103,7 @@ def main() -> None:
             best = min(runs[label], key=lambda r: r["plan_s"])
             print(
                 f"{label:9} {topology:10} {best['plan_s']:8.3f} {best['validate_s']:10.3f} "
-                f"{traces[label]['traced_peak_mb']:15.1f} "
+                f"{traces[label]['plan_s']:9.3f} {traces[label]['traced_peak_mb']:15.1f} "
                 f"{max(r['maxrss_mb'] for r in runs[label]):11.1f} "
                 f"{best['tunnels']:8d} {best['routes']:9d}"
             )
