@@ -98,7 +98,14 @@ class TunnelPlan:
 
 
 class _ArraySequence(Sequence[_T]):
-    """A read-only sequence made on access; equal to any sequence with equal items."""
+    """A read-only sequence whose items are made on access, from arrays it marks read-only.
+
+    Equal to any sequence (a tuple too) with equal items; hashes like the tuple of its
+    items. Indexing takes negative indices and slices (a slice gives a tuple).
+
+    Raises:
+        IndexError: an index out of range.
+    """
 
     __slots__ = ()
 
@@ -143,6 +150,8 @@ class Peers(_ArraySequence[PeerPlan]):
     __slots__ = ("_routes", "_vnis")
 
     def __init__(self, routes: SiteRoutes, vnis: np.ndarray | None = None) -> None:
+        if vnis is not None:
+            vnis.flags.writeable = False
         self._routes = routes
         self._vnis = vnis
 
@@ -181,6 +190,9 @@ class Tunnels(_ArraySequence[TunnelPlan]):
     def __init__(
         self, a: np.ndarray, b: np.ndarray, km: np.ndarray, vnis: np.ndarray | None = None
     ) -> None:
+        for x in (a, b, km, vnis):
+            if x is not None:
+                x.flags.writeable = False
         self._a, self._b, self._km, self._vnis = a, b, km, vnis
 
     def __len__(self) -> int:
