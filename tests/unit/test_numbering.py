@@ -6,8 +6,8 @@ import pytest
 
 from polynimbus.errors import IntentError
 from polynimbus.intent import load_intent, load_intent_text
+from polynimbus.numbering import provider_block, underlay_indices
 from polynimbus.plan import build_plan
-from polynimbus.plan.ipam import provider_block, underlay_indices
 from tests.conftest import EXAMPLES
 
 
@@ -82,7 +82,7 @@ def test_underlay_index_is_stable_when_other_sites_go():
 def test_underlay_indices_probe_on_collision():
     from ipaddress import IPv4Network
 
-    from polynimbus.plan.ipam import SiteNumbering
+    from polynimbus.numbering import SiteNumbering
 
     def num(block: str) -> SiteNumbering:
         net = IPv4Network(block)

@@ -5,7 +5,7 @@ The intents mix numbering-plan sites with ``subnet:`` overrides (anywhere in
 ``address_space``, near the plan's own ``10.A.B.0/24`` blocks too, /20 to /30, several
 sharing one /24) and hosts with ``address:`` overrides; some use an address space other
 than a /8, where every site needs ``subnet:`` (seed 003 §3.2.3.1, generalised in
-:mod:`polynimbus.plan.ipam`).
+:mod:`polynimbus.numbering`).
 """
 
 from __future__ import annotations

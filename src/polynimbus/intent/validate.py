@@ -1,7 +1,7 @@
 """Semantic validation of an intent: what types alone cannot say.
 
 Checks: duplicate site names, duplicate or reserved host names (per site), the hub of
-``topology: hub``, and the numbering plan (:func:`polynimbus.plan.ipam.number_sites`):
+``topology: hub``, and the numbering plan (:func:`polynimbus.numbering.number_sites`):
 overlapping blocks, addresses outside ``address_space`` or their block, exhaustion.
 """
 
@@ -22,7 +22,7 @@ def semantic_problems(intent: Intent, site_indices: list[int] | None) -> list[Pr
         site_indices: the file index of each site in ``intent.sites`` when it is a subset,
             so that paths name the right ``sites[i]``; ``None`` when it is the whole file.
     """
-    from polynimbus.plan.ipam import number_sites
+    from polynimbus.numbering import number_sites
 
     idx = site_indices if site_indices is not None else list(range(len(intent.sites)))
     problems: list[Problem] = []

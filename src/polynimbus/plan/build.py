@@ -10,7 +10,8 @@ import numpy as np
 from polynimbus.errors import IntentError, PlanError
 from polynimbus.intent.models import Intent
 from polynimbus.names import wireguard_if
-from polynimbus.plan import ipam, mtu, routes, topology
+from polynimbus.numbering import number_sites, underlay_indices, underlay_pair
+from polynimbus.plan import mtu, routes, topology
 from polynimbus.plan.model import HostPlan, Peers, Plan, SitePlan, Tunnels
 
 VNI_SPACE = 2**24 - 2
@@ -78,7 +79,7 @@ def _build_plan(intent: Intent) -> Plan:
         PlanError: the overlay cannot be planned (e.g. a hub that is not a site).
     """
     ov = intent.overlay
-    numbering, problems = ipam.number_sites(intent)
+    numbering, problems = number_sites(intent)
     if problems:
         raise IntentError(problems)
     nums = [n for n in numbering if n is not None]
@@ -101,13 +102,13 @@ def _build_plan(intent: Intent) -> Plan:
 
     vnis = allocate_vnis(names, a, b) if ov.transport == "vxlan" else None
     table = routes.route_table(n, a, b)
-    under = ipam.underlay_indices(nums, ov.address_space)
+    under = underlay_indices(nums, ov.address_space)
     t_mtu = mtu.tunnel_mtu(ov.transport, ov.underlay_mtu)
     edge_keys = a * n + b  # ascending, as the tunnels are sorted by (a, b)
 
     sites: list[SitePlan] = []
     for i, (spec, num) in enumerate(zip(intent.sites, nums, strict=True)):
-        inet, public = ipam.underlay_pair(under[i])
+        inet, public = underlay_pair(under[i])
         peer_vnis = None
         if vnis is not None:
             p = table[i].peers.astype(np.int64)

@@ -27,7 +27,7 @@ from ipaddress import IPv4Network
 from polynimbus import names
 from polynimbus.keys import KeyPair
 from polynimbus.node import Address, Link, Netns, Route, Sysctl, VethPeer
-from polynimbus.plan.ipam import INTERNET_SERVICE
+from polynimbus.numbering import INTERNET_SERVICE
 from polynimbus.plan.model import Plan, SitePlan
 from polynimbus.render.gateway import LAN_MTU, render_gateway, shaping
 from polynimbus.resources import Resource, on

@@ -1,5 +1,9 @@
 """Numbering plan and address management (pure functions, no I/O).
 
+Shared by two stages: intent validation reports its problems (overlaps, addresses outside
+a block...) with their YAML paths, and the planner uses its numbers. It depends only on
+the intent's models, so neither stage imports a later one.
+
 Default plan, seed 003 §3.2.3.1 (Table 3.1): a site's block is ``10.A.B.0/24`` where
 ``A`` identifies the provider (:data:`~polynimbus.intent.models.PROVIDER_CODES`), ``B`` is the
 site's index among that provider's sites in file order (from 0), hosts take ``.1, .2, ...``
