@@ -6,11 +6,11 @@ peer's WireGuard AllowedIPs). Routing follows shortest paths in hops; ties go to
 lower site index (seed 003 §3.2.3.2: every overlay prefix to the gateway, transit
 through intermediate gateways).
 
-The graph traversals are networkx's (issue 13): trees (hub, mst) use one depth-first
-traversal from site 0, whose pre-order puts every subtree in one slice, so a gateway's
-routes are slices and one stable sort (numpy); other graphs use a breadth-first search
-per site. A full mesh routes everything direct and needs no traversal (nor networkx,
-nor any per-pair Python object: its 1,000-site table would be a million).
+Trees (hub, mst) use one depth-first traversal from site 0, whose pre-order puts every
+subtree in one slice, so a gateway's routes are slices and one stable sort (numpy); other
+graphs use networkx's breadth-first search per site (imported only then). A full mesh
+routes everything direct and needs no traversal (nor networkx, nor any per-pair Python
+object: its 1,000-site table would be a million).
 """
 
 from __future__ import annotations
@@ -139,19 +139,29 @@ def _graph(n: int, a: np.ndarray, b: np.ndarray) -> Any:
 def _tree_next_hops(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray | None:
     """:func:`next_hops` of a tree, or ``None`` if the graph is not connected.
 
-    One depth-first traversal from site 0 (networkx ``dfs_edges``) gives each site's
-    parent and its pre-order position ``tin``; the subtree of ``v`` is the pre-order
+    One depth-first traversal from site 0 gives each site's parent and its pre-order
+    position ``tin`` (a plain loop: it runs on every plan of a hub or MST, and importing
+    networkx for it would cost the CLI about 0.1 s); the subtree of ``v`` is the pre-order
     slice ``tin[v] : tin[v] + size[v]``. From ``s``, a destination goes to the child whose
     subtree holds it, anything else to the parent.
     """
-    import networkx as nx
-
-    g = _graph(n, a, b)
+    nbrs = [x.tolist() for x in _neighbours(n, a, b)]
     parent = np.full(n, -1, dtype=np.int32)
+    seen = [False] * n
+    seen[0] = True
     order = [0]
-    for u, v in nx.dfs_edges(g, 0, sort_neighbors=sorted):
-        parent[v] = u
-        order.append(v)
+    stack = [(0, iter(nbrs[0]))]
+    while stack:  # iterative pre-order DFS, neighbours in index order
+        u, it = stack[-1]
+        for v in it:
+            if not seen[v]:
+                seen[v] = True
+                parent[v] = u
+                order.append(v)
+                stack.append((v, iter(nbrs[v])))
+                break
+        else:
+            stack.pop()
     if len(order) != n:
         return None
     pre = np.array(order, dtype=np.int64)

@@ -41,6 +41,7 @@ RTNH_F_ONLINK = 0x4
 TC_H_ROOT = 0xFFFFFFFF
 IFA_F_NODAD = 0x02
 FAMILIES = {4: socket.AF_INET, 6: socket.AF_INET6}
+FAMILY_OF = {v: k for k, v in FAMILIES.items()}
 ROUTE_TYPES = {1: "unicast", 6: "blackhole", 7: "unreachable", 8: "prohibit"}
 LWTUNNEL_ENCAP_SEG6 = 5
 LWTUNNEL_ENCAP_SEG6_LOCAL = 7
@@ -88,7 +89,12 @@ def observe_node(
         raw = ipr.get_links()
         for link in raw:
             by_index[link["index"]] = link.get("ifname")
-        nsids: dict[int, str] | None = None
+        wanted = {
+            int(link.get("IFLA_LINK_NETNSID"))
+            for link in raw
+            if link.get("IFLA_LINK_NETNSID") is not None
+        }
+        nsids = _nsid_map(ipr, ns, spaces, wanted) if wanted else {}
         for link in raw:
             name = link.get("ifname")
             li = link.get_attr("IFLA_LINKINFO")
@@ -104,8 +110,6 @@ def observe_node(
                 nsid = link.get("IFLA_LINK_NETNSID")
                 d["peer_index"] = link.get("IFLA_LINK")
                 if nsid is not None:
-                    if nsids is None:
-                        nsids = _nsid_map(ipr, spaces)
                     d["peer_ns"] = nsids.get(nsid)
                 else:
                     d["peer_ns"] = ns
@@ -129,9 +133,19 @@ def observe_node(
     return node
 
 
-def _nsid_map(ipr: IPRoute, spaces: list[str]) -> dict[int, str]:
+def _nsid_map(ipr: IPRoute, ns: str, spaces: list[str], wanted: set[int]) -> dict[int, str]:
+    """Names of the namespaces behind the ids ``wanted`` (as ``ns`` numbers its peers).
+
+    Asks the kernel one namespace at a time, likeliest peers first (the longest shared
+    dotted prefix: a host's gateway, a gateway's hosts), and stops when all are named.
+    """
     out: dict[int, str] = {}
-    for other in spaces:
+
+    def closeness(other: str) -> int:
+        a, b = ns.split("."), other.split(".")
+        return -next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), 0)
+
+    for other in sorted((o for o in spaces if o != ns), key=closeness):
         try:
             fd = os.open(f"/var/run/netns/{other}", os.O_RDONLY)
         except OSError:
@@ -143,22 +157,25 @@ def _nsid_map(ipr: IPRoute, spaces: list[str]) -> dict[int, str]:
                 out[int(nsid)] = other
         finally:
             os.close(fd)
+        if wanted <= out.keys():
+            break
     return out
 
 
 def _observe_addresses(
     ipr: IPRoute, ns: str, by_index: dict[int, str], out: dict[Key, Resource]
 ) -> None:
-    for fam in (socket.AF_INET, socket.AF_INET6):
-        for a in ipr.get_addr(family=fam):
-            ifname = by_index.get(a["index"])
-            addr = a.get("IFA_ADDRESS")
-            if ifname is None or addr is None:
-                continue
-            if addr in ("127.0.0.1", "::1") or addr.lower().startswith("fe80:"):
-                continue  # the kernel's own
-            r = Resource(ns, Address(ifname, f"{addr}/{a['prefixlen']}"))
-            out[r.key] = r
+    for a in ipr.get_addr():  # every family in one dump
+        if a["family"] not in FAMILY_OF:
+            continue
+        ifname = by_index.get(a["index"])
+        addr = a.get("IFA_ADDRESS")
+        if ifname is None or addr is None:
+            continue
+        if addr in ("127.0.0.1", "::1") or addr.lower().startswith("fe80:"):
+            continue  # the kernel's own
+        r = Resource(ns, Address(ifname, f"{addr}/{a['prefixlen']}"))
+        out[r.key] = r
 
 
 def _encap_of(r: Any) -> Seg6Encap | Seg6Local | None:
@@ -187,50 +204,50 @@ def _encap_of(r: Any) -> Seg6Encap | Seg6Local | None:
 def _observe_routes(
     ipr: IPRoute, ns: str, by_index: dict[int, str], out: dict[Key, Resource]
 ) -> None:
-    for fam, afam in FAMILIES.items():
-        for r in ipr.get_routes(family=afam):
-            if r["proto"] != ROUTE_PROTO:
-                continue
-            dst = r.get("RTA_DST")
-            if r["dst_len"] == 0:
-                dst = "default" if fam == 4 else "default6"
-            else:
-                dst = f"{dst}/{r['dst_len']}"
-            table = r.get("RTA_TABLE") or r["table"]
-            rtype = ROUTE_TYPES.get(r["type"], "unicast")
-            item = Route(
-                dst,
-                table=int(table),
-                metric=int(r.get("RTA_PRIORITY") or 0),
-                type=rtype,  # type: ignore[arg-type]
-                dev=by_index.get(r.get("RTA_OIF") or -1) if rtype == "unicast" else None,
-                via=r.get("RTA_GATEWAY"),
-                onlink=bool(r["flags"] & RTNH_F_ONLINK),
-                encap=_encap_of(r),
-            )
-            res = Resource(ns, item)
-            out[res.key] = res
+    for r in ipr.get_routes():  # every family and table in one dump
+        fam = FAMILY_OF.get(r["family"])
+        if fam is None or r["proto"] != ROUTE_PROTO:
+            continue
+        dst = r.get("RTA_DST")
+        if r["dst_len"] == 0:
+            dst = "default" if fam == 4 else "default6"
+        else:
+            dst = f"{dst}/{r['dst_len']}"
+        table = r.get("RTA_TABLE") or r["table"]
+        rtype = ROUTE_TYPES.get(r["type"], "unicast")
+        item = Route(
+            dst,
+            table=int(table),
+            metric=int(r.get("RTA_PRIORITY") or 0),
+            type=rtype,  # type: ignore[arg-type]
+            dev=by_index.get(r.get("RTA_OIF") or -1) if rtype == "unicast" else None,
+            via=r.get("RTA_GATEWAY"),
+            onlink=bool(r["flags"] & RTNH_F_ONLINK),
+            encap=_encap_of(r),
+        )
+        res = Resource(ns, item)
+        out[res.key] = res
 
 
 def _observe_rules(ipr: IPRoute, ns: str, out: dict[Key, Resource]) -> None:
-    for fam, afam in FAMILIES.items():
-        for r in ipr.get_rules(family=afam):
-            if r.get("FRA_PROTOCOL") != ROUTE_PROTO:
-                continue
-            src = f"{r.get('FRA_SRC')}/{r['src_len']}" if r.get("FRA_SRC") else None
-            dst = f"{r.get('FRA_DST')}/{r['dst_len']}" if r.get("FRA_DST") else None
-            item = Rule(
-                family=fam,  # type: ignore[arg-type]
-                priority=int(r.get("FRA_PRIORITY") or 0),
-                table=int(r.get("FRA_TABLE") or r["table"]),
-                iif=r.get("FRA_IIFNAME"),
-                oif=r.get("FRA_OIFNAME"),
-                src=src,
-                dst=dst,
-                fwmark=r.get("FRA_FWMARK"),
-            )
-            res = Resource(ns, item)
-            out[res.key] = res
+    for r in ipr.get_rules():  # every family in one dump
+        fam = FAMILY_OF.get(r["family"])
+        if fam is None or r.get("FRA_PROTOCOL") != ROUTE_PROTO:
+            continue
+        src = f"{r.get('FRA_SRC')}/{r['src_len']}" if r.get("FRA_SRC") else None
+        dst = f"{r.get('FRA_DST')}/{r['dst_len']}" if r.get("FRA_DST") else None
+        item = Rule(
+            family=fam,  # type: ignore[arg-type]
+            priority=int(r.get("FRA_PRIORITY") or 0),
+            table=int(r.get("FRA_TABLE") or r["table"]),
+            iif=r.get("FRA_IIFNAME"),
+            oif=r.get("FRA_OIFNAME"),
+            src=src,
+            dst=dst,
+            fwmark=r.get("FRA_FWMARK"),
+        )
+        res = Resource(ns, item)
+        out[res.key] = res
 
 
 def _observe_fdb(
