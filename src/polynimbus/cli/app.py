@@ -45,6 +45,10 @@ StateDir = Annotated[
         show_default=False,
     ),
 ]
+Seconds = Annotated[
+    int,
+    typer.Option("--seconds", help="Length of each iperf3 flow, whole seconds.", min=1),
+]
 IntentFile = Annotated[Path, typer.Argument(help="The intent YAML file.", show_default=False)]
 
 F = TypeVar("F", bound=Callable[..., Any])

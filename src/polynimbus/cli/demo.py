@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from polynimbus.cli.app import StateDir, app, err, handle_errors, out
+from polynimbus.cli.app import Seconds, StateDir, app, err, handle_errors, out
 from polynimbus.cli.plan import print_plan
 from polynimbus.cli.up import run_up
 from polynimbus.cli.verify import run_and_print
@@ -31,10 +31,7 @@ def demo(
             "--keep", help="Leave the lab up at the end (remove it later with polynimbus down)."
         ),
     ] = False,
-    seconds: Annotated[
-        int,
-        typer.Option("--seconds", help="Length of each iperf3 flow, whole seconds.", min=1),
-    ] = 2,
+    seconds: Seconds = 2,
     state_dir: StateDir = None,
 ) -> None:
     """Run the three-site PrEstoCloud lab end to end: up, verify --throughput, down.

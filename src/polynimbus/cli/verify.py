@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.progress import Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from polynimbus.cli.app import IntentFile, StateDir, app, err, handle_errors, out
+from polynimbus.cli.app import IntentFile, Seconds, StateDir, app, err, handle_errors, out
 from polynimbus.intent import load_intent
 from polynimbus.orchestrate import lab_drift
 from polynimbus.plan import Plan, build_plan
@@ -120,10 +120,7 @@ def verify(
             "the underlay (gateway to gateway, no tunnel) measured in the same run.",
         ),
     ] = False,
-    seconds: Annotated[
-        int,
-        typer.Option("--seconds", help="Length of each iperf3 flow, whole seconds.", min=1),
-    ] = 2,
+    seconds: Seconds = 2,
     state_dir: StateDir = None,
 ) -> None:
     """Ping every host from every other host; report reachability, RTT and drift.
