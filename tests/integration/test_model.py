@@ -119,12 +119,32 @@ def test_drift_is_repaired_by_up_and_reported_by_verify(lab) -> None:
         ],
         check=True,
     )
+    # a link-scope route of ours added by hand: up must be able to delete it
+    subprocess.run(
+        [
+            "ip",
+            "netns",
+            "exec",
+            gw,
+            "ip",
+            "route",
+            "add",
+            "10.77.0.0/24",
+            "dev",
+            "lan0",
+            "proto",
+            "250",
+        ],
+        check=True,
+    )
     drifted = subprocess.run(verify, capture_output=True, text=True)
     assert drifted.returncode == 1
     assert "drift" in drifted.stdout and "nftables table inet polynimbus" in drifted.stdout
     assert gw in drifted.stdout and inet_gw in drifted.stdout
+    assert "route 10.77.0.0/24" in drifted.stdout
     repaired = subprocess.run(up, capture_output=True, text=True)
-    assert repaired.returncode == 0 and "1 created, 1 updated" in repaired.stdout, repaired.stdout
+    assert repaired.returncode == 0, repaired.stderr
+    assert "1 created, 1 updated, 1 deleted" in repaired.stdout, repaired.stdout
     again = subprocess.run(verify, capture_output=True, text=True)
     assert again.returncode == 0, again.stdout
 

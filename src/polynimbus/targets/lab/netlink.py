@@ -39,6 +39,7 @@ ROUTE_PROTO = 250
 IFF_UP = 0x1
 RTNH_F_ONLINK = 0x4
 TC_H_ROOT = 0xFFFFFFFF
+RT_SCOPE_NOWHERE = 255
 IFA_F_NODAD = 0x02
 FAMILIES = {4: socket.AF_INET, 6: socket.AF_INET6}
 FAMILY_OF = {v: k for k, v in FAMILIES.items()}
@@ -520,10 +521,16 @@ def create_route(ns: str, item: Route) -> None:
 
 
 def delete_route(ns: str, item: Route) -> None:
-    """Remove ``item`` (absent is fine)."""
+    """Remove ``item`` (absent is fine), whatever its scope (like ``ip route del``, which
+    asks for scope "nowhere": a link-scope route is not matched by scope "universe")."""
     with netns.ipr(ns) as ipr:
         args = _dst_args(item)
         args["type"] = item.type
+        args["scope"] = RT_SCOPE_NOWHERE
+        if item.dev:
+            found = ipr.link_lookup(ifname=item.dev)
+            if found:
+                args["oif"] = found[0]
         ipr.route("del", **args)
 
 
