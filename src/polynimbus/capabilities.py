@@ -6,6 +6,7 @@ provides them; missing kernel features with what polynimbus does instead.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import shutil
@@ -68,7 +69,8 @@ def _module_available(name: str) -> bool:
     if Path(f"/sys/module/{name}").exists():
         return True
     if shutil.which("modprobe"):
-        subprocess.run(["modprobe", "-q", name], capture_output=True, check=False)
+        with contextlib.suppress(subprocess.TimeoutExpired, OSError):
+            subprocess.run(["modprobe", "-q", name], capture_output=True, check=False, timeout=10)
         return Path(f"/sys/module/{name}").exists()
     return False
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from polynimbus import capabilities, state
 from polynimbus.apply import ApplyResult, Progress, apply
+from polynimbus.errors import StateError
 from polynimbus.intent.models import Intent
 from polynimbus.keys import KeyPair, KeyStore, generate
 from polynimbus.plan import Plan, build_plan
@@ -70,11 +71,18 @@ def desired_lab(
 
 
 @contextlib.contextmanager
-def _lock(lab: str, dry_run: bool) -> Iterator[None]:
-    if dry_run and not state.lock_path(lab).exists():
-        yield  # nothing to contend with, and a dry run creates no file
+def _locks(lab: str, dry_run: bool) -> Iterator[None]:
+    """The lab's lock and its tag's lock; a dry run takes none (it would write the lock
+    files) and only refuses while another command holds the lab's."""
+    if dry_run:
+        if state.is_locked(lab):
+            raise StateError(
+                f"another polynimbus command is working on lab {lab!r}",
+                "wait for it to finish, then run the command again",
+            )
+        yield
         return
-    with state.lab_lock(lab):
+    with state.lab_lock(lab), state.tag_lock(lab):
         yield
 
 
@@ -97,12 +105,17 @@ def lab_up(
     capabilities.require_root("up --dry-run" if dry_run else "up")
     capabilities.require_tools(lab_requirements(intent.overlay.transport))
     plan = build_plan(intent)
-    state.check_tag_collision(plan.name, list_labs())
     sdir = state.resolve(plan.name, state_dir)
-    with _lock(plan.name, dry_run):
-        if dry_run:
-            state.peek(sdir, plan.name)  # refuses a foreign directory, writes nothing
-        else:
+    with _locks(plan.name, dry_run):
+        present = list_labs()
+        state.check_tag_collision(plan.name, present)
+        found = state.peek(sdir, plan.name)  # refuses a foreign directory, writes nothing
+        if plan.name in present and found != "ours":
+            raise StateError(
+                f"the lab {plan.name!r} is up, but not with the state directory {sdir}",
+                "give --state-dir the directory its 'up' used, or run 'polynimbus down' first",
+            )
+        if not dry_run:
             state.prepare(sdir, plan.name)
         desired, warnings = desired_lab(plan, sdir, rotate_keys, dry_run)
         target = get_target("lab", state_dir=sdir)

@@ -13,7 +13,6 @@ on removal). A directory without the marker, or with another lab's, is refused w
 
 - ``.polynimbus-state``: the marker (0600), written by ``prepare``;
 - ``keys/``: ``SITE.key`` (0600) and transient ``.*.tmp``, written by ``keys.KeyStore``;
-- ``wg/``: ``IF.conf`` (0600) and transient ``.*.tmp``, written by the lab target;
 - ``run/``: ``IF.log`` and ``*.pid``, written by the lab target;
 - ``lock``: the per-directory lock file of older versions; transient ``.*.tmp``.
 
@@ -49,7 +48,6 @@ SCHEMA = 1
 
 SUBDIRS: dict[str, tuple[str, ...]] = {
     "keys": ("*.key", ".*.tmp"),
-    "wg": ("*.conf", ".*.tmp"),
     "run": ("*.log", "*.pid"),
 }
 """Subdirectories polynimbus creates, with the patterns of the regular files it puts in them."""
@@ -129,9 +127,33 @@ def read_marker(path: Path) -> dict[str, Any] | None:
     return doc
 
 
-def _write_marker(path: Path, lab: str, created_dir: bool) -> None:
-    doc = {"schema": SCHEMA, "tool": "polynimbus", "lab": lab, "created_dir": created_dir}
+def _write_marker(
+    path: Path, lab: str, created_dir: bool, created_parents: list[str] | None = None
+) -> None:
+    doc = {
+        "schema": SCHEMA,
+        "tool": "polynimbus",
+        "lab": lab,
+        "created_dir": created_dir,
+        "created_parents": created_parents or [],
+    }
     write_private_file(path / MARKER, json.dumps(doc) + "\n")
+
+
+def _make_parents(path: Path) -> list[str]:
+    """Create the missing ancestors of ``path`` (default mode); the ones created, deepest
+    first, so that ``remove`` can take them away again when they are empty."""
+    missing = []
+    p = path.parent
+    while not p.exists():
+        missing.append(p)
+        p = p.parent
+    made = []
+    for d in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(d)
+            made.append(str(d))
+    return list(reversed(made))
 
 
 # ---------------------------------------------------------------------------- inspect
@@ -147,7 +169,11 @@ def _inspect(path: Path, lab: str) -> tuple[Status, dict[str, Any] | None]:
             f"give --state-dir the real directory ({os.path.realpath(path)})",
         )
     if not stat.S_ISDIR(st.st_mode):
-        raise StateError(f"the state directory {path} exists and is not a directory", None)
+        raise StateError(
+            f"the state directory {path} exists and is not a directory",
+            f"give --state-dir a new or empty directory, or leave it out for the default "
+            f"({default_state_dir(lab)})",
+        )
     marker = read_marker(path)
     if marker is not None:
         if marker["lab"] != lab:
@@ -218,7 +244,9 @@ def prepare(path: Path, lab: str) -> Path:
     - an existing empty directory owned by the current user and not writable by group or
       others: adopted as is (mode unchanged), marker ``created_dir: false``;
     - lab ``lab``'s state directory (marker present): kept, nothing changed;
-    then its ``run/`` and ``wg/`` subdirectories are created (0700) when missing.
+    then its ``run/`` subdirectory is created (0700) when missing. Missing parents are
+    created too and listed in the marker (``created_parents``), so that ``remove`` takes
+    them away again when they are empty.
     ``keys/`` is left to ``keys.KeyStore``.
 
     Returns:
@@ -231,13 +259,13 @@ def prepare(path: Path, lab: str) -> Path:
     """
     status, _ = _inspect(path, lab)
     if status == "absent":
-        path.parent.mkdir(parents=True, exist_ok=True)
+        parents = _make_parents(path)
         if not _mkdir_private(path):  # appeared meanwhile: judge it again
             return prepare(path, lab)
-        _write_marker(path, lab, created_dir=True)
+        _write_marker(path, lab, created_dir=True, created_parents=parents)
     elif status == "empty":
         _write_marker(path, lab, created_dir=False)
-    for sub in ("run", "wg"):
+    for sub in ("run",):
         sp = path / sub
         if not _mkdir_private(sp) and not stat.S_ISDIR(os.lstat(sp).st_mode):
             raise StateError(
@@ -363,6 +391,15 @@ def remove(path: Path, lab: str) -> Removal:
         else:
             out.removed.append(str(path / MARKER))
             out.removed.append(str(path))
+            ancestors = {str(a) for a in path.parents}
+            for parent in marker.get("created_parents", []):
+                if not isinstance(parent, str) or parent not in ancestors:
+                    break  # only ever the ancestors prepare() made
+                try:
+                    os.rmdir(parent)  # only if empty: it may hold other things by now
+                except OSError:
+                    break
+                out.removed.append(parent)
     elif not marker["created_dir"]:
         os.unlink(path / MARKER)
         out.removed.append(str(path / MARKER))
@@ -433,8 +470,9 @@ def lab_lock(lab: str) -> Iterator[Path]:
 
     One lock per lab name on the host, whatever the state directory: the lock file is
     ``lock_dir()/LAB.lock`` (created 0600 in 0700 directories). The holder's pid is
-    written into it for the message of the next one. The lock is released when the block
-    exits or the process dies.
+    written into it for the message of the next one. The file is removed when the block
+    exits (while still locked), so no lock file outlives its command; the lock is also
+    released if the process dies.
 
     Yields:
         the lock file's path.
@@ -444,33 +482,66 @@ def lab_lock(lab: str) -> Iterator[Path]:
             directory cannot be created (not root) or is unsafe (symbolic link, foreign
             owner, writable by others); the lock file is not a regular file of ours.
     """
-    path = lock_path(lab)
-    _ensure_lock_dir()
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    except OSError as exc:
-        raise StateError(
-            f"cannot open the lock file {path}: {exc.strerror}", f"remove {path}"
-        ) from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
-            raise StateError(
-                f"refusing to use the lock file {path}: not a regular file owned by you",
-                f"remove {path}",
-            )
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise StateError(
-                f"another polynimbus command{_holder(fd)} is working on lab {lab!r}",
-                f"wait for it to finish, then run the command again (lock {path})",
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    with _file_lock(lock_path(lab), f"lab {lab!r}") as path:
         yield path
-    finally:
-        os.close(fd)
+
+
+@contextlib.contextmanager
+def tag_lock(lab: str) -> Iterator[Path]:
+    """Hold the lock of lab ``lab``'s tag (:func:`names.lab_tag`) for the duration, so two
+    labs whose tags collide cannot be brought up at the same moment (each would pass
+    :func:`check_tag_collision` before the other's namespaces exist). The file is
+    ``lock_dir()/tag.TAG.lock`` (no lab name has a dot, so it is never a lab's).
+
+    Raises:
+        StateError: as :func:`lab_lock`.
+    """
+    tag = names.lab_tag(lab)
+    with _file_lock(lock_dir() / f"tag.{tag}.lock", f"a lab with the tag {tag}") as path:
+        yield path
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path, what: str) -> Iterator[Path]:
+    _ensure_lock_dir()
+    for _ in range(3):
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise StateError(
+                f"cannot open the lock file {path}: {exc.strerror}", f"remove {path}"
+            ) from None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
+                raise StateError(
+                    f"refusing to use the lock file {path}: not a regular file owned by you",
+                    f"remove {path}",
+                )
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise StateError(
+                    f"another polynimbus command{_holder(fd)} is working on {what}",
+                    f"wait for it to finish, then run the command again (lock {path})",
+                ) from None
+            try:
+                current = os.stat(path, follow_symlinks=False)
+            except FileNotFoundError:
+                current = None
+            if current is None or current.st_ino != st.st_ino:
+                continue  # the previous holder removed the file before we locked it: retry
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            try:
+                yield path
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)  # still locked: a newcomer locks a fresh file
+            return
+        finally:
+            os.close(fd)
+    raise StateError(f"could not take the lock {path}", "run the command again")
 
 
 def is_locked(lab: str) -> bool:

@@ -59,7 +59,7 @@ def test_prepare_creates_a_private_marked_directory_and_leaves_parents_alone(tmp
     marker = json.loads((sdir / state.MARKER).read_text())
     assert marker["lab"] == "lab1" and marker["created_dir"] is True
     assert mode(sdir / state.MARKER) == 0o600
-    assert mode(sdir / "run") == 0o700 and mode(sdir / "wg") == 0o700
+    assert mode(sdir / "run") == 0o700
     # again: same lab is fine, another lab is refused
     state.prepare(sdir, "lab1")
     with pytest.raises(StateError, match="holds the state of lab 'lab1'"):
@@ -119,7 +119,7 @@ def test_empty_directory_is_adopted_without_chmod_and_survives_remove(tmp_path):
     assert json.loads((sdir / state.MARKER).read_text())["created_dir"] is False
     KeyStore(sdir).ensure(["a"])
     (sdir / "run" / "wgabcd.log").write_text("log")
-    (sdir / "wg" / "wgabcd.conf").write_text("conf")
+    (sdir / "run" / "wgabcd.pid").write_text("1")
     res = state.remove(sdir, "lab1")
     assert sdir.is_dir() and tree(sdir) == [] and mode(sdir) == 0o750
     assert str(sdir) not in res.removed and res.kept == [] and res.warning() is None
@@ -154,9 +154,20 @@ def test_remove_deletes_what_polynimbus_created(tmp_path):
     (sdir / "lock").write_text("")  # written by older versions
     (sdir / "run" / "wgabcd.log").write_text("log")
     res = state.remove(sdir, "lab1")
-    assert not sdir.exists() and (tmp_path / "parent").is_dir()
-    assert res.removed[-1] == str(sdir) and res.kept == []
+    # the parent prepare() made goes too; the one that was there stays
+    assert not sdir.exists() and not (tmp_path / "parent").exists() and tmp_path.is_dir()
+    assert res.removed[-2:] == [str(sdir), str(tmp_path / "parent")] and res.kept == []
     assert state.remove(sdir, "lab1").removed == []  # absent: nothing to do
+
+
+def test_remove_leaves_a_created_parent_that_others_use_and_parents_that_were_there(tmp_path):
+    (tmp_path / "had").mkdir()
+    sdir = tmp_path / "had" / "made" / "lab1"
+    state.prepare(sdir, "lab1")
+    assert state.read_marker(sdir)["created_parents"] == [str(tmp_path / "had" / "made")]
+    (tmp_path / "had" / "made" / "other").write_text("someone else's")
+    state.remove(sdir, "lab1")
+    assert not sdir.exists() and (tmp_path / "had" / "made" / "other").exists()
 
 
 def test_remove_leaves_foreign_files_and_so_the_directory(tmp_path):
@@ -167,17 +178,17 @@ def test_remove_leaves_foreign_files_and_so_the_directory(tmp_path):
     notes.write_text("mine")
     outside = tmp_path / "outside.conf"
     outside.write_text("keep")
-    (sdir / "wg" / "evil.conf").symlink_to(outside)
+    (sdir / "run" / "evil.log").symlink_to(outside)
     res = state.remove(sdir, "lab1")
     assert notes.read_text() == "mine" and outside.read_text() == "keep"
-    assert set(res.kept) == {str(notes), str(sdir / "wg" / "evil.conf")}
+    assert set(res.kept) == {str(notes), str(sdir / "run" / "evil.log")}
     assert not (sdir / "keys").exists()
     assert (sdir / state.MARKER).exists()  # still polynimbus's directory
     assert res.warning() and str(notes) in res.warning()
     with pytest.raises(StateError):  # and still only lab1's
         state.remove(sdir, "lab2")
     notes.unlink()
-    (sdir / "wg" / "evil.conf").unlink()
+    (sdir / "run" / "evil.log").unlink()
     state.remove(sdir, "lab1")
     assert not sdir.exists()
 
@@ -375,3 +386,50 @@ def test_every_error_class_has_a_documented_exit_code():
         assert f"``{cls.__name__}``" in doc, cls.__name__
     assert errors.IntentError.exit_code == 2
     assert all(c.exit_code == 1 for c in classes if c is not errors.IntentError)
+
+
+def test_lock_files_do_not_outlive_their_command(lock_dir):
+    with state.lab_lock("lab1") as path:
+        assert path.exists()
+    assert not path.exists()
+    with state.lab_lock("lab1"):  # and the next command locks a fresh file
+        assert state.is_locked("lab1")
+    assert list(lock_dir.iterdir()) == []
+
+
+def test_two_labs_with_one_tag_cannot_hold_the_tag_lock_at_once(lock_dir):
+    names_by_tag: dict[str, str] = {}
+    i = 0
+    while True:
+        name = f"t{i}"
+        tag = names.lab_tag(name)
+        if tag in names_by_tag:
+            first, second = names_by_tag[tag], name
+            break
+        names_by_tag[tag] = name
+        i += 1
+    with state.tag_lock(first):
+        with pytest.raises(StateError, match="with the tag"):
+            with state.tag_lock(second):
+                pass
+        with state.tag_lock("other-lab-entirely"):  # another tag: no contention
+            pass
+
+
+def test_key_files_are_opened_exclusive_and_without_following_links(tmp_path, monkeypatch):
+    """The temporary key file is created with O_CREAT|O_EXCL|O_NOFOLLOW and mode 0600."""
+    seen = []
+    real_open = os.open
+
+    def spy(path, flags, mode=0o777, **kw):
+        if str(path).endswith(".tmp"):
+            seen.append((flags, mode))
+        return real_open(path, flags, mode, **kw)
+
+    monkeypatch.setattr(os, "open", spy)
+    state.prepare(tmp_path / "lab1", "lab1")
+    KeyStore(tmp_path / "lab1").ensure(["a"])
+    assert seen, "no temporary key file was opened"
+    for flags, mode in seen:
+        need = os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+        assert flags & need == need and mode == 0o600

@@ -60,6 +60,11 @@ def down(
             "give the intent FILE or --lab NAME (one of them)",
             "e.g. polynimbus down examples/prestocloud.yaml",
         )
+    if lab is not None and not NAME_RE.match(lab):
+        raise typer.BadParameter(
+            f"{lab!r} is not a lab name (1-32 lowercase letters, digits, inner hyphens)",
+            param_hint="--lab",
+        )
     name = lab if lab is not None else lab_name_of(file)  # type: ignore[arg-type]
     removed = lab_down(name, state_dir)
     for w in removed.warnings:
@@ -70,5 +75,5 @@ def down(
     out.print(
         f"lab {name!r} removed: {len(removed.namespaces)} namespaces, "
         f"{len(removed.processes)} processes, {len(removed.sockets)} sockets"
-        + (", its state (keys, logs)" if removed.state else "")
+        + (", what it wrote in its state directory" if removed.state else "")
     )

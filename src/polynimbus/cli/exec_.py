@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from typing import Annotated
 
 import typer
@@ -68,8 +69,9 @@ def exec_(
 ) -> None:
     """Run a command inside a lab node, like 'docker exec'.
 
-    TARGET is SITE/HOST, SITE/gateway or internet. Options go before the command, either
-    side of TARGET; '--' ends them (needed when the command has options of its own).
+    TARGET is SITE/HOST, SITE/gateway or internet. --lab may come before or after TARGET;
+    '--' then starts the command (needed when the command has options of its own, e.g.
+    '-h', which would otherwise be taken as the command).
     Exits with the command's status.
 
     Examples:
@@ -86,6 +88,11 @@ def exec_(
     capabilities.require_root("exec")
     capabilities.require_tools(["ip"])
     ns = resolve_node(target, lab)
+    if shutil.which(command[0]) is None:
+        raise PolynimbusError(
+            f"command not found: {command[0]}",
+            "the nodes share this host's files: install it here, or give its full path",
+        )
     os.execvp("ip", ["ip", "netns", "exec", ns, *command])
 
 
