@@ -96,13 +96,3 @@ def netem() -> bool:
 def wireguard_impl() -> str:
     """``kernel`` or ``userspace``."""
     return "kernel" if kernel_wireguard() else "userspace"
-
-
-def lab_tools(transport: str) -> list[str]:
-    """Commands ``up`` needs for a transport."""
-    tools = ["ip", "nft", "sysctl"]
-    if transport == "wireguard":
-        tools.append("wg")
-        if not kernel_wireguard():
-            tools.append("wireguard-go")
-    return tools

@@ -60,6 +60,7 @@ class NullBackend(TunnelBackend):
     default_port = 9
     overhead = 100
     summary = "test only"
+    vni_per_tunnel = True
 
     def ifname_pattern(self, plan: Plan, site: SitePlan) -> str:
         return "nul*"
@@ -79,6 +80,8 @@ def test_a_transport_registered_in_one_module_is_usable_end_to_end():
         )
         plan = build_plan(load_intent_text(text))
         assert plan.port == 9 and plan.tunnel_mtu == 1400 and plan.mss == 1360
+        assert [t.vni is not None for t in plan.tunnels] == [True]  # it asked for VNIs
+        assert plan.to_dict()["sites"][0]["gateway"]["tunnel_interface"] is None
         model = render_gateway(plan, plan.sites[0], {})
         assert any(isinstance(i, Link) and i.name == "nul0" for i in model.items)
         [table] = model.of(NftTable)

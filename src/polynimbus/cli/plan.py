@@ -11,6 +11,7 @@ from rich.table import Table
 from polynimbus.cli.app import IntentFile, app, handle_errors, out
 from polynimbus.intent import load_intent
 from polynimbus.plan import Plan, build_plan
+from polynimbus.tunnels import get_transport
 
 
 def print_plan(plan: Plan) -> None:
@@ -38,11 +39,12 @@ def print_plan(plan: Plan) -> None:
         )
     out.print(t)
     t = Table(title="Tunnels", title_justify="left")
-    for col in ("a", "b", "km") + (("vni",) if plan.transport == "vxlan" else ()):
+    with_vni = get_transport(plan.transport).vni_per_tunnel
+    for col in ("a", "b", "km") + (("vni",) if with_vni else ()):
         t.add_column(col)
     for tun in plan.tunnels:
         row = [plan.sites[tun.a].name, plan.sites[tun.b].name, f"{tun.distance_km:.0f}"]
-        if plan.transport == "vxlan":
+        if with_vni:
             row.append(str(tun.vni))
         t.add_row(*row)
     out.print(t)

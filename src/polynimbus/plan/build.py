@@ -13,6 +13,7 @@ from polynimbus.names import wireguard_if
 from polynimbus.numbering import number_sites, underlay_indices, underlay_pair
 from polynimbus.plan import mtu, routes, topology
 from polynimbus.plan.model import HostPlan, Peers, Plan, SitePlan, Tunnels
+from polynimbus.tunnels import TRANSPORTS
 
 VNI_SPACE = 2**24 - 2
 """VNIs 1 .. 2^24-2 (RFC 7348 gives 24 bits; 0 and the top value are avoided)."""
@@ -100,7 +101,7 @@ def _build_plan(intent: Intent) -> Plan:
             f"unknown topology {ov.topology!r}", "known: " + ", ".join(topology.TOPOLOGIES)
         )
 
-    vnis = allocate_vnis(names, a, b) if ov.transport == "vxlan" else None
+    vnis = allocate_vnis(names, a, b) if TRANSPORTS.get(ov.transport).vni_per_tunnel else None
     table = routes.route_table(n, a, b)
     under = underlay_indices(nums, ov.address_space)
     t_mtu = mtu.tunnel_mtu(ov.transport, ov.underlay_mtu)

@@ -16,6 +16,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
+from polynimbus.tunnels import TRANSPORTS
+
 if TYPE_CHECKING:
     import numpy as np
 
@@ -275,6 +277,7 @@ class Plan:
 
     def to_dict(self) -> dict[str, Any]:
         """The ``plan --json`` document (schema :data:`PLAN_SCHEMA`, docs/plan-schema.md)."""
+        one_interface = TRANSPORTS.get(self.transport).gateway_interface
         sites = []
         for s in self.sites:
             sites.append(
@@ -291,7 +294,7 @@ class Plan:
                         "address": s.gateway_address,
                         "public_address": s.public_address,
                         "internet_address": s.internet_address,
-                        "tunnel_interface": s.tunnel_if if self.transport == "wireguard" else None,
+                        "tunnel_interface": s.tunnel_if if one_interface else None,
                         "peers": [
                             {
                                 "site": self.sites[p.site].name,

@@ -3,8 +3,9 @@
 A transport is one module in this package: it declares its name, its encapsulation
 overhead (which the planner turns into the tunnel MTU and TCP MSS), the tools it runs,
 whether it encrypts, its default UDP port, and renders one gateway's tunnel items. Adding
-a transport means adding a module that registers itself here; nothing else changes (the
-intent accepts its name, the planner sizes its MTU, the renderers and targets use it).
+a transport means adding a module to this package that registers itself; nothing else
+changes (the package imports every module in it; the intent accepts its name, the planner
+sizes its MTU and allocates VNIs if it asks, the renderers and targets use it).
 
 This package sits beside the stages: it imports no stage at run time (the plan types are
 only named in annotations), so the intent and plan stages may use the registry.
@@ -34,6 +35,9 @@ class TunnelBackend:
         default_port: UDP port when the intent gives none.
         overhead: bytes of encapsulation added to each inner packet over an IPv4 underlay.
         summary: one line for ``--help`` and error hints.
+        vni_per_tunnel: whether the planner allocates a VNI to each tunnel.
+        gateway_interface: whether a gateway has one tunnel interface for all its peers
+            (its host-unique name is ``SitePlan.tunnel_if``), rather than one per peer.
     """
 
     name: ClassVar[str]
@@ -43,6 +47,8 @@ class TunnelBackend:
     default_port: ClassVar[int]
     overhead: ClassVar[int]
     summary: ClassVar[str] = ""
+    vni_per_tunnel: ClassVar[bool] = False
+    gateway_interface: ClassVar[bool] = False
 
     def required_tools(self, impl: str) -> dict[str, str]:
         """Commands needed with implementation ``impl``, each with its Debian package."""

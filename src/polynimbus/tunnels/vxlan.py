@@ -31,6 +31,7 @@ class VxlanBackend(TunnelBackend):
     # outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14 (RFC 7348 §5)
     overhead = 20 + 8 + 8 + 14
     summary = "kernel VXLAN, unencrypted (a lab or a trusted underlay only)"
+    vni_per_tunnel = True
 
     def ifname_pattern(self, plan: Plan, site: SitePlan) -> str:
         return "vx*"

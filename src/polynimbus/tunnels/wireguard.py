@@ -122,6 +122,7 @@ class WireGuardBackend(TunnelBackend):
     # outer IPv4 20 + UDP 8 + WireGuard data header 16 + Poly1305 tag 16
     overhead = 20 + 8 + 16 + 16
     summary = "WireGuard, encrypted (kernel module or wireguard-go)"
+    gateway_interface = True
 
     def required_tools(self, impl: str) -> dict[str, str]:
         tools = dict(self.tools)
