@@ -409,9 +409,8 @@ def test_two_labs_with_one_tag_cannot_hold_the_tag_lock_at_once(lock_dir):
         names_by_tag[tag] = name
         i += 1
     with state.tag_lock(first):
-        with pytest.raises(StateError, match="with the tag"):
-            with state.tag_lock(second):
-                pass
+        with pytest.raises(StateError, match="with the tag"), state.tag_lock(second):
+            pass
         with state.tag_lock("other-lab-entirely"):  # another tag: no contention
             pass
 
