@@ -35,7 +35,7 @@ import re
 IFNAMSIZ = 15
 """Longest Linux interface name, in bytes."""
 
-NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")
+NAME_RE = re.compile(r"\A[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?\Z")
 """Site, host and lab names: 1-32 characters, lowercase letters, digits, inner hyphens."""
 
 RESERVED_HOST_NAMES = frozenset({"gateway", "gw"})

@@ -86,6 +86,27 @@ def _locks(lab: str, dry_run: bool) -> Iterator[None]:
         yield
 
 
+def _check_same_state_dir(lab: str, sdir: Path, found: str) -> None:
+    """Refuse to touch running lab ``lab`` through another state directory than its own
+    (its keys would be replaced, and the other directory would no longer match).
+
+    Raises:
+        StateError: the lab was brought up with another state directory, or (not noted)
+            ``sdir`` is not the lab's.
+    """
+    recorded = state.recorded_state_dir(lab)
+    if recorded is not None and recorded != sdir:
+        raise StateError(
+            f"the lab {lab!r} is up with the state directory {recorded}, not {sdir}",
+            f"give --state-dir {recorded}",
+        )
+    if recorded is None and found != "ours":
+        raise StateError(
+            f"the lab {lab!r} is up, but not with the state directory {sdir}",
+            "give --state-dir the directory its 'up' used",
+        )
+
+
 def lab_up(
     intent: Intent,
     state_dir: Path | None = None,
@@ -110,13 +131,11 @@ def lab_up(
         present = list_labs()
         state.check_tag_collision(plan.name, present)
         found = state.peek(sdir, plan.name)  # refuses a foreign directory, writes nothing
-        if plan.name in present and found != "ours":
-            raise StateError(
-                f"the lab {plan.name!r} is up, but not with the state directory {sdir}",
-                "give --state-dir the directory its 'up' used, or run 'polynimbus down' first",
-            )
+        if plan.name in present:
+            _check_same_state_dir(plan.name, sdir, found)
         if not dry_run:
             state.prepare(sdir, plan.name)
+            state.record_state_dir(plan.name, sdir)
         desired, warnings = desired_lab(plan, sdir, rotate_keys, dry_run)
         target = get_target("lab", state_dir=sdir)
         result = apply(target, plan.name, desired, progress=progress, dry_run=dry_run)
@@ -173,10 +192,18 @@ def lab_down(lab: str, state_dir: Path | None = None) -> DownResult:
     """
     capabilities.require_root("down")
     sdir = state.resolve(lab, state_dir)
-    with state.lab_lock(lab):
+    with state.lab_lock(lab), state.tag_lock(lab):
         state.peek(sdir, lab)  # a foreign directory: refuse before removing anything
+        recorded = state.recorded_state_dir(lab)
+        if recorded is not None and recorded != sdir:
+            raise StateError(
+                f"the lab {lab!r} was brought up with the state directory {recorded}, "
+                f"not {sdir}; nothing was removed",
+                f"give --state-dir {recorded}",
+            )
         gone = LabTarget(state_dir=sdir).destroy(lab)
         removal = state.remove(sdir, lab)
+        state.forget_state_dir(lab)
     warning = removal.warning()
     return DownResult(
         processes=gone["processes"],

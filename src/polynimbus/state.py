@@ -77,8 +77,10 @@ def default_state_dir(lab: str) -> Path:
 
 
 def resolve(lab: str, override: Path | None) -> Path:
-    """``override`` or the default state directory of ``lab``."""
-    return override if override is not None else default_state_dir(lab)
+    """``override`` or the default state directory of ``lab``, made absolute (symbolic
+    links are not followed: they are refused later)."""
+    chosen = override if override is not None else default_state_dir(lab)
+    return Path(os.path.abspath(chosen))
 
 
 # ---------------------------------------------------------------------------- marker
@@ -119,6 +121,8 @@ def read_marker(path: Path) -> dict[str, Any] | None:
         or doc.get("tool") != "polynimbus"
         or not isinstance(doc.get("lab"), str)
         or not isinstance(doc.get("created_dir"), bool)
+        or not isinstance(doc.get("created_parents", []), list)
+        or not all(isinstance(p, str) for p in doc.get("created_parents", []))
     ):
         raise StateError(
             f"the state marker {mpath} is not polynimbus's",
@@ -152,7 +156,7 @@ def _make_parents(path: Path) -> list[str]:
     for d in reversed(missing):
         with contextlib.suppress(FileExistsError):
             os.mkdir(d)
-            made.append(str(d))
+            made.append(os.path.abspath(d))
     return list(reversed(made))
 
 
@@ -391,7 +395,7 @@ def remove(path: Path, lab: str) -> Removal:
         else:
             out.removed.append(str(path / MARKER))
             out.removed.append(str(path))
-            ancestors = {str(a) for a in path.parents}
+            ancestors = {os.path.abspath(a) for a in Path(os.path.abspath(path)).parents}
             for parent in marker.get("created_parents", []):
                 if not isinstance(parent, str) or parent not in ancestors:
                     break  # only ever the ancestors prepare() made
@@ -542,6 +546,34 @@ def _file_lock(path: Path, what: str) -> Iterator[Path]:
         finally:
             os.close(fd)
     raise StateError(f"could not take the lock {path}", "run the command again")
+
+
+def _registry(lab: str) -> Path:
+    return lock_dir().parent / "labs" / lab if lock_dir() == LOCK_DIR else lock_dir() / f"{lab}.lab"
+
+
+def record_state_dir(lab: str, path: Path) -> None:
+    """Note, host-wide, that lab ``lab`` runs with state directory ``path`` (a 0600 file
+    under ``/run/polynimbus/labs``; call it holding ``lab_lock(lab)``)."""
+    reg = _registry(lab)
+    if reg.parent != lock_dir():
+        _mkdir_private(reg.parent)
+        _check_private_dir(reg.parent, "lab registry")
+    write_private_file(reg, os.path.abspath(path) + "\n")
+
+
+def recorded_state_dir(lab: str) -> Path | None:
+    """The state directory lab ``lab`` was brought up with, if noted. Read-only."""
+    try:
+        return Path(_registry(lab).read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def forget_state_dir(lab: str) -> None:
+    """Drop the note of :func:`record_state_dir` (absent is fine)."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(_registry(lab))
 
 
 def is_locked(lab: str) -> bool:

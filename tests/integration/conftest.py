@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from polynimbus import names, procs
+from polynimbus import names, procs, state
 from polynimbus.intent import Intent, load_intent_text
 from polynimbus.orchestrate import lab_down
 from polynimbus.targets.lab import WG_SOCKET_DIR, list_lab_namespaces
@@ -112,7 +112,8 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
     finally:
         # take every lab down before checking any: two labs of one test may share a tag,
         # and leftovers() finds WireGuard processes and sockets by tag
+        used = {n: state.recorded_state_dir(n) or handle.state(n) for n in handle.names}
         for name in sorted(handle.names):
-            lab_down(name, handle.state(name))
+            lab_down(name, used[name])
         for name in sorted(handle.names):
-            assert not leftovers(name, handle.state(name))
+            assert not leftovers(name, used[name])

@@ -35,8 +35,11 @@ def all_leftovers(lab: str, sdir: Path) -> list[str]:
     left += [ln for ln in links.splitlines() if f": {prefix}" in ln]
     if state.is_locked(lab):
         left.append(f"lock {state.lock_path(lab)} held")
-    if state.lock_path(lab).exists():
-        left.append(f"lock file {state.lock_path(lab)}")
+    for lock in (state.lock_path(lab), state.lock_dir() / f"tag.{names.lab_tag(lab)}.lock"):
+        if lock.exists():
+            left.append(f"lock file {lock}")
+    if state.recorded_state_dir(lab) is not None:
+        left.append(f"registry entry of {lab}")
     return left
 
 
@@ -99,11 +102,10 @@ def kill_runs(lab, seed: int, kills: int, rerun: bool) -> None:  # type: ignore[
                 time.sleep(0.001)
             present = list_lab_namespaces(NAME)
             keys = sorted(p.name for p in (sdir / "keys").glob("*.key"))
-            running = proc.poll() is None
-            proc.send_signal(signal.SIGKILL)  # a no-op if poll() saw it end
+            proc.send_signal(signal.SIGKILL)  # a no-op if it has been reaped already
         finally:
             proc.wait()
-        if not running:  # finished before the kill: not a mid-way point, take the next one
+        if proc.returncode != -signal.SIGKILL:  # it ended before the kill: draw again
             ok(pn("down", path, "--state-dir", sdir))
             continue
         assert proc.returncode == -signal.SIGKILL

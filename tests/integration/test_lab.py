@@ -262,3 +262,25 @@ def test_commands_refuse_without_root() -> None:
     path.unlink()
     assert res.returncode == 1, res.stderr
     assert "up needs root" in res.stderr
+
+
+def test_a_running_lab_is_only_touched_through_its_own_state_dir(lab, tmp_path) -> None:
+    """up and down given another state directory than the running lab's are refused and
+    change nothing (the keys would otherwise be replaced); its own works."""
+    from polynimbus import state
+    from polynimbus.errors import StateError
+
+    intent = lab.intent(three_sites("it-own"))
+    mine, other = tmp_path / "mine", tmp_path / "other"
+    lab_up(intent, mine)
+    keys = sorted((mine / "keys").iterdir())
+    before = {k.name: k.read_bytes() for k in keys}
+    for call in (lambda: lab_up(intent, other), lambda: lab_down("it-own", other)):
+        with pytest.raises(StateError, match=str(mine)):
+            call()
+        assert not other.exists()
+        assert {k.name: k.read_bytes() for k in keys} == before
+        assert list_lab_namespaces("it-own")
+    assert not lab_up(intent, mine).changed
+    lab_down("it-own", mine)
+    assert state.recorded_state_dir("it-own") is None and not mine.exists()

@@ -35,7 +35,8 @@ def stage_of(module: str) -> str | None:
 
 def runtime_imports(path: Path, module: str) -> list[str]:
     """Modules imported by ``path`` (module ``module``) outside ``if TYPE_CHECKING:``
-    blocks, relative imports resolved, ``importlib.import_module("...")`` included."""
+    blocks (annotations only), relative imports resolved, ``from P import X`` counted as
+    importing ``P.X`` too, ``importlib.import_module("...")`` included."""
     tree = ast.parse(path.read_text())
     skip: set[int] = set()
     for node in ast.walk(tree):
@@ -55,8 +56,7 @@ def runtime_imports(path: Path, module: str) -> list[str]:
             base = package[: len(package) - node.level + 1] if node.level else []
             target = ".".join(base + ([node.module] if node.module else []))
             out.append(target)
-            if not node.module:  # from . import x
-                out += [f"{target}.{a.name}" for a in node.names]
+            out += [f"{target}.{a.name}" for a in node.names]  # X may be a module
         elif (
             isinstance(node, ast.Call)
             and ast.unparse(node.func).endswith("import_module")
@@ -91,6 +91,8 @@ def test_no_stage_imports_from_a_later_one(path: Path) -> None:
     [
         "from polynimbus.targets.lab import LabTarget\n",
         "from ..targets import lab\n",
+        "from polynimbus import verify\n",
+        "from polynimbus import orchestrate as o\n",
         "import importlib\nimportlib.import_module('polynimbus.verify')\n",
     ],
 )

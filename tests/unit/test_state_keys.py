@@ -432,3 +432,16 @@ def test_key_files_are_opened_exclusive_and_without_following_links(tmp_path, mo
     for flags, mode in seen:
         need = os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
         assert flags & need == need and mode == 0o600
+
+
+@pytest.mark.parametrize("bad", [None, 3, "x", [1]])
+def test_a_marker_with_bad_created_parents_is_refused_before_anything_is_deleted(tmp_path, bad):
+    sdir = tmp_path / "lab1"
+    state.prepare(sdir, "lab1")
+    marker = sdir / state.MARKER
+    doc = json.loads(marker.read_text())
+    doc["created_parents"] = bad
+    marker.write_text(json.dumps(doc))
+    with pytest.raises(StateError):
+        state.remove(sdir, "lab1")
+    assert sdir.is_dir() and marker.exists()
