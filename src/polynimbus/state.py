@@ -614,38 +614,3 @@ def check_tag_collision(lab: str, present_labs: list[str]) -> None:
                 f"that names their WireGuard interfaces (wg{tag}...)",
                 f"rename lab {lab!r} (the intent's name:), or take lab {other!r} down first",
             )
-
-
-# ---------------------------------------------------------------------------- compatibility
-def _lab_of(path: Path, lab: str | None) -> str:
-    if lab is not None:
-        return lab
-    if path.is_dir() and not path.is_symlink():
-        marker = read_marker(path)
-        if marker is not None:
-            return str(marker["lab"])
-    return path.name
-
-
-def ensure(path: Path, lab: str | None = None) -> Path:
-    """Deprecated: ``prepare(path, lab)``; without ``lab``, the marker's lab or ``path.name``.
-
-    Raises:
-        StateError: as ``prepare``.
-    """
-    return prepare(path, _lab_of(path, lab))
-
-
-@contextlib.contextmanager
-def locked(path: Path, lab: str | None = None) -> Iterator[None]:
-    """Deprecated: ``prepare(path, lab)`` then hold ``lab_lock(lab)`` for the duration.
-
-    Without ``lab``: the marker's lab, or ``path.name`` (right for the default directory).
-
-    Raises:
-        StateError: as ``prepare`` and ``lab_lock``.
-    """
-    name = _lab_of(path, lab)
-    with lab_lock(name):
-        prepare(path, name)
-        yield

@@ -82,8 +82,6 @@ def test_foreign_directory_holding_a_file_is_refused_and_untouched(tmp_path):
         state.remove(foreign, "lab1")
     with pytest.raises(StateError):
         state.peek(foreign, "lab1")
-    with pytest.raises(StateError):  # the old entry points refuse it too
-        state.ensure(foreign)
     assert tree(foreign) == before
     assert f.read_text() == "mine" and mode(f) == 0o644
     assert mode(foreign) == 0o1777
@@ -204,9 +202,9 @@ def test_lab_lock_is_exclusive_per_lab_whatever_the_state_dir(tmp_path, lock_dir
         assert "lab 'lab1'" in exc.value.message and f"pid {os.getpid()}" in exc.value.message
         with state.lab_lock("lab2"):  # another lab is independent
             pass
-        elsewhere = state.locked(tmp_path / "elsewhere", "lab1")
-        with pytest.raises(StateError, match="working on lab 'lab1'"), elsewhere:
-            pass
+        with pytest.raises(StateError, match="working on lab 'lab1'"), state.lab_lock("lab1"):
+            state.prepare(tmp_path / "elsewhere", "lab1")  # another state dir: same lock
+        assert not (tmp_path / "elsewhere").exists()
     assert not state.is_locked("lab1")
     with state.lab_lock("lab1"):
         pass
@@ -246,17 +244,21 @@ def test_is_locked_creates_nothing_and_unsafe_lock_dir_is_refused(lock_dir):
         state.lock_path("../etc")
 
 
-def test_tag_collision_between_two_labs_is_refused():
+def colliding_names(prefix: str) -> tuple[str, str]:
+    """The first two names ``PREFIXi`` whose tags collide (brute force)."""
     seen: dict[str, str] = {}
     i = 0
     while True:
-        lab = f"lab-{i}"
-        tag = names.lab_tag(lab)
+        name = f"{prefix}{i}"
+        tag = names.lab_tag(name)
         if tag in seen:
-            first, second = seen[tag], lab
-            break
-        seen[tag] = lab
+            return seen[tag], name
+        seen[tag] = name
         i += 1
+
+
+def test_tag_collision_between_two_labs_is_refused():
+    first, second = colliding_names("lab-")
     with pytest.raises(StateError) as exc:
         state.check_tag_collision(second, ["other", first, second])
     assert repr(first) in exc.value.message and repr(second) in exc.value.message
@@ -398,16 +400,7 @@ def test_lock_files_do_not_outlive_their_command(lock_dir):
 
 
 def test_two_labs_with_one_tag_cannot_hold_the_tag_lock_at_once(lock_dir):
-    names_by_tag: dict[str, str] = {}
-    i = 0
-    while True:
-        name = f"t{i}"
-        tag = names.lab_tag(name)
-        if tag in names_by_tag:
-            first, second = names_by_tag[tag], name
-            break
-        names_by_tag[tag] = name
-        i += 1
+    first, second = colliding_names("t")
     with state.tag_lock(first):
         with pytest.raises(StateError, match="with the tag"), state.tag_lock(second):
             pass

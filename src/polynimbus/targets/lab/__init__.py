@@ -14,6 +14,7 @@ scaffold's (:mod:`polynimbus.render.lab`). One module per concern:
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -236,8 +237,6 @@ class LabTarget:
 
     @staticmethod
     def _wait_link(ns: str, ifname: str) -> bool:
-        import time
-
         deadline = time.monotonic() + processes.START_TIMEOUT_S
         while time.monotonic() < deadline:
             with netns.ipr(ns) as ipr:
