@@ -21,6 +21,12 @@ host port on the LAN   ``hN`` (N: host offset in the block)   gateway      names
 host NIC               ``eth0``                               host         namespace
 WireGuard interface    ``wgTAGSID`` (12 chars)                gateway      host
 VXLAN tunnel to peer   ``vxSID`` of the peer (8 chars)        gateway      namespace
+NFV node namespace     ``pn.LAB.SITE.nfv``                    host         host
+function namespace     ``pn.LAB.SITE.SERVICE``                host         host
+gateway <-> NFV node   ``nfv0`` (gateway), ``core0`` (NFV)    both         namespace
+connector <-> SR-aware ``aFFFF`` (NFV), ``nfv0`` (function)   both         namespace
+connector <-> legacy   ``cKKKw``/``cKKKe`` (NFV), ``wKKK``/   both         namespace
+                       ``eKKK`` (function), per chain
 =====================  =====================================  ===========  ===========
 
 Site and host names are DNS-like labels (``[a-z0-9-]``, no dots), so the dots in namespace
@@ -38,10 +44,14 @@ IFNAMSIZ = 15
 NAME_RE = re.compile(r"\A[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?\Z")
 """Site, host and lab names: 1-32 characters, lowercase letters, digits, inner hyphens."""
 
-RESERVED_HOST_NAMES = frozenset({"gateway", "gw"})
-"""Host names that would collide with the gateway's node name."""
+RESERVED_HOST_NAMES = frozenset({"gateway", "gw", "nfv"})
+"""Host names that would collide with the gateway's or the NFV node's node name."""
 
 WAN_IF = "wan0"
+NFV_IF = "nfv0"
+"""The gateway's link to its NFV node, and an SR-aware function's link to the connector."""
+CORE_IF = "core0"
+"""The NFV node's link to its gateway."""
 LAN_BRIDGE = "lan0"
 HOST_IF = "eth0"
 NS_PREFIX = "pn"
@@ -70,6 +80,16 @@ def gateway_ns(lab: str, site: str) -> str:
 def host_ns(lab: str, site: str, host: str) -> str:
     """Namespace of one host of a site."""
     return f"{lab_prefix(lab)}{site}.{host}"
+
+
+def nfv_ns(lab: str, site: str) -> str:
+    """Namespace of a site's NFV node (exec target ``SITE/nfv``)."""
+    return host_ns(lab, site, "nfv")
+
+
+def service_ns(lab: str, site: str, service: str) -> str:
+    """Namespace of a network function (exec target ``SITE/SERVICE``)."""
+    return host_ns(lab, site, service)
 
 
 def wireguard_if(lab: str, site_id: str) -> str:

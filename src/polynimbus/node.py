@@ -28,6 +28,7 @@ kind            identity                                    compared
 ``qdisc``       ``(dev, parent)``                           kind and parameters
 ``nft``         ``(family, table)``                         the table as the kernel holds it
 ``wgconf``      ``(ifname,)``                               the configuration's meaning
+``tunsrc``      ``()``                                      the SRv6 encapsulation source
 ==============  ==========================================  ==============================
 
 Sources: rtnetlink(7) for routes, rules and neighbours; RFC 8986 §4 for the SRv6
@@ -421,6 +422,8 @@ class Rule(Item):
         iif, oif: incoming / outgoing interface selectors.
         src, dst: prefix selectors (``net/len``).
         fwmark: firewall mark selector.
+        ipproto: IP protocol number selector (6 TCP, 17 UDP, 1 ICMP, 58 ICMPv6).
+        sport, dport: transport port selectors (one port each).
     """
 
     family: Family
@@ -431,6 +434,9 @@ class Rule(Item):
     src: str | None = None
     dst: str | None = None
     fwmark: int | None = None
+    ipproto: int | None = None
+    sport: int | None = None
+    dport: int | None = None
     kind: ClassVar[str] = "rule"
     rank: ClassVar[int] = 5
 
@@ -577,6 +583,25 @@ class WireGuardConfig(Item):
         return f"wireguard config of {self.ifname}"
 
 
+@dataclass(frozen=True, slots=True)
+class TunnelSource(Item):
+    """The source address of the outer IPv6 header that SRv6 encapsulation (T.Encaps,
+    RFC 8986 §5.1) writes on this node (``ip sr tunsrc``); one per node."""
+
+    address: str
+    kind: ClassVar[str] = "tunsrc"
+    rank: ClassVar[int] = 5
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "address", str(ipaddress.IPv6Address(self.address)))
+
+    def ident(self) -> tuple[Any, ...]:
+        return ()
+
+    def label(self) -> str:
+        return f"SRv6 tunnel source {self.address}"
+
+
 KINDS: dict[str, type[Item]] = {
     c.kind: c
     for c in (
@@ -591,6 +616,7 @@ KINDS: dict[str, type[Item]] = {
         Qdisc,
         NftTable,
         WireGuardConfig,
+        TunnelSource,
     )
 }
 """Item classes by kind."""

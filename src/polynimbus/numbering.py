@@ -22,7 +22,7 @@ go. Blocks smaller than /24 that share a /24 probe the next free index, in file 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
 from polynimbus.errors import Problem
 from polynimbus.intent.models import PROVIDER_CODES, Intent
@@ -304,3 +304,53 @@ def underlay_pair(index: int) -> tuple[IPv4Address, IPv4Address]:
     """(internet-side address, gateway public address) of the /31 at ``index``."""
     base = int(UNDERLAY_SPACE.network_address) + 2 * index
     return IPv4Address(base), IPv4Address(base + 1)
+
+
+# --- IPv6 beside IPv4 and SRv6 SID blocks (issue 6) ------------------------------------
+
+SID_SPACE = "5f00::/16"
+"""The SRv6 SID block (RFC 9602); each site owns ``5f00:A:B::/48`` inside it."""
+
+UNDERLAY6_SPACE = "2001:db8::/32"
+"""IPv6 of the emulated internet, for ``srv6.carrier: underlay`` (RFC 3849)."""
+
+
+def _digits(value: int) -> str:
+    """An octet's decimal digits read as one hex group: 12 -> ``12`` (0x12)."""
+    return str(value)
+
+
+def ipv6_prefix(block: IPv4Network) -> str:
+    """The site's IPv6 /64 with the same digits as its IPv4 block.
+
+    ``10.A.B.0/24`` -> ``fd00:A:B::/64`` (a block smaller than /24 keeps its last octet,
+    ``10.1.0.128/25`` -> ``fd00:1:0:128::/64``). Digits, not values: ``10.12.0.0/24`` is
+    ``fd00:12:0::/64``, so a person reads one address from the other.
+    """
+    o = block.network_address.packed
+    fourth = f":{_digits(o[3])}" if block.prefixlen > 24 and o[3] else ""
+    return str(IPv6Network(f"fd00:{_digits(o[1])}:{_digits(o[2])}{fourth}::/64"))
+
+
+def ipv6_address(addr: IPv4Address, block: IPv4Network) -> str:
+    """The IPv6 twin of ``addr`` in ``block``: ``10.3.0.2`` -> ``fd00:3:0::2``.
+
+    The host part keeps its digits: the last octet for blocks of /24 or smaller, the last
+    two (``::C:D``) for larger blocks.
+    """
+    net = IPv6Network(ipv6_prefix(block))
+    o = addr.packed
+    host = f"{_digits(o[2])}:{_digits(o[3])}" if block.prefixlen < 24 else _digits(o[3])
+    return str(IPv6Address(int(net.network_address) + int(IPv6Address("::" + host))))
+
+
+def sid_block(block: IPv4Network) -> str:
+    """The site's SRv6 SID block ``5f00:A:B::/48`` (RFC 9602), same digits as its block."""
+    o = block.network_address.packed
+    return str(IPv6Network(f"5f00:{_digits(o[1])}:{_digits(o[2])}::/48"))
+
+
+def underlay6_pair(index: int) -> tuple[str, str]:
+    """(internet-side, gateway) IPv6 of the underlay /64 at ``index`` (2001:db8:I::/64)."""
+    net = int(IPv6Network(UNDERLAY6_SPACE).network_address) + (index << 64)
+    return str(IPv6Address(net + 1)), str(IPv6Address(net + 2))

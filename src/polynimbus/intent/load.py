@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
 from polynimbus.errors import IntentError, Problem
-from polynimbus.intent.models import Intent, Overlay, SiteSpec
+from polynimbus.intent.models import ChainSpec, Intent, Overlay, ServiceSpec, SiteSpec
 
+_M = TypeVar("_M", bound=BaseModel)
 PathKey = tuple[str | int, ...]
 
 
@@ -68,7 +69,15 @@ def _line_of(lines: dict[PathKey, int], loc: PathKey, key: bool = False) -> int 
 
 def _known_fields(model: type[BaseModel], loc: PathKey) -> list[str]:
     """Field names of the model found at ``loc`` (for 'did you mean')."""
-    from polynimbus.intent.models import HostSpec, Location, UnderlaySpec
+    from polynimbus.intent.models import (
+        ChainSpec,
+        HostSpec,
+        Location,
+        MatchSpec,
+        ServiceSpec,
+        SRv6Spec,
+        UnderlaySpec,
+    )
 
     current: type[BaseModel] | None = model
     for part in loc:
@@ -85,9 +94,15 @@ def _known_fields(model: type[BaseModel], loc: PathKey) -> list[str]:
             "hosts": HostSpec,
             "location": Location,
             "underlay": UnderlaySpec,
+            "srv6": SRv6Spec,
+            "services": ServiceSpec,
+            "chains": ChainSpec,
+            "match": MatchSpec,
         }
         current = nested.get(part)
-    return list(current.model_fields) if current else []
+    if current is None:
+        return []
+    return [f.alias or name for name, f in current.model_fields.items()]
 
 
 def _suggest(word: str, choices: list[str]) -> str:
@@ -259,11 +274,35 @@ def _partial_semantics(data: dict[str, Any], lines: dict[PathKey, int]) -> list[
             first_seen[name] = i
     if not good:
         return out
-    intent = Intent.model_construct(name=str(data.get("name", "x")), overlay=overlay, sites=good)
-    for p in semantic_problems(intent, site_indices=indices):
+    services, chains = [], []
+    if len(good) == len(raw_sites):  # services and chains name sites: check them only then
+        services = _valid_items(data.get("services"), ServiceSpec)
+        chains = _valid_items(data.get("chains"), ChainSpec)
+    intent = Intent.model_construct(
+        name=str(data.get("name", "x")),
+        overlay=overlay,
+        sites=good,
+        services=[s for _, s in services],
+        chains=[c for _, c in chains],
+    )
+    extra = {"services": [i for i, _ in services], "chains": [i for i, _ in chains]}
+    for p in semantic_problems(intent, site_indices=indices, item_indices=extra):
         if p.message.startswith("duplicate site name"):
             continue  # checked above over every site, valid or not
         out.append(Problem(p.path, p.message, p.hint, _line_of(lines, _parse_path(p.path))))
+    return out
+
+
+def _valid_items(raw: Any, model: type[_M]) -> list[tuple[int, _M]]:
+    """The items of list ``raw`` that are valid ``model`` instances, with their indices."""
+    if not isinstance(raw, list):
+        return []
+    out: list[tuple[int, _M]] = []
+    for i, item in enumerate(raw):
+        try:
+            out.append((i, model.model_validate(item)))
+        except ValidationError:
+            continue
     return out
 
 

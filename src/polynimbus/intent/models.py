@@ -177,6 +177,17 @@ class SiteSpec(_Model):
         return _check_name(v, "site")
 
 
+class SRv6Spec(_Model):
+    """SRv6 settings of the overlay.
+
+    Attributes:
+        carrier: ``tunnels`` (default): SRv6 packets ride inside the encrypted site-to-site
+            tunnels; ``underlay``: clear IPv6 over the internet between gateways (seed 000).
+    """
+
+    carrier: Literal["tunnels", "underlay"] = "tunnels"
+
+
 class Overlay(_Model):
     """How the gateways are joined.
 
@@ -190,6 +201,9 @@ class Overlay(_Model):
         port: UDP port of the transport (default: the transport's, 51820 for WireGuard,
             4789 for VXLAN).
         underlay_mtu: MTU of the underlay path between gateways, in bytes.
+        ipv6: dual-stack overlay (``fd00:A:B::/64`` beside ``10.A.B.0/24``); by default on
+            when the intent has ``srv6``, services or chains.
+        srv6: how SRv6 service chains are carried (see :class:`SRv6Spec`).
     """
 
     topology: Topology = "full-mesh"
@@ -198,6 +212,8 @@ class Overlay(_Model):
     hub: str | None = None
     port: int | None = Field(default=None, ge=1, le=65535)
     underlay_mtu: int = Field(default=1500, ge=1280, le=9000)
+    ipv6: bool | None = None
+    srv6: SRv6Spec | None = None
 
     @field_validator("transport")
     @classmethod
@@ -216,12 +232,114 @@ class Overlay(_Model):
         return self.port if self.port is not None else TRANSPORTS.get(self.transport).default_port
 
 
+ServiceMode = Literal["sr-aware", "sr-unaware"]
+ServiceFunction = Literal["forward", "firewall", "command"]
+Family = Literal["ipv4", "ipv6"]
+
+
+class ServiceSpec(_Model):
+    """A network function, in its own namespace on its site's NFV node (seed 002 §III).
+
+    Attributes:
+        name: unique among services; also the exec target ``SITE/NAME``.
+        site: the site whose NFV node runs it.
+        mode: ``sr-aware`` (terminates its SID itself: End, RFC 8986 §4.1) or
+            ``sr-unaware`` (a legacy function behind the SR/VNF connector's static proxy,
+            seed 002 §II-B).
+        function: ``forward`` (plain forwarding), ``firewall`` (nftables ``rules``, applied
+            to the chain's inner packets; sr-unaware only) or ``command`` (``command`` runs
+            in the namespace).
+        rules: nftables rule statements of a firewall (``tcp dport 5201 drop``), in order.
+        command: the program of a ``command`` function (a string split like a shell
+            would, or a list), run in the function's namespace for the lab's lifetime.
+        forward: whether the kernel forwards packets through the function (an sr-unaware
+            function must: that is how packets return to the connector).
+        families: the inner address families it can carry.
+    """
+
+    name: str
+    site: str
+    mode: ServiceMode
+    function: ServiceFunction = "forward"
+    rules: list[str] = Field(default_factory=list)
+    command: str | list[str] | None = None
+    forward: bool = True
+    families: list[Family] = Field(default_factory=lambda: ["ipv4", "ipv6"], min_length=1)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return _check_name(v, "service")
+
+
+class MatchSpec(_Model):
+    """Which traffic of a chain's endpoints is steered (default: all of it).
+
+    Attributes:
+        protocol: ``tcp``, ``udp`` or ``icmp``.
+        port: destination port (tcp or udp); replies of a symmetric chain match it as
+            their source port.
+    """
+
+    protocol: Literal["tcp", "udp", "icmp"] | None = None
+    port: int | None = Field(default=None, ge=1, le=65535)
+
+
+class ChainSpec(_Model):
+    """A service chain: traffic from ``from`` to ``to`` steered through ``through``.
+
+    Attributes:
+        name: unique among chains.
+        source: ``from:``, ``SITE/HOST`` or ``SITE`` (all its hosts).
+        to: ``SITE/HOST`` or ``SITE``.
+        through: service names, in order; each at most once.
+        family: ``ipv4`` (IPv4 inside IPv6, decapsulated by End.DX4) or ``ipv6``
+            (all-IPv6, End.DX6), seed 000 §III.
+        symmetric: replies go back through the functions in reverse order.
+        match: protocol and destination port to steer (default: everything).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    name: str
+    source: str = Field(alias="from")
+    to: str
+    through: list[str] = Field(min_length=1)
+    family: Family = "ipv4"
+    symmetric: bool = False
+    match: MatchSpec | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return _check_name(v, "chain")
+
+
 class Intent(_Model):
     """A whole intent file."""
 
     name: str
     overlay: Overlay = Field(default_factory=Overlay)
     sites: list[SiteSpec] = Field(min_length=1)
+    services: list[ServiceSpec] = Field(default_factory=list)
+    chains: list[ChainSpec] = Field(default_factory=list)
+
+    @property
+    def uses_srv6(self) -> bool:
+        """Whether the intent steers traffic with SRv6 (``srv6``, services or chains)."""
+        return self.overlay.srv6 is not None or bool(self.services) or bool(self.chains)
+
+    @property
+    def dual_stack(self) -> bool:
+        """Whether the overlay carries IPv6 beside IPv4 (``overlay.ipv6``, or SRv6 in use)."""
+        if self.overlay.ipv6 is not None:
+            return self.overlay.ipv6
+        return self.uses_srv6
+
+    @property
+    def carrier(self) -> str:
+        """``tunnels`` or ``underlay`` (see :class:`SRv6Spec`)."""
+        return self.overlay.srv6.carrier if self.overlay.srv6 else "tunnels"
 
     @field_validator("name")
     @classmethod

@@ -14,13 +14,18 @@ from polynimbus.intent.models import Intent
 from polynimbus.names import RESERVED_HOST_NAMES
 
 
-def semantic_problems(intent: Intent, site_indices: list[int] | None) -> list[Problem]:
+def semantic_problems(
+    intent: Intent,
+    site_indices: list[int] | None,
+    item_indices: dict[str, list[int]] | None = None,
+) -> list[Problem]:
     """All semantic problems of ``intent``, in a stable order.
 
     Args:
         intent: a structurally valid intent (possibly a subset of the file's sites).
         site_indices: the file index of each site in ``intent.sites`` when it is a subset,
             so that paths name the right ``sites[i]``; ``None`` when it is the whole file.
+        item_indices: likewise for ``services`` and ``chains`` (by key), when subsets.
     """
     from polynimbus.numbering import number_sites
 
@@ -47,7 +52,8 @@ def semantic_problems(intent: Intent, site_indices: list[int] | None) -> list[Pr
                 problems.append(
                     Problem(
                         path,
-                        f"host name {host.name!r} is reserved for the site's gateway",
+                        f"host name {host.name!r} is reserved for the site's "
+                        + ("NFV node" if host.name == "nfv" else "gateway"),
                         "rename the host",
                     )
                 )
@@ -92,7 +98,24 @@ def semantic_problems(intent: Intent, site_indices: list[int] | None) -> list[Pr
     _, numbering_problems = number_sites(intent)
     for p in numbering_problems:
         problems.append(_reindex(p, idx) if site_indices is not None else p)
+    if not numbering_problems:
+        from polynimbus.intent.chains import chain_problems
+
+        for p in chain_problems(intent):
+            problems.append(_reindex_items(p, item_indices) if item_indices else p)
     return problems
+
+
+def _reindex_items(p: Problem, idx: dict[str, list[int]]) -> Problem:
+    """Rewrite ``services[k]``/``chains[k]`` of a subset to the file's indices."""
+    import re
+
+    def sub(m: re.Match[str]) -> str:
+        key, k = m.group(1), int(m.group(2))
+        return f"{key}[{idx[key][k]}]" if k < len(idx.get(key, [])) else m.group(0)
+
+    pat = r"(services|chains)\[(\d+)\]"
+    return Problem(re.sub(pat, sub, p.path), re.sub(pat, sub, p.message), p.hint, p.line)
 
 
 def _reindex(p: Problem, idx: list[int]) -> Problem:

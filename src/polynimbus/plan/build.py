@@ -10,7 +10,15 @@ import numpy as np
 from polynimbus.errors import IntentError, PlanError
 from polynimbus.intent.models import Intent
 from polynimbus.names import wireguard_if
-from polynimbus.numbering import number_sites, underlay_indices, underlay_pair
+from polynimbus.numbering import (
+    ipv6_address,
+    ipv6_prefix,
+    number_sites,
+    sid_block,
+    underlay6_pair,
+    underlay_indices,
+    underlay_pair,
+)
 from polynimbus.plan import mtu, routes, topology
 from polynimbus.plan.model import HostPlan, Peers, Plan, SitePlan, Tunnels
 from polynimbus.tunnels import TRANSPORTS
@@ -116,6 +124,9 @@ def _build_plan(intent: Intent) -> Plan:
             keys = np.where(p > i, i * n + p, p * n + i)
             peer_vnis = vnis[np.searchsorted(edge_keys, keys)]
         first = int(num.block.network_address)
+        dual = intent.dual_stack
+        underlay6 = intent.uses_srv6 and intent.carrier == "underlay"
+        inet6, public6 = underlay6_pair(under[i]) if underlay6 else (None, None)
         sites.append(
             SitePlan(
                 name=spec.name,
@@ -128,16 +139,32 @@ def _build_plan(intent: Intent) -> Plan:
                 internet_address=str(inet),
                 tunnel_if=wireguard_if(intent.name, num.site_id),
                 hosts=tuple(
-                    HostPlan(h.name, str(addr), int(addr) - first)
+                    HostPlan(
+                        h.name,
+                        str(addr),
+                        int(addr) - first,
+                        ipv6_address(addr, num.block) if dual else None,
+                    )
                     for h, addr in zip(spec.hosts, num.hosts, strict=True)
                 ),
                 peers=Peers(table[i], peer_vnis),
                 location=locs[i],
                 rate_bps=spec.underlay.rate_bps if spec.underlay else None,
                 delay_ms=spec.underlay.delay_ms if spec.underlay else None,
+                block6=ipv6_prefix(num.block) if dual else None,
+                gateway_address6=ipv6_address(num.gateway, num.block) if dual else None,
+                sid_block=sid_block(num.block) if intent.uses_srv6 else None,
+                public_address6=public6,
+                internet_address6=inet6,
             )
         )
     tunnels = Tunnels(a, b, topology.edge_lengths(locs, a, b), vnis)
+    srv6_plan = None
+    if intent.uses_srv6:
+        from polynimbus.plan.srv6 import build_srv6
+
+        carrier_mtu = t_mtu if intent.carrier == "tunnels" else ov.underlay_mtu
+        srv6_plan = build_srv6(intent, tuple(sites), carrier_mtu)
     return Plan(
         name=intent.name,
         topology=ov.topology,
@@ -150,4 +177,6 @@ def _build_plan(intent: Intent) -> Plan:
         mss=mtu.tcp_mss(t_mtu),
         sites=tuple(sites),
         tunnels=tunnels,
+        ipv6=intent.dual_stack,
+        srv6=srv6_plan,
     )

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from polynimbus.plan.routes import SiteRoutes
+    from polynimbus.plan.srv6 import SRv6Plan
 
 PLAN_SCHEMA = "polynimbus.plan/v1"
 
@@ -30,11 +31,13 @@ _T = TypeVar("_T")
 
 @dataclass(frozen=True, slots=True)
 class HostPlan:
-    """A host: ``name``, overlay ``address`` (dotted quad), offset in its block."""
+    """A host: ``name``, overlay ``address`` (dotted quad), offset in its block, and its
+    IPv6 twin ``address6`` on a dual-stack overlay (``None`` otherwise)."""
 
     name: str
     address: str
     offset: int
+    address6: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +74,10 @@ class SitePlan:
         location: ``(lat, lon)`` in degrees, or ``None``.
         rate_bps: shaped underlay rate in bit/s, or ``None``.
         delay_ms: emulated one-way underlay delay in ms, or ``None``.
+        block6: the site's IPv6 /64 on a dual-stack overlay, else ``None``.
+        gateway_address6: the gateway's IPv6 overlay address, else ``None``.
+        sid_block: the site's SRv6 SID block (``5f00:A:B::/48``) when SRv6 is used.
+        public_address6, internet_address6: the underlay's IPv6 (``carrier: underlay``).
     """
 
     name: str
@@ -87,6 +94,11 @@ class SitePlan:
     location: tuple[float, float] | None
     rate_bps: int | None
     delay_ms: float | None
+    block6: str | None = None
+    gateway_address6: str | None = None
+    sid_block: str | None = None
+    public_address6: str | None = None
+    internet_address6: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,6 +241,8 @@ class Plan:
         underlay_mtu, tunnel_mtu, mss: bytes.
         sites: in file order.
         tunnels: sorted by ``(a, b)`` (a :class:`Tunnels` from the planner).
+        ipv6: whether the overlay is dual-stack.
+        srv6: the SRv6 plan (SIDs, services, chains), or ``None``.
     """
 
     name: str
@@ -242,6 +256,19 @@ class Plan:
     mss: int
     sites: tuple[SitePlan, ...]
     tunnels: Sequence[TunnelPlan]
+    ipv6: bool = False
+    srv6: SRv6Plan | None = None
+
+    def prefixes(self, index: int) -> tuple[str, ...]:
+        """The overlay prefixes of site ``index`` routed through the tunnels: its block,
+        its IPv6 /64 (dual stack) and its SID block (SRv6 carried by the tunnels)."""
+        s = self.sites[index]
+        out = [s.block]
+        if s.block6:
+            out.append(s.block6)
+        if s.sid_block and self.srv6 is not None and self.srv6.carrier == "tunnels":
+            out.append(s.sid_block)
+        return tuple(out)
 
     def site(self, name: str) -> SitePlan:
         """The site called ``name``.
@@ -264,15 +291,16 @@ class Plan:
         for peer in site.peers:
             via = self.sites[peer.site]
             for d in peer.reaches:
-                out.append(
-                    {
-                        "prefix": self.sites[d].block,
-                        "destination": self.sites[d].name,
-                        "via": via.name,
-                        "next_hop": via.gateway_address,
-                        "transit": d != peer.site,
-                    }
-                )
+                for prefix in self.prefixes(d):
+                    out.append(
+                        {
+                            "prefix": prefix,
+                            "destination": self.sites[d].name,
+                            "via": via.name,
+                            "next_hop": via.gateway_address,
+                            "transit": d != peer.site,
+                        }
+                    )
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -280,8 +308,14 @@ class Plan:
         one_interface = TRANSPORTS.get(self.transport).gateway_interface
         sites = []
         for s in self.sites:
+            extra: dict[str, Any] = {}
+            if s.block6:
+                extra["block6"] = s.block6
+            if s.sid_block:
+                extra["sid_block"] = s.sid_block
             sites.append(
                 {
+                    **extra,
                     "name": s.name,
                     "provider": s.provider,
                     "region": s.region,
@@ -291,6 +325,8 @@ class Plan:
                     if s.location
                     else None,
                     "gateway": {
+                        **({"address6": s.gateway_address6} if s.gateway_address6 else {}),
+                        **({"public_address6": s.public_address6} if s.public_address6 else {}),
                         "address": s.gateway_address,
                         "public_address": s.public_address,
                         "internet_address": s.internet_address,
@@ -299,18 +335,27 @@ class Plan:
                             {
                                 "site": self.sites[p.site].name,
                                 "endpoint": f"{self.sites[p.site].public_address}:{self.port}",
-                                "allowed_ips": [self.sites[d].block for d in p.reaches],
+                                "allowed_ips": [x for d in p.reaches for x in self.prefixes(d)],
                                 "vni": p.vni,
                             }
                             for p in s.peers
                         ],
                         "routes": self.routes(s),
                     },
-                    "hosts": [{"name": h.name, "address": h.address} for h in s.hosts],
+                    "hosts": [
+                        {"name": h.name, "address": h.address}
+                        | ({"address6": h.address6} if h.address6 else {})
+                        for h in s.hosts
+                    ],
                     "underlay": {"rate_bps": s.rate_bps, "delay_ms": s.delay_ms},
                 }
             )
-        return {
+        out: dict[str, Any] = {}
+        if self.ipv6:
+            out["ipv6"] = True
+        if self.srv6 is not None:
+            out["srv6"] = self.srv6.to_dict()
+        return out | {
             "schema": PLAN_SCHEMA,
             "name": self.name,
             "overlay": {

@@ -17,6 +17,7 @@ from polynimbus.keys import KeyPair
 from polynimbus.node import Address, Item, Link, NftTable, NodeModel, Qdisc, Route, Sysctl
 from polynimbus.plan.model import Plan, SitePlan
 from polynimbus.render.nftables import FAMILY, TABLE, render_gateway_ruleset
+from polynimbus.render.srv6 import gateway_srv6
 from polynimbus.tunnels import get_transport
 
 LAN_MTU = 1500
@@ -86,6 +87,14 @@ def render_gateway(
     )
     model.add(*shaping(wan_if, site.rate_bps, site.delay_ms, netem))
     model.add(*backend.gateway_items(plan, site, keys, wireguard_impl))
-    ruleset = render_gateway_ruleset(plan, site, backend.ifname_pattern(plan, site))
+    pattern = backend.ifname_pattern(plan, site)
+    sr_items, forward, chains = gateway_srv6(plan, site, wan_if, pattern)
+    model.add(*sr_items)
+    accept_nfv = (
+        f'\t\tiifname "{names.NFV_IF}" accept\n'
+        if plan.srv6 is not None and site.name in plan.srv6.nfv_sites
+        else ""
+    )
+    ruleset = render_gateway_ruleset(plan, site, pattern, forward, chains, accept_nfv)
     model.add(NftTable(FAMILY, TABLE, ruleset))
     return model

@@ -22,7 +22,7 @@ which does not know it runs here.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from ipaddress import IPv4Network
+from ipaddress import IPv4Network, IPv6Network
 
 from polynimbus import names
 from polynimbus.keys import KeyPair
@@ -30,6 +30,7 @@ from polynimbus.node import Address, Link, Netns, Route, Sysctl, VethPeer
 from polynimbus.numbering import INTERNET_SERVICE
 from polynimbus.plan.model import Plan, SitePlan
 from polynimbus.render.gateway import LAN_MTU, render_gateway, shaping
+from polynimbus.render.srv6 import render_function, render_nfv
 from polynimbus.resources import Resource, on
 
 
@@ -72,8 +73,12 @@ def render_lab(
         Link("lo", "loopback"),
         Address("lo", f"{INTERNET_SERVICE}/32"),
     )
+    if plan.srv6 is not None and plan.srv6.carrier == "underlay":
+        out += on(inet, Sysctl("net.ipv6.conf.all.forwarding", "1"))
     for site in plan.sites:
         out += _site(plan, site, inet, keys, wireguard_impl, netem)
+        if plan.srv6 is not None and site.name in plan.srv6.nfv_sites:
+            out += _nfv(plan, site)
     out.sort(key=lambda r: r.rank)
     return out
 
@@ -94,6 +99,12 @@ def _site(
     out = on(gw, Netns(), *gateway.items)
     out.append(veth(gw, names.WAN_IF, inet, up_if, plan.underlay_mtu))  # the intent's
     out += on(inet, Address(up_if, f"{site.internet_address}/31"))
+    if site.internet_address6 and site.public_address6 and site.sid_block:
+        out += on(
+            inet,
+            Address(up_if, f"{site.internet_address6}/64"),
+            Route(site.sid_block, dev=up_if, via=site.public_address6),
+        )
     out += on(inet, *shaping(up_if, site.rate_bps, site.delay_ms, netem))
     for host in site.hosts:
         hn = names.host_ns(lab, site.name, host.name)
@@ -113,4 +124,32 @@ def _site(
             Address(names.HOST_IF, f"{host.address}/{block.prefixlen}"),
             Route("default", dev=names.HOST_IF, via=site.gateway_address),
         )
+        if host.address6 and site.gateway_address6 and site.block6:
+            plen = IPv6Network(site.block6).prefixlen
+            out += on(
+                hn,
+                Address(names.HOST_IF, f"{host.address6}/{plen}"),
+                Route("default6", dev=names.HOST_IF, via=site.gateway_address6),
+            )
+    return out
+
+
+def _nfv(plan: Plan, site: SitePlan) -> list[Resource]:
+    """The NFV node of ``site`` and its functions, wired to the gateway (seed 002 §III)."""
+    assert plan.srv6 is not None
+    lab = plan.name
+    gw = names.gateway_ns(lab, site.name)
+    nfv = names.nfv_ns(lab, site.name)
+    out = on(nfv, Netns(), *render_nfv(plan, site).items)
+    out.append(veth(gw, names.NFV_IF, nfv, names.CORE_IF, LAN_MTU))
+    for svc in plan.srv6.services:
+        if svc.site != site.name:
+            continue
+        fn = names.service_ns(lab, site.name, svc.name)
+        out += on(fn, Netns(), *render_function(plan, svc).items)
+        if svc.mode == "sr-aware":
+            out.append(veth(nfv, svc.aware_if, fn, names.NFV_IF, LAN_MTU))
+        for link in svc.links:
+            for side in (0, 1):
+                out.append(veth(nfv, link.nfv_if[side], fn, link.fn_if[side], LAN_MTU))
     return out

@@ -39,7 +39,7 @@ _TEMPLATE = """table {family} {table} {{
 \t\tct state invalid drop
 \t\tiifname "{lan}" accept
 \t\tiifname "{tun}" accept
-{tunnel_rule}
+{input_extra}{tunnel_rule}
 \t\tiifname "{wan}" meta l4proto {{ icmp, ipv6-icmp }} accept comment "ICMP"
 \t\tiifname "{wan}" ip saddr . tcp dport @{probe} accept comment "verify --throughput"
 \t}}
@@ -48,7 +48,7 @@ _TEMPLATE = """table {family} {table} {{
 \t\ttype filter hook forward priority filter; policy drop;
 \t\toifname "{tun}" tcp flags syn / syn,rst tcp option maxseg size > {mss} tcp option maxseg size set {mss} comment "MSS clamp"
 \t\tiifname "{tun}" tcp flags syn / syn,rst tcp option maxseg size > {mss} tcp option maxseg size set {mss} comment "MSS clamp"
-\t\tct state established,related accept
+{forward_extra}\t\tct state established,related accept
 \t\tct state invalid drop
 \t\tiifname "{lan}" accept
 \t\tiifname "{tun}" oifname "{lan}" accept
@@ -59,16 +59,28 @@ _TEMPLATE = """table {family} {table} {{
 \t\ttype nat hook postrouting priority srcnat; policy accept;
 \t\toifname "{wan}" ip saddr {block} masquerade
 \t}}
-}}
+{extra_chains}}}
 """
 
 
-def render_gateway_ruleset(plan: Plan, site: SitePlan, tunnel_ifname_pattern: str) -> str:
+def render_gateway_ruleset(
+    plan: Plan,
+    site: SitePlan,
+    tunnel_ifname_pattern: str,
+    forward_extra: str = "",
+    extra_chains: str = "",
+    input_extra: str = "",
+) -> str:
     """The ``nft -f`` text of ``site``'s gateway (one ``inet polynimbus`` table).
 
     Args:
         tunnel_ifname_pattern: the tunnel interfaces as nft matches them (an exact name,
             or a wildcard such as ``vx*``).
+        forward_extra: rules (tab-indented lines) put in the forward chain before the
+            conntrack rules (SRv6 packets have no conntrack entry: the kernel drops it
+            when it encapsulates or decapsulates).
+        extra_chains: whole chains added to the table (SRv6, :mod:`polynimbus.render.srv6`).
+        input_extra: rules added to the input chain (its NFV node's link).
     """
     peers = sorted({plan.sites[p.site].public_address for p in site.peers}, key=_addr_key)
     if peers:
@@ -91,6 +103,9 @@ def render_gateway_ruleset(plan: Plan, site: SitePlan, tunnel_ifname_pattern: st
         transport=plan.transport,
         mss=plan.mss,
         block=site.block,
+        forward_extra=forward_extra,
+        extra_chains=extra_chains,
+        input_extra=input_extra,
     )
 
 

@@ -48,7 +48,7 @@ def render_wg_config(plan: Plan, site: SitePlan, keys: Mapping[str, KeyPair]) ->
             "[Peer]",
             f"PublicKey = {keys[p.name].public}",
             f"Endpoint = {p.public_address}:{plan.port}",
-            "AllowedIPs = " + ", ".join(plan.sites[d].block for d in peer.reaches),
+            "AllowedIPs = " + ", ".join(x for d in peer.reaches for x in plan.prefixes(d)),
             f"PersistentKeepalive = {PERSISTENT_KEEPALIVE_S}",
         ]
     return "\n".join(lines) + "\n"
@@ -150,5 +150,5 @@ class WireGuardBackend(TunnelBackend):
         out.append(WireGuardConfig(ifname, wg_digest(config), config))
         for peer in site.peers:
             for d in peer.reaches:
-                out.append(Route(plan.sites[d].block, dev=ifname))
+                out += [Route(prefix, dev=ifname) for prefix in plan.prefixes(d)]
         return out

@@ -36,11 +36,12 @@ from polynimbus.node import (
     Route,
     Rule,
     Sysctl,
+    TunnelSource,
     WireGuardConfig,
 )
 from polynimbus.resources import Key, Resource
 from polynimbus.targets.base import TARGETS
-from polynimbus.targets.lab import firewall, netlink, netns, processes, sysctl, wireguard
+from polynimbus.targets.lab import firewall, netlink, netns, processes, srv6, sysctl, wireguard
 from polynimbus.targets.lab.netns import list_lab_namespaces, list_labs, ns_exec
 from polynimbus.targets.lab.wireguard import WG_SOCKET_DIR
 
@@ -119,7 +120,9 @@ class LabTarget:
         present = set(spaces)
         per_node: dict[str, list[Item]] = {}
         for r in desired:
-            if r.node in present and isinstance(r.item, Sysctl | NftTable | WireGuardConfig):
+            if r.node in present and isinstance(
+                r.item, Sysctl | NftTable | WireGuardConfig | TunnelSource
+            ):
                 per_node.setdefault(r.node, []).append(r.item)
 
         def read(ns: str) -> dict[Key, Resource]:
@@ -132,6 +135,8 @@ class LabTarget:
                     got = firewall.observe(ns, i.family, i.table)
                 elif isinstance(i, WireGuardConfig):
                     got = wireguard.observe(ns, i.ifname)
+                elif isinstance(i, TunnelSource):
+                    got = srv6.observe(ns)
                 if got is not None:
                     res = Resource(ns, got)
                     found[res.key] = res
@@ -207,6 +212,8 @@ class LabTarget:
             firewall.create(ns, item)
         elif isinstance(item, WireGuardConfig):
             wireguard.create(ns, item, userspace=self._is_tun(ns, item.ifname))
+        elif isinstance(item, TunnelSource):
+            srv6.create(ns, item)
         else:  # pragma: no cover - every kind is handled above
             raise ApplyError(f"the lab cannot create a {item.kind}")
 
@@ -233,6 +240,8 @@ class LabTarget:
             netlink.delete_qdisc(ns, item)
         elif isinstance(item, NftTable):
             firewall.delete(ns, item)
+        elif isinstance(item, TunnelSource):
+            srv6.delete(ns)
         # sysctls go with their namespace; a WireGuard configuration with its interface
 
     @staticmethod

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+from typing import Any
 
 from polynimbus.errors import ApplyError
 from polynimbus.node import NftTable
@@ -32,8 +33,20 @@ def canonical(listing: str) -> str:
         body = {k: v for k, v in body.items() if k != "handle"}
         if kind == "set" and "timeout" in body.get("flags", []):
             body.pop("elem", None)
-        items.append({kind: body})
+        items.append({kind: _zero_counters(body)})
     return json.dumps(items, sort_keys=True)
+
+
+def _zero_counters(value: Any) -> Any:
+    """``value`` with every anonymous counter's packets and bytes set to 0 (a counter's
+    reading is state, not configuration)."""
+    if isinstance(value, dict):
+        if set(value) == {"counter"} and isinstance(value["counter"], dict):
+            return {"counter": {"packets": 0, "bytes": 0}}
+        return {k: _zero_counters(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_zero_counters(v) for v in value]
+    return value
 
 
 @functools.lru_cache(maxsize=64)

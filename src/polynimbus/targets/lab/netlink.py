@@ -246,9 +246,18 @@ def _observe_rules(ipr: IPRoute, ns: str, out: dict[Key, Resource]) -> None:
             src=src,
             dst=dst,
             fwmark=r.get("FRA_FWMARK"),
+            ipproto=r.get("FRA_IP_PROTO"),
+            sport=_port_of(r.get("FRA_SPORT_RANGE")),
+            dport=_port_of(r.get("FRA_DPORT_RANGE")),
         )
         res = Resource(ns, item)
         out[res.key] = res
+
+
+def _port_of(value: str | None) -> int | None:
+    """The port of a one-port range ``"P:P"`` as pyroute2 decodes it (a wider range, which
+    polynimbus never makes, reads as its start)."""
+    return int(value.split(":")[0]) if value else None
 
 
 def _observe_fdb(
@@ -554,6 +563,12 @@ def _rule_args(item: Rule) -> dict[str, Any]:
             args[f"{name}_len"] = int(plen)
     if item.fwmark is not None:
         args["fwmark"] = item.fwmark
+    if item.ipproto is not None:
+        args["ip_proto"] = item.ipproto
+    if item.sport is not None:
+        args["sport_range"] = f"{item.sport}:{item.sport}"
+    if item.dport is not None:
+        args["dport_range"] = f"{item.dport}:{item.dport}"
     return args
 
 

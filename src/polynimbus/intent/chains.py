@@ -1,0 +1,284 @@
+"""Semantic checks of services, chains and the dual-stack numbering (issue 6).
+
+Rules (seed 002 §II-C; RFC 8986):
+
+- a service runs on a known site, under a name no host of that site uses;
+- a ``firewall`` has nftables ``rules`` and is ``sr-unaware`` (nftables cannot see the inner
+  header of an SRv6 packet); ``rules`` belong to firewalls only; a ``command`` function has
+  a ``command``; an ``sr-unaware`` function must forward (``forward: true``), since the
+  connector only gets packets back through the kernel's routing;
+- a chain joins two endpoints (``SITE/HOST`` or ``SITE``) of different sites (traffic within
+  a site never reaches the gateway that classifies it), through known services, each at
+  most once, that can all carry its family; a port needs ``protocol: tcp`` or ``udp``;
+- with IPv6 on, no two sites may share an IPv6 /64 or an SID /48 (both take the block's
+  digits, see :func:`polynimbus.numbering.ipv6_prefix`).
+"""
+
+from __future__ import annotations
+
+import difflib
+from ipaddress import IPv4Network
+
+from polynimbus.errors import Problem
+from polynimbus.intent.models import Intent
+from polynimbus.names import RESERVED_HOST_NAMES
+
+
+def _close(word: str, choices: list[str]) -> str:
+    match = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return f"did you mean {match[0]!r}? " if match else ""
+
+
+def chain_problems(intent: Intent) -> list[Problem]:
+    """All problems of ``intent``'s services and chains and of its IPv6 numbering.
+
+    Expects the sites to be numbered without problems.
+    """
+    out: list[Problem] = []
+    sites = {s.name: s for s in intent.sites}
+    site_names = list(sites)
+    seen: dict[str, int] = {}
+    for i, svc in enumerate(intent.services):
+        path = f"services[{i}]"
+        if svc.name in seen:
+            out.append(
+                Problem(
+                    f"{path}.name",
+                    f"duplicate service name {svc.name!r} (also services[{seen[svc.name]}])",
+                    "service names must be unique; rename one",
+                )
+            )
+        else:
+            seen[svc.name] = i
+        site = sites.get(svc.site)
+        if site is None:
+            out.append(
+                Problem(
+                    f"{path}.site",
+                    f"no site named {svc.site!r}",
+                    _close(svc.site, site_names) + "sites: " + ", ".join(site_names),
+                )
+            )
+        elif svc.name in {h.name for h in site.hosts} | RESERVED_HOST_NAMES:
+            out.append(
+                Problem(
+                    f"{path}.name",
+                    f"service {svc.name!r} has the name of a host or node of site {svc.site!r}",
+                    f"services and hosts share the exec targets {svc.site}/NAME; rename one",
+                )
+            )
+        if svc.function == "firewall":
+            if not svc.rules:
+                out.append(
+                    Problem(
+                        path,
+                        f"firewall {svc.name!r} has no rules",
+                        'add rules: ["tcp dport 5201 drop"], or use function: forward',
+                    )
+                )
+            if svc.mode == "sr-aware":
+                out.append(
+                    Problem(
+                        f"{path}.mode",
+                        f"firewall {svc.name!r} cannot be sr-aware: an SR-aware function sees "
+                        "SRv6 packets, whose inner header nftables rules do not match",
+                        "use mode: sr-unaware (the connector's proxy hands it the inner packets)",
+                    )
+                )
+        elif svc.rules:
+            out.append(
+                Problem(
+                    f"{path}.rules",
+                    f"rules are only for function: firewall (this is {svc.function!r})",
+                    "remove rules:, or set function: firewall",
+                )
+            )
+        if svc.function == "command" and not svc.command:
+            out.append(
+                Problem(
+                    path,
+                    f"command function {svc.name!r} has no command",
+                    'add command: "PROGRAM ARGS" (it runs in the function\'s namespace)',
+                )
+            )
+        elif svc.function != "command" and svc.command:
+            out.append(
+                Problem(
+                    f"{path}.command",
+                    f"command is only for function: command (this is {svc.function!r})",
+                    "remove command:, or set function: command",
+                )
+            )
+        if svc.mode == "sr-unaware" and not svc.forward:
+            out.append(
+                Problem(
+                    f"{path}.forward",
+                    f"sr-unaware function {svc.name!r} has no way to route packets back to the "
+                    "SR/VNF connector (forward: false)",
+                    "set forward: true (the kernel routes each chain's packets back by "
+                    "policy), or make it sr-aware and let the program handle SRv6 itself",
+                )
+            )
+        elif svc.mode == "sr-aware" and not svc.forward and svc.function != "command":
+            out.append(
+                Problem(
+                    f"{path}.forward",
+                    f"forward: false means a program handles SRv6 itself; {svc.name!r} is a "
+                    f"{svc.function!r} function",
+                    "remove forward:, or use function: command",
+                )
+            )
+        if len(set(svc.families)) != len(svc.families):
+            out.append(Problem(f"{path}.families", "a family is listed twice", "list each once"))
+
+    services = {s.name: s for s in intent.services}
+    seen = {}
+    for i, chain in enumerate(intent.chains):
+        path = f"chains[{i}]"
+        if chain.name in seen:
+            out.append(
+                Problem(
+                    f"{path}.name",
+                    f"duplicate chain name {chain.name!r} (also chains[{seen[chain.name]}])",
+                    "chain names must be unique; rename one",
+                )
+            )
+        else:
+            seen[chain.name] = i
+        ends = []
+        for key, value in (("from", chain.source), ("to", chain.to)):
+            site = _endpoint_problems(intent, f"{path}.{key}", value, out)
+            ends.append(site)
+        if ends[0] is not None and ends[0] == ends[1]:
+            out.append(
+                Problem(
+                    path,
+                    f"from and to are both in site {ends[0]!r}: traffic within a site never "
+                    "reaches the gateway that steers it",
+                    "chain endpoints must be in different sites",
+                )
+            )
+        listed: dict[str, int] = {}
+        for j, name in enumerate(chain.through):
+            tpath = f"{path}.through[{j}]"
+            svc = services.get(name)
+            if name in listed:
+                out.append(
+                    Problem(
+                        tpath,
+                        f"service {name!r} is listed twice in chain {chain.name!r} (also "
+                        f"through[{listed[name]}])",
+                        "a function appears at most once in a chain (seed 002 §II-C); "
+                        "declare a second service to pass a function twice",
+                    )
+                )
+                continue
+            listed[name] = j
+            if svc is None:
+                known = list(services)
+                out.append(
+                    Problem(
+                        tpath,
+                        f"no service named {name!r}",
+                        _close(name, known)
+                        + (
+                            "services: " + ", ".join(known)
+                            if known
+                            else "declare it under services:"
+                        ),
+                    )
+                )
+            elif chain.family not in svc.families:
+                out.append(
+                    Problem(
+                        tpath,
+                        f"service {name!r} carries {', '.join(svc.families)} only, and chain "
+                        f"{chain.name!r} is {chain.family}",
+                        f"add {chain.family} to the service's families:, or set the chain's "
+                        "family: to one it carries",
+                    )
+                )
+        m = chain.match
+        if m is not None and m.port is not None and m.protocol not in ("tcp", "udp"):
+            out.append(
+                Problem(
+                    f"{path}.match.port",
+                    "a port needs protocol: tcp or udp",
+                    "add protocol: tcp (or udp) to match:",
+                )
+            )
+        if chain.family == "ipv6" and intent.overlay.ipv6 is False:
+            out.append(
+                Problem(
+                    f"{path}.family",
+                    "an ipv6 chain needs an IPv6 overlay, and overlay.ipv6 is false",
+                    "remove overlay.ipv6: false, or set family: ipv4",
+                )
+            )
+    out += _ipv6_collisions(intent)
+    return out
+
+
+def _endpoint_problems(intent: Intent, path: str, value: str, out: list[Problem]) -> str | None:
+    """Check one chain endpoint; return its site's name when it names a known site."""
+    site_name, _, host = value.partition("/")
+    sites = {s.name: s for s in intent.sites}
+    site = sites.get(site_name)
+    if site is None:
+        out.append(
+            Problem(
+                path,
+                f"no site named {site_name!r}",
+                _close(site_name, list(sites))
+                + "write SITE/HOST or SITE; sites: "
+                + ", ".join(sites),
+            )
+        )
+        return None
+    hosts = [h.name for h in site.hosts]
+    if "/" in value:
+        if host not in hosts:
+            out.append(
+                Problem(
+                    path,
+                    f"site {site_name!r} has no host {host!r}",
+                    _close(host, hosts)
+                    + (f"hosts of {site_name}: " + ", ".join(hosts) if hosts else "no hosts"),
+                )
+            )
+            return site_name
+    elif not hosts:
+        out.append(
+            Problem(path, f"site {site_name!r} has no hosts", "add hosts to the site, or name one")
+        )
+    return site_name
+
+
+def _ipv6_collisions(intent: Intent) -> list[Problem]:
+    from polynimbus.numbering import ipv6_prefix, number_sites, sid_block
+
+    numbering, _ = number_sites(intent)
+    out: list[Problem] = []
+    checks = [("IPv6 prefix", ipv6_prefix)] if intent.dual_stack else []
+    if intent.uses_srv6:
+        checks.append(("SID block", sid_block))
+    for what, fn in checks:
+        seen: dict[str, int] = {}
+        for i, n in enumerate(numbering):
+            if n is None:
+                continue
+            key = fn(IPv4Network(n.block))
+            if key in seen:
+                out.append(
+                    Problem(
+                        f"sites[{i}]",
+                        f"site {intent.sites[i].name!r} would share the {what} {key} with "
+                        f"sites[{seen[key]}] ({intent.sites[seen[key]].name!r}): both take "
+                        "the digits of their IPv4 blocks' second and third octets",
+                        "give each site a block that differs in its second or third octet "
+                        "(or set overlay.ipv6: false and use no SRv6)",
+                    )
+                )
+            else:
+                seen[key] = i
+    return out
