@@ -207,14 +207,15 @@ def chain_problems(intent: Intent) -> list[Problem]:
                     "add protocol: tcp (or udp) to match:",
                 )
             )
-        if chain.family == "ipv6" and intent.overlay.ipv6 is False:
-            out.append(
-                Problem(
-                    f"{path}.family",
-                    "an ipv6 chain needs an IPv6 overlay, and overlay.ipv6 is false",
-                    "remove overlay.ipv6: false, or set family: ipv4",
-                )
+    if intent.uses_srv6 and intent.overlay.ipv6 is False:
+        out.append(
+            Problem(
+                "overlay.ipv6",
+                "SRv6 (srv6, services or chains) needs IPv6 in the overlay, and overlay.ipv6 "
+                "is false",
+                "remove overlay.ipv6: false",
             )
+        )
     out += _ipv6_collisions(intent)
     return out
 

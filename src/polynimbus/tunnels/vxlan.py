@@ -2,7 +2,10 @@
 
 Each tunnel has its own VNI (see :func:`polynimbus.plan.build.allocate_vnis`) and unicast
 remote. Overlay routes point at the peer gateway's overlay address, on-link through the
-tunnel device; the peer answers ARP for it (Linux answers for any local address).
+tunnel device; the peer answers ARP for it (Linux answers for any local address). On a
+dual-stack overlay each tunnel device also holds the gateway's IPv6 address (/128), so the
+peer's neighbour solicitations for it are answered (Linux answers those only for addresses
+of the receiving interface), and IPv6 prefixes route via the peer's IPv6 address.
 VXLAN has no authentication: the gateway's firewall admits its UDP port only from the
 peers' public addresses (see :mod:`polynimbus.render.nftables`).
 """
@@ -13,7 +16,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from polynimbus.names import vxlan_if
-from polynimbus.node import Item, Link, Route, VxlanParams
+from polynimbus.node import Address, Item, Link, Route, VxlanParams
 from polynimbus.tunnels.base import TRANSPORTS, TunnelBackend
 
 if TYPE_CHECKING:
@@ -48,8 +51,14 @@ class VxlanBackend(TunnelBackend):
                 vni=peer.vni, port=plan.port, local=site.public_address, remote=p.public_address
             )
             out.append(Link(ifname, "vxlan", mtu=plan.tunnel_mtu, vxlan=params))
+            if site.gateway_address6:
+                # the peer must answer neighbour solicitations for its address on the
+                # tunnel device itself (Linux answers only for the receiving interface)
+                out.append(Address(ifname, f"{site.gateway_address6}/128"))
             for d in peer.reaches:
-                out.append(
-                    Route(plan.sites[d].block, dev=ifname, via=p.gateway_address, onlink=True)
-                )
+                for prefix in plan.prefixes(d):
+                    v6 = ":" in prefix
+                    via = p.gateway_address6 if v6 else p.gateway_address
+                    assert via is not None
+                    out.append(Route(prefix, dev=ifname, via=via, onlink=True))
         return out
