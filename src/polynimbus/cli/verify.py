@@ -29,7 +29,7 @@ def gbps(v: float | None) -> str:
 def print_report(plan: Plan, report: VerifyReport) -> None:
     """Reachability (a matrix of RTTs in ms, or the failures) and the throughput table."""
     hosts = [f"{s.name}/{h.name}" for s in plan.sites for h in s.hosts]
-    cell = {(p.src, p.dst): p for p in report.pairs}
+    cell = {(p.src, p.dst): p for p in report.pairs if p.family == "ipv4"}
     if len(hosts) <= MATRIX_MAX_HOSTS:
         t = Table(title="Reachability: RTT in ms (row pings column)", title_justify="left")
         t.add_column("from \\ to")
@@ -47,10 +47,15 @@ def print_report(plan: Plan, report: VerifyReport) -> None:
                     row.append("[red]✗[/]")
             t.add_row(f"#{k + 1} {src}", *row)
         out.print(t)
-    n_ok = sum(p.reachable for p in report.pairs)
-    out.print(f"{n_ok}/{len(report.pairs)} host pairs reachable")
+    for fam, label in (("ipv4", "IPv4"), ("ipv6", "IPv6")):
+        pairs = [p for p in report.pairs if p.family == fam]
+        if pairs:
+            n_ok = sum(p.reachable for p in pairs)
+            out.print(f"{n_ok}/{len(pairs)} host pairs reachable over {label}")
     for p in report.unreachable:
-        out.print(f"[red]unreachable[/]: {p.src} -> {p.dst}")
+        out.print(f"[red]unreachable[/]: {p.src} -> {p.dst} ({p.family})")
+    if report.chains:
+        print_chains(report)
     for d in report.drift:
         out.print(f"[red]drift[/]: {escape(d)}", soft_wrap=True)
     if report.throughput:
@@ -76,6 +81,50 @@ def print_report(plan: Plan, report: VerifyReport) -> None:
         out.print(f"[yellow]warning[/]: {escape(w)}", soft_wrap=True)
 
 
+def print_chains(report: VerifyReport) -> None:
+    """The chains table: each direction, its probe, and each hop's packet count."""
+    t = Table(title="Service chains (packets each hop counted for the probe)", title_justify="left")
+    for col in ("chain", "direction", "probe", "path: hop (packets)", "ok"):
+        t.add_column(col)
+    for c in report.chains:
+        probe = []
+        if c.ping is not None:
+            probe.append("ping " + ("ok" if c.ping else "[red]failed[/]"))
+        if c.tcp_bps is not None:
+            probe.append(f"TCP {c.tcp_bps / 1e6:.0f} Mbit/s")
+        path = " -> ".join(
+            f"{h.site}/{h.node} {h.behaviour} ({h.packets})"
+            if h.packets > 0
+            else f"[red]{h.site}/{h.node} {h.behaviour} (0)[/]"
+            for h in c.hops
+        )
+        t.add_row(
+            c.chain,
+            f"{c.direction} ({c.family})",
+            ", ".join(probe) or "-",
+            f"{c.src} -> {path} -> {c.dst}",
+            "[green]yes[/]" if c.ok else "[red]no[/]",
+        )
+    out.print(t)
+    for c in report.chains:
+        for e in c.errors:
+            out.print(f"[red]chain {c.chain} {c.direction}[/]: {escape(e)}", soft_wrap=True)
+    iso = report.isolation
+    if iso is not None and iso.pairs:
+        if iso.ok:
+            out.print(
+                f"isolation: {len(iso.pairs)} host pairs outside every chain pinged; "
+                "no packet entered a function"
+            )
+        else:
+            for name, n in iso.entered.items():
+                if n:
+                    out.print(
+                        f"[red]isolation[/]: {n} packets outside every chain entered "
+                        f"function {name}"
+                    )
+
+
 def run_and_print(
     plan: Plan, throughput: bool, seconds: int, as_json: bool, drift: list[str] | None = None
 ) -> VerifyReport:
@@ -95,7 +144,8 @@ def run_and_print(
         task = bar.add_task("pinging every host from every host", total=None)
 
         def progress(text: str, i: int, n: int) -> None:
-            bar.update(task, description=f"iperf3 {i + 1}/{n}: {text}")
+            what = f"iperf3 {i + 1}/{n}: {text}" if n else text
+            bar.update(task, description=what)
 
         report = run_verify(
             plan, throughput=throughput, seconds=seconds, progress=progress, drift=drift
@@ -123,7 +173,14 @@ def verify(
     seconds: Seconds = 2,
     state_dir: StateDir = None,
 ) -> None:
-    """Ping every host from every other host; report reachability, RTT and drift.
+    """Ping every host from every other host; prove every service chain; report
+    reachability, RTT, chains and drift.
+
+    On a dual-stack overlay every pair is pinged over IPv4 and IPv6. Each SRv6 chain gets
+    a probe (ping and a bulk TCP transfer, as its match allows) and every hop's counter
+    must show it: the ingress gateway's classifier, each function in order, the egress
+    gateway's decapsulation; replies prove a symmetric chain's reverse direction. Host
+    pairs outside every chain are pinged and must add nothing to any function's counters.
 
     Drift: what differs between the running lab and the plan (a firewall table changed
     by hand, a missing route...), read from the kernel and compared item by item; 'up'

@@ -62,6 +62,15 @@ DECAP_MARK = 0x5F6
 """Firewall mark a gateway puts on packets to its decapsulating SIDs, so that their inner
 packets may be forwarded to the LAN whatever interface they arrived on."""
 PROTOCOLS = {"tcp": 6, "udp": 17}
+LINK_ICMPV6 = (
+    "nd-router-solicit",
+    "nd-router-advert",
+    "nd-neighbor-solicit",
+    "nd-neighbor-advert",
+    "mld-listener-query",
+    "mld-listener-report",
+    "mld2-listener-report",
+)
 GW_NFV = str(NFV_LINK6.network_address + 1)
 NFV_GW = str(NFV_LINK6.network_address + 2)
 
@@ -425,6 +434,18 @@ def render_function(plan: Plan, svc: ServicePlan) -> NodeModel:
                             f'counter comment "'
                             f'{counter_comment("function", svc.name, c.chain, c.direction)}"'
                         )
+    ifs = [names.NFV_IF] if svc.mode == "sr-aware" else [i for x in svc.links for i in x.fn_if]
+    if ifs:
+        # Everything else that enters the function (verify: no traffic outside a chain
+        # reaches it), neighbour discovery and multicast listener reports left out.
+        counters.append(
+            f"\t\ticmpv6 type {{ {', '.join(LINK_ICMPV6)} }} accept comment "
+            '"link-local neighbour discovery"'
+        )
+        counters.append(
+            f"\t\tiifname {{ {', '.join(f'{chr(34)}{i}{chr(34)}' for i in ifs)} }} counter "
+            f'comment "{counter_comment("entered", svc.name)}"'
+        )
     extra = ""
     if svc.function == "firewall":
         rules = "\n".join(f"\t\t{r}" for r in svc.rules)

@@ -26,6 +26,7 @@ class PairResult:
         reachable: at least one echo reply came back.
         rtt_ms: mean round-trip time of the replies in ms, or ``None``.
         loss: fraction of probes lost, 0.0 - 1.0.
+        family: ``ipv4`` or ``ipv6`` (a dual-stack overlay is checked in both).
     """
 
     src: str
@@ -33,6 +34,7 @@ class PairResult:
     reachable: bool
     rtt_ms: float | None
     loss: float
+    family: str = "ipv4"
 
 
 _LINE = re.compile(r"^(\S+)\s+:\s+(.*)$")
@@ -87,7 +89,8 @@ def require_host_pairs(plan: Plan) -> None:
 def ping_all(
     plan: Plan, count: int = 3, interval_ms: int = 20, timeout_ms: int = 1000
 ) -> list[PairResult]:
-    """Ping every host from every other host through the lab, one fping per source host.
+    """Ping every host from every other host through the lab, one fping per source host
+    and family (IPv6 too on a dual-stack overlay).
 
     Args:
         count: echo requests per pair.
@@ -95,7 +98,8 @@ def ping_all(
         timeout_ms: how long to wait for each reply, in ms (fping ``-t``).
 
     Returns:
-        one result per ordered pair of distinct hosts, sources in plan order.
+        one result per ordered pair of distinct hosts and family, sources in plan order,
+        IPv4 first.
 
     Raises:
         VerifyError: fewer than two hosts; an fping did not finish within
@@ -103,12 +107,16 @@ def ping_all(
             not run: a missing namespace, a bad argument).
     """
     require_host_pairs(plan)
-    hosts = [(s.name, h.name, h.address) for s in plan.sites for h in s.hosts]
-    by_addr = {addr: f"{site}/{host}" for site, host, addr in hosts}
+    hosts = [(s.name, h.name, h.address, "ipv4") for s in plan.sites for h in s.hosts]
+    if plan.ipv6:
+        hosts += [
+            (s.name, h.name, h.address6, "ipv6") for s in plan.sites for h in s.hosts if h.address6
+        ]
+    by_addr = {addr: f"{site}/{host}" for site, host, addr, _ in hosts}
 
-    def from_host(src: tuple[str, str, str]) -> list[PairResult]:
-        site, host, addr = src
-        targets = [a for _, _, a in hosts if a != addr]
+    def from_host(src: tuple[str, str, str, str]) -> list[PairResult]:
+        site, host, addr, family = src
+        targets = [a for _, _, a, f in hosts if a != addr and f == family]
         ns = names.host_ns(plan.name, site, host)
         argv = ["fping", "-C", str(count), "-q", "-p", str(interval_ms), "-t", str(timeout_ms)]
         res = run_in_ns(
@@ -137,6 +145,7 @@ def ping_all(
                     reachable=bool(got),
                     rtt_ms=round(sum(got) / len(got), 3) if got else None,
                     loss=round(1 - len(got) / max(len(vals), 1), 3),
+                    family=family,
                 )
             )
         return out

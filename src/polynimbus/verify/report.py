@@ -7,7 +7,14 @@ Shape (``polynimbus.verify/v2``, see ``docs/plan-schema.md``)::
                 "rtt_ms": float|null, "loss": float}],
      "throughput": [{"src": SITE, "dst": SITE, "overlay_bps": float|null,
                      "underlay_bps": float|null, "ratio": float|null}],
+     "chains": [{"chain", "direction", "family", "src", "dst", "ok", "ping", "tcp_bps",
+                 "hops": [{"kind", "site", "node", "behaviour", "sid", "segments",
+                           "packets"}], "errors": [str]}],
+     "isolation": {"ok": bool, "pairs": [[SRC, DST, FAMILY]], "entered": {SERVICE: int}},
      "drift": [str], "warnings": [str]}
+
+``pairs`` has a ``family`` (``ipv4``/``ipv6``) per entry; ``chains`` and ``isolation`` are
+empty without SRv6 chains.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from polynimbus import capabilities
 from polynimbus.errors import LabNotFoundError
 from polynimbus.plan.model import Plan
 from polynimbus.targets.lab import list_lab_namespaces
+from polynimbus.verify.chains import ChainResult, IsolationResult, verify_chains
 from polynimbus.verify.reachability import PairResult, ping_all, require_host_pairs
 from polynimbus.verify.throughput import (
     Progress,
@@ -48,11 +56,20 @@ class VerifyReport:
     throughput: list[ThroughputResult] = field(default_factory=list)
     drift: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    chains: list[ChainResult] = field(default_factory=list)
+    isolation: IsolationResult | None = None
 
     @property
     def ok(self) -> bool:
-        """True when there is at least one pair, every pair reaches, and there is no drift."""
-        return bool(self.pairs) and all(p.reachable for p in self.pairs) and not self.drift
+        """True when there is at least one pair, every pair reaches, every chain direction
+        passed, no traffic outside a chain entered a function, and there is no drift."""
+        return (
+            bool(self.pairs)
+            and all(p.reachable for p in self.pairs)
+            and not self.drift
+            and all(c.ok for c in self.chains)
+            and (self.isolation is None or self.isolation.ok)
+        )
 
     @property
     def unreachable(self) -> list[PairResult]:
@@ -66,6 +83,14 @@ class VerifyReport:
             "ok": self.ok,
             "pairs": [asdict(p) for p in self.pairs],
             "throughput": [{**asdict(t), "ratio": t.ratio} for t in self.throughput],
+            "chains": [c.to_dict() for c in self.chains],
+            "isolation": {
+                "ok": self.isolation.ok,
+                "pairs": [list(p) for p in self.isolation.pairs],
+                "entered": dict(self.isolation.entered),
+            }
+            if self.isolation is not None
+            else None,
             "drift": list(self.drift),
             "warnings": list(self.warnings),
         }
@@ -78,11 +103,14 @@ def run_verify(
     progress: Progress | None = None,
     drift: list[str] | None = None,
 ) -> VerifyReport:
-    """Check the running lab of ``plan``: all-pairs ping, and iperf3 when ``throughput``.
+    """Check the running lab of ``plan``: all-pairs ping (both families on a dual-stack
+    overlay), every SRv6 chain (:mod:`polynimbus.verify.chains`), and iperf3 when
+    ``throughput``.
 
     Args:
         seconds: length of each iperf3 flow, in s: a whole number >= 1.
-        progress: optional callable ``(text, index, total)``, before each site pair.
+        progress: optional callable ``(text, index, total)``, before each site pair and
+            each chain probe (``total`` 0).
         drift: differences between the live lab and the plan, found by the caller; stored
             in the report (a non-empty list makes ``ok`` False).
 
@@ -102,6 +130,14 @@ def run_verify(
     if not list_lab_namespaces(plan.name):
         raise LabNotFoundError(f"the lab {plan.name!r} is not up", "run: polynimbus up FILE")
     report = VerifyReport(plan.name, pairs=ping_all(plan), drift=list(drift or []))
+    if plan.srv6 is not None and plan.srv6.chains:
+        capabilities.require_tools(["nft", "iperf3"])
+
+        def chain_progress(text: str) -> None:
+            if progress is not None:
+                progress(text, 0, 0)
+
+        report.chains, report.isolation = verify_chains(plan, chain_progress)
     if throughput:
         report.throughput = measure_pairs(plan, seconds, progress, report.warnings)
     return report

@@ -1,0 +1,97 @@
+"""``polynimbus trace FILE CHAIN [--json]``: the path a probe of a chain really took."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from polynimbus import capabilities
+from polynimbus.cli.app import IntentFile, app, err, handle_errors, out
+from polynimbus.errors import LabNotFoundError, VerifyError
+from polynimbus.intent import load_intent
+from polynimbus.plan import build_plan
+from polynimbus.targets.lab import list_lab_namespaces
+from polynimbus.verify.chains import ChainResult, probe_chain
+
+
+def print_trace(results: list[ChainResult]) -> None:
+    """Each direction as a numbered hop list: node, behaviour, SID or segment list,
+    packets the probe added there."""
+    for r in results:
+        t = Table(
+            title=f"chain {r.chain}, {r.direction} ({r.family}): {r.src} -> {r.dst}",
+            title_justify="left",
+        )
+        for col in ("#", "node", "what happens", "SID / segment list", "packets"):
+            t.add_column(col, justify="right" if col in ("#", "packets") else "left")
+        for i, h in enumerate(r.hops, 1):
+            where = f"{h.site}/{h.node}"
+            detail = h.sid or ""
+            if h.segments:
+                detail = (detail + " " if detail else "") + "push [" + ", ".join(h.segments) + "]"
+            n = str(h.packets) if h.packets > 0 else "[red]0[/]"
+            t.add_row(str(i), where, h.behaviour, detail, n)
+        out.print(t)
+        probe = []
+        if r.ping is not None:
+            probe.append("ping " + ("answered" if r.ping else "[red]not answered[/]"))
+        if r.tcp_bps is not None:
+            probe.append(f"bulk TCP {r.tcp_bps / 1e6:.0f} Mbit/s")
+        out.print("probe: " + (", ".join(probe) or "UDP datagrams"))
+        for e in r.errors:
+            out.print(f"[red]problem[/]: {escape(e)}", soft_wrap=True)
+
+
+@app.command()
+@handle_errors
+def trace(
+    file: IntentFile,
+    chain: Annotated[str, typer.Argument(help="The chain's name.", show_default=False)],
+    json_: Annotated[bool, typer.Option("--json", help="Print the hops as JSON.")] = False,
+) -> None:
+    """Send a probe through a service chain and print the path it really took, hop by hop.
+
+    The probe is what the chain steers (a ping and a short bulk TCP transfer, as its match
+    allows), from its first source host to its first destination host. Each hop is read
+    from counters in the lab, before and after the probe: the ingress gateway and the
+    segment list it pushes, each function in order (SR-aware: End; SR-unaware: the
+    connector's proxy decapsulates to it and re-encapsulates what comes back), and the
+    egress gateway's decapsulation. Replies show a symmetric chain's reverse direction.
+
+    Example: polynimbus trace examples/service-chain.yaml web-v4
+
+    Exit status: 0 every hop saw the probe; 1 a hop saw nothing, or trace could not run
+    (not root, the lab not up, no such chain); 2 an invalid intent or command line.
+    """
+    plan = build_plan(load_intent(file))
+    capabilities.require_root("trace")
+    capabilities.require_tools(["ip", "nft", "iperf3", "ping"])
+    if not list_lab_namespaces(plan.name):
+        raise LabNotFoundError(f"the lab {plan.name!r} is not up", f"run: polynimbus up {file}")
+    if plan.srv6 is None or chain not in plan.srv6.chain_names():
+        known = plan.srv6.chain_names() if plan.srv6 else []
+        raise VerifyError(
+            f"no chain named {chain!r} in {file}",
+            "chains: " + ", ".join(known) if known else "the intent has no chains:",
+        )
+    with err.status(f"probing chain {chain}", spinner="dots") if not json_ else _Null():
+        results = probe_chain(plan, chain)
+    if json_:
+        sys.stdout.write(json.dumps([r.to_dict() for r in results], indent=2) + "\n")
+    else:
+        print_trace(results)
+    if not all(r.ok for r in results):
+        raise typer.Exit(1)
+
+
+class _Null:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
