@@ -15,7 +15,8 @@ from polynimbus.targets.lab import list_lab_namespaces, list_labs
 
 
 def resolve_node(target: str, lab: str | None) -> str:
-    """The namespace of ``TARGET`` (``SITE/HOST``, ``SITE/gateway`` or ``internet``).
+    """The namespace of ``TARGET`` (``SITE/HOST``, ``SITE/gateway``, ``SITE/nfv`` (the NFV
+    node), ``SITE/SERVICE`` (a network function) or ``internet``).
 
     Raises:
         LabNotFoundError: no lab is up, several are and ``lab`` is not given, or no such node.
@@ -59,7 +60,11 @@ def _node_name(ns: str, lab: str) -> str:
 @handle_errors
 def exec_(
     target: Annotated[
-        str, typer.Argument(help="SITE/HOST, SITE/gateway or internet.", show_default=False)
+        str,
+        typer.Argument(
+            help="SITE/HOST, SITE/gateway, SITE/nfv, SITE/SERVICE or internet.",
+            show_default=False,
+        ),
     ],
     command: Annotated[
         list[str] | None,
@@ -69,7 +74,8 @@ def exec_(
 ) -> None:
     """Run a command inside a lab node, like 'docker exec'.
 
-    TARGET is SITE/HOST, SITE/gateway or internet. --lab may come before or after TARGET;
+    TARGET is SITE/HOST, SITE/gateway, SITE/nfv (the NFV node of a site with service
+    chains), SITE/SERVICE (a network function) or internet. --lab may come before or after TARGET;
     '--' then starts the command (needed when the command has options of its own, e.g.
     '-h', which would otherwise be taken as the command).
     Exits with the command's status.

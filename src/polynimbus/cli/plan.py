@@ -32,10 +32,13 @@ def print_plan(plan: Plan) -> None:
         t.add_row(
             s.name,
             s.provider,
-            s.block,
-            s.gateway_address,
-            s.public_address,
-            ", ".join(f"{h.name} {h.address}" for h in s.hosts) or "-",
+            s.block + (f"\n{s.block6}" if s.block6 else ""),
+            s.gateway_address + (f"\n{s.gateway_address6}" if s.gateway_address6 else ""),
+            s.public_address + (f"\n{s.public_address6}" if s.public_address6 else ""),
+            ", ".join(
+                f"{h.name} {h.address}" + (f" {h.address6}" if h.address6 else "") for h in s.hosts
+            )
+            or "-",
         )
     out.print(t)
     t = Table(title="Tunnels", title_justify="left")
@@ -61,6 +64,39 @@ def print_plan(plan: Plan) -> None:
                 r["next_hop"],
             )
     out.print(t)
+    if plan.srv6 is not None:
+        print_srv6(plan)
+
+
+def print_srv6(plan: Plan) -> None:
+    """SID blocks, every SID with its behaviour, and each chain's segment lists."""
+    sr = plan.srv6
+    assert sr is not None
+    how = "inside the tunnels" if sr.carrier == "tunnels" else "in clear over the underlay"
+    out.print(
+        f"SRv6: carried {how}; SID blocks " + ", ".join(f"{k} {v}" for k, v in sr.blocks.items())
+    )
+    t = Table(title="SIDs", title_justify="left")
+    for col in ("SID", "site", "node", "behaviour", "for"):
+        t.add_column(col)
+    for x in sr.sids:
+        what = f"{x.chain} {x.direction}" if x.chain else "decapsulate to the site"
+        t.add_row(x.sid, x.site, x.node, x.behaviour, what)
+    out.print(t)
+    t = Table(title="Chains (segment lists in travel order)", title_justify="left")
+    for col in ("chain", "direction", "classify at", "match", "sub-paths: pusher [segments]"):
+        t.add_column(col)
+    for c in sr.chains:
+        match = f"{' '.join(c.src)} -> {' '.join(c.dst)}"
+        if c.protocol:
+            match += f" {c.protocol}"
+        if c.dport:
+            match += f" dport {c.dport}"
+        if c.sport:
+            match += f" sport {c.sport}"
+        subs = "\n".join(f"{who} [{', '.join(segs)}]" for who, segs in c.subpaths)
+        t.add_row(c.chain, f"{c.direction} ({c.family})", c.ingress, match, subs)
+    out.print(t)
 
 
 @app.command()
@@ -78,7 +114,8 @@ def plan(
     """Show the plan: numbering plan, tunnels, routes with transit, MTU and MSS.
 
     Each site's block, its gateway and host addresses, which gateways peer, each gateway's
-    routes (with transit), tunnel MTU and TCP MSS. Pure: touches nothing.
+    routes (with transit), tunnel MTU and TCP MSS. With SRv6 service chains: every SID
+    with its behaviour and each chain's segment lists. Pure: touches nothing.
     """
     p = build_plan(load_intent(file))
     if json_:

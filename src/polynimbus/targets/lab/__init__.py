@@ -103,7 +103,8 @@ class LabTarget:
         for ns in spaces:
             r = Resource(ns, Netns())
             out[r.key] = r
-        running = processes.observe(spaces, out)
+        argvs = frozenset(tuple(r.item.argv) for r in desired if isinstance(r.item, Process))
+        running = processes.observe(spaces, out, argvs)
 
         def read_netlink(ns: str) -> tuple[netlink.NodeLinks, dict[Key, Resource]]:
             found: dict[Key, Resource] = {}

@@ -1,4 +1,5 @@
-"""Long-running processes of the lab's nodes (``wireguard-go`` today).
+"""Long-running processes of the lab's nodes (``wireguard-go``, and the programs of
+``command`` network functions).
 
 A process belongs to a node when it runs in the node's namespace. It is started detached
 (``setsid -f``) so it outlives ``polynimbus`` and init reaps it; it is found again through
@@ -29,21 +30,30 @@ def name_of(argv: tuple[str, ...]) -> str:
     return f"{os.path.basename(argv[0])}:{argv[-1]}"
 
 
-def running(spaces: Iterable[str]) -> dict[str, list[procs.Proc]]:
-    """Our daemons running in each of ``spaces``, by namespace."""
+def running(
+    spaces: Iterable[str], argvs: frozenset[tuple[str, ...]] = frozenset()
+) -> dict[str, list[procs.Proc]]:
+    """Our processes running in each of ``spaces``, by namespace: the daemons we start
+    (:data:`DAEMONS`) and any whose command line is exactly one of ``argvs`` (the
+    programs of ``command`` functions, which the node model names)."""
     inodes = {procs.netns_inode(n): n for n in spaces}
     inodes.pop(None, None)
     out: dict[str, list[procs.Proc]] = {}
     for p in procs.processes():
         ns = inodes.get(p.netns_inode)
-        if ns is not None and os.path.basename(p.argv[0]) in DAEMONS:
+        if ns is None or not p.argv:
+            continue
+        if os.path.basename(p.argv[0]) in DAEMONS or tuple(p.argv) in argvs:
             out.setdefault(ns, []).append(p)
     return out
 
 
-def observe(spaces: list[str], out: dict[Key, Resource]) -> dict[str, list[procs.Proc]]:
-    """Add the processes running in ``spaces`` to ``out``; return them by namespace."""
-    found = running(spaces)
+def observe(
+    spaces: list[str], out: dict[Key, Resource], argvs: frozenset[tuple[str, ...]] = frozenset()
+) -> dict[str, list[procs.Proc]]:
+    """Add the processes running in ``spaces`` to ``out``; return them by namespace.
+    ``argvs``: command lines of wanted processes besides :data:`DAEMONS`."""
+    found = running(spaces, argvs)
     for ns, plist in found.items():
         for p in plist:
             r = Resource(ns, Process(name_of(p.argv), p.argv))
@@ -84,11 +94,16 @@ def start(ns: str, item: Process, log_dir: Path) -> None:
         )
 
 
-def wait_for(ns: str, item_name: str, timeout_s: float = START_TIMEOUT_S) -> bool:
+def wait_for(
+    ns: str,
+    item_name: str,
+    timeout_s: float = START_TIMEOUT_S,
+    argvs: frozenset[tuple[str, ...]] = frozenset(),
+) -> bool:
     """Wait until a process called ``item_name`` runs in ``ns``; False on timeout."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if any(name_of(p.argv) == item_name for p in running([ns]).get(ns, [])):
+        if any(name_of(p.argv) == item_name for p in running([ns], argvs).get(ns, [])):
             return True
         time.sleep(0.02)
     return False
@@ -96,7 +111,8 @@ def wait_for(ns: str, item_name: str, timeout_s: float = START_TIMEOUT_S) -> boo
 
 def stop(ns: str, item: Process) -> None:
     """Stop the processes called like ``item`` in ``ns`` (absent is fine)."""
-    pids = [p.pid for p in running([ns]).get(ns, []) if name_of(p.argv) == item.name]
+    found = running([ns], frozenset({tuple(item.argv)})).get(ns, [])
+    pids = [p.pid for p in found if name_of(p.argv) == item.name]
     procs.stop(pids)
 
 
