@@ -20,10 +20,9 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from polynimbus.intent import load_intent
 from polynimbus.keys import KeyPair, from_private
+from polynimbus.node import NftTable
 from polynimbus.plan import Plan, build_plan
 from polynimbus.render.gateway import render_gateway
-from polynimbus.render.nftables import render_gateway_ruleset
-from polynimbus.tunnels import get_transport
 from polynimbus.tunnels.wireguard import render_wg_config
 
 HERE = Path(__file__).resolve().parent
@@ -49,16 +48,14 @@ def render_all(example: Path) -> dict[str, str]:
     """File name -> content of every golden file of one example."""
     plan = build_plan(load_intent(example))
     keys = test_keys(plan)
-    backend = get_transport(plan.transport)
     files = {"plan.json": plan.to_json()}
     for site in plan.sites:
         if plan.transport == "wireguard":
             files[f"{site.name}.wg.conf"] = render_wg_config(plan, site, keys)
         model = render_gateway(plan, site, keys, wireguard_impl="userspace", netem=False)
         files[f"{site.name}.node.json"] = json.dumps(model.to_dict(), indent=1) + "\n"
-        files[f"{site.name}.nft"] = render_gateway_ruleset(
-            plan, site, backend.ifname_pattern(plan, site)
-        )
+        [table] = model.of(NftTable)
+        files[f"{site.name}.nft"] = table.ruleset
     return files
 
 

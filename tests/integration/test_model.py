@@ -57,7 +57,9 @@ def shaped(text: str, name: str, transport: str) -> str:
 
 
 CASES = [
-    (e, t) for e in ("prestocloud", "federation", "aws-regions") for t in ("wireguard", "vxlan")
+    (e, t)
+    for e in ("prestocloud", "federation", "aws-regions", "service-chain")
+    for t in ("wireguard", "vxlan")
 ]
 
 

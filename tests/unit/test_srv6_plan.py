@@ -425,11 +425,6 @@ def test_underlay_carrier_keeps_the_sid_block_out_of_the_tunnels() -> None:
         assert not any(ip.startswith("5f00:") for p in dumped["peers"] for ip in p["allowed_ips"])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Plan.routes gives every prefix the peer's IPv4 gateway address as next_hop, "
-    "IPv6 /64 and SID /48 included (the VXLAN routes use gateway_address6)",
-)
 def test_routes_of_ipv6_prefixes_have_an_ipv6_next_hop() -> None:
     plan = build_plan(load_intent(EXAMPLE))
     for s in plan.sites:
@@ -501,11 +496,6 @@ def test_ipv6_without_srv6_is_dual_stack_without_sids() -> None:
 # --- validation details found while writing these tests ---------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="partial semantics drop a structurally invalid service, then a valid chain "
-    "through it reports 'no service named' a service the file declares",
-)
 def test_partial_semantics_know_invalid_services() -> None:
     text = (
         "name: p\n"
@@ -524,11 +514,6 @@ def test_partial_semantics_know_invalid_services() -> None:
     assert not any("no service named 'mon'" in m for m in messages), messages
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="semantic problems are not sorted by line: overlay.ipv6 (line 4) comes after "
-    "the chains' problems although IntentError promises file order",
-)
 def test_semantic_problems_are_in_file_order() -> None:
     text = (
         "name: p\n"

@@ -310,11 +310,6 @@ def test_the_sr_domain_is_closed_at_the_wan(carrier: str) -> None:
             assert "saddr" not in drop
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the gateway's general MSS clamp (plan.mss, computed for IPv4) also applies to "
-    "IPv6 SYNs in the inet table: 20 bytes too large for the tunnel on a dual-stack overlay",
-)
 @pytest.mark.parametrize("transport", ["wireguard", "vxlan"])
 def test_ipv6_mss_clamp_fits_the_tunnel(transport: str) -> None:
     plan, _ = lab(variant("tunnels", transport))

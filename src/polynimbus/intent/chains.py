@@ -145,10 +145,9 @@ def chain_problems(intent: Intent) -> list[Problem]:
             )
         else:
             seen[chain.name] = i
-        ends = []
+        ends: list[str | None] = []
         for key, value in (("from", chain.source), ("to", chain.to)):
-            site = _endpoint_problems(intent, f"{path}.{key}", value, out)
-            ends.append(site)
+            ends.append(_endpoint_problems(intent, f"{path}.{key}", value, out))
         if ends[0] is not None and ends[0] == ends[1]:
             out.append(
                 Problem(
@@ -161,7 +160,7 @@ def chain_problems(intent: Intent) -> list[Problem]:
         listed: dict[str, int] = {}
         for j, name in enumerate(chain.through):
             tpath = f"{path}.through[{j}]"
-            svc = services.get(name)
+            target = services.get(name)
             if name in listed:
                 out.append(
                     Problem(
@@ -174,7 +173,7 @@ def chain_problems(intent: Intent) -> list[Problem]:
                 )
                 continue
             listed[name] = j
-            if svc is None:
+            if target is None:
                 known = list(services)
                 out.append(
                     Problem(
@@ -188,11 +187,11 @@ def chain_problems(intent: Intent) -> list[Problem]:
                         ),
                     )
                 )
-            elif chain.family not in svc.families:
+            elif chain.family not in target.families:
                 out.append(
                     Problem(
                         tpath,
-                        f"service {name!r} carries {', '.join(svc.families)} only, and chain "
+                        f"service {name!r} carries {', '.join(target.families)} only, and chain "
                         f"{chain.name!r} is {chain.family}",
                         f"add {chain.family} to the service's families:, or set the chain's "
                         "family: to one it carries",

@@ -164,6 +164,10 @@ def _problems_from_pydantic(
             hint = "list at least one site under sites:"
         elif kind in ("model_type", "model_attributes_type", "dict_type"):
             msg = f"expected a mapping, got {type(inp).__name__}"
+        elif kind == "list_type":
+            msg = f"expected a list, got {inp!r}"
+            if isinstance(inp, str | int | float):
+                hint = f"write it in brackets: [{inp}]"
         else:
             msg = e["msg"]
             if inp is not None and not isinstance(inp, dict | list):
@@ -223,6 +227,7 @@ def load_intent_text(text: str, source: str | None = None) -> Intent:
                 problems[i] = Problem(
                     p.path, p.message, p.hint, _line_of(lines, _parse_path(p.path))
                 )
+        problems.sort(key=lambda p: p.line or 0)  # file order (stable within a line)
         raise IntentError(problems, source)
     return intent
 
@@ -286,9 +291,17 @@ def _partial_semantics(data: dict[str, Any], lines: dict[PathKey, int]) -> list[
         chains=[c for _, c in chains],
     )
     extra = {"services": [i for i, _ in services], "chains": [i for i, _ in chains]}
+    raw_services = data.get("services")
+    declared = {
+        s["name"]
+        for s in (raw_services if isinstance(raw_services, list) else [])
+        if isinstance(s, dict) and isinstance(s.get("name"), str)
+    }
     for p in semantic_problems(intent, site_indices=indices, item_indices=extra):
         if p.message.startswith("duplicate site name"):
             continue  # checked above over every site, valid or not
+        if any(p.message == f"no service named {n!r}" for n in declared):
+            continue  # declared, but with a structural problem reported above
         out.append(Problem(p.path, p.message, p.hint, _line_of(lines, _parse_path(p.path))))
     return out
 

@@ -237,6 +237,10 @@ ServiceFunction = Literal["forward", "firewall", "command"]
 Family = Literal["ipv4", "ipv6"]
 
 
+def _both_families() -> list[Family]:
+    return ["ipv4", "ipv6"]
+
+
 class ServiceSpec(_Model):
     """A network function, in its own namespace on its site's NFV node (seed 002 §III).
 
@@ -264,7 +268,7 @@ class ServiceSpec(_Model):
     rules: list[str] = Field(default_factory=list)
     command: str | list[str] | None = None
     forward: bool = True
-    families: list[Family] = Field(default_factory=lambda: ["ipv4", "ipv6"], min_length=1)
+    families: list[Family] = Field(default_factory=lambda: _both_families(), min_length=1)
 
     @field_validator("name")
     @classmethod

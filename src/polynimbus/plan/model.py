@@ -285,7 +285,8 @@ class Plan:
         """A gateway's overlay routes: ``[{prefix, via, next_hop, transit}]`` by peer.
 
         ``via`` is the peer site carrying the prefix, ``next_hop`` its gateway's overlay
-        address, ``transit`` True when the destination is not the peer itself.
+        address (its IPv6 address for IPv6 prefixes), ``transit`` True when the
+        destination is not the peer itself.
         """
         out = []
         for peer in site.peers:
@@ -297,7 +298,9 @@ class Plan:
                             "prefix": prefix,
                             "destination": self.sites[d].name,
                             "via": via.name,
-                            "next_hop": via.gateway_address,
+                            "next_hop": via.gateway_address6
+                            if ":" in prefix and via.gateway_address6
+                            else via.gateway_address,
                             "transit": d != peer.site,
                         }
                     )

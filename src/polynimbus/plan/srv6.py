@@ -496,7 +496,11 @@ def build_srv6(intent: Intent, sites: tuple[SitePlan, ...], carrier_mtu: int) ->
         dst_site, dst = _endpoint(c.to, by_name, c.family)
         protocol = c.match.protocol if c.match else None
         port = c.match.port if c.match else None
-        todo = [(0, src_site, dst_site, src, dst, list(c.through), port, None)]
+        todo: list[
+            tuple[
+                int, str, str, tuple[str, ...], tuple[str, ...], list[str], int | None, int | None
+            ]
+        ] = [(0, src_site, dst_site, src, dst, list(c.through), port, None)]
         if c.symmetric:
             todo.append((1, dst_site, src_site, dst, src, list(reversed(c.through)), None, port))
         for d, ingress, egress, s_pref, d_pref, through, dport, sport in todo:

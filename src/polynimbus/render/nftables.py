@@ -6,7 +6,8 @@
   derivable from site names: a source filter is all that keeps strangers' frames out.)
 - It masquerades its hosts' traffic to the internet (seed 003 §3.2.3.4).
 - It forwards between its LAN and the tunnels, and between tunnels (transit).
-- It clamps the MSS of TCP SYNs crossing a tunnel to the tunnel MTU minus 40 bytes.
+- It clamps the MSS of TCP SYNs crossing a tunnel to the tunnel MTU minus 40 bytes (IPv4),
+  minus 60 (IPv6, on a dual-stack overlay).
 - An empty, timed set ``underlay_probe`` lets ``verify --throughput`` open one TCP port to
   one peer for a minute; nothing else is ever opened.
 
@@ -46,8 +47,8 @@ _TEMPLATE = """table {family} {table} {{
 
 \tchain forward {{
 \t\ttype filter hook forward priority filter; policy drop;
-\t\toifname "{tun}" tcp flags syn / syn,rst tcp option maxseg size > {mss} tcp option maxseg size set {mss} comment "MSS clamp"
-\t\tiifname "{tun}" tcp flags syn / syn,rst tcp option maxseg size > {mss} tcp option maxseg size set {mss} comment "MSS clamp"
+{mss6}\t\toifname "{tun}" {v4only}tcp flags syn / syn,rst tcp option maxseg size > {mss} tcp option maxseg size set {mss} comment "MSS clamp"
+\t\tiifname "{tun}" {v4only}tcp flags syn / syn,rst tcp option maxseg size > {mss} tcp option maxseg size set {mss} comment "MSS clamp"
 {forward_extra}\t\tct state established,related accept
 \t\tct state invalid drop
 \t\tiifname "{lan}" accept
@@ -105,6 +106,15 @@ def render_gateway_ruleset(
         block=site.block,
         forward_extra=forward_extra,
         extra_chains=extra_chains,
+        v4only="meta nfproto ipv4 " if plan.ipv6 else "",
+        mss6="".join(
+            f'\t\t{d}ifname "{tunnel_ifname_pattern}" meta nfproto ipv6 tcp flags syn / syn,rst '
+            f"tcp option maxseg size > {plan.mss - 20} tcp option maxseg size set "
+            f'{plan.mss - 20} comment "MSS clamp (IPv6)"\n'
+            for d in ("o", "i")
+        )
+        if plan.ipv6
+        else "",
         input_extra=input_extra,
     )
 

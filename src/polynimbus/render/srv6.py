@@ -241,7 +241,17 @@ def gateway_srv6(
             + "\n".join(clamps)
             + "\n\t}\n"
         )
-    forward = [
+    forward = []
+    if sr.carrier == "tunnels":
+        # A tunnel admits only its peer's sources (WireGuard's AllowedIPs), but End keeps
+        # the outer source of whoever encapsulated: a packet from site A through an
+        # SR-aware function in B to C would reach C from peer B with A's source. The SRH
+        # does not cover the source address, so each gateway writes its own.
+        forward.append(
+            f'\t\toifname "{tun_pattern}" ip6 daddr {SID_SPACE} ip6 saddr set '
+            f'{tunnel_source(plan, site, "gateway")} comment "SRv6 leaves with our source"'
+        )
+    forward += [
         f'\t\tmeta mark {DECAP_MARK:#x} oifname "{lan}" accept comment "decapsulated by a SID"',
         f'\t\tiifname {{ "{lan}", "{tun_pattern}" }} ip6 daddr {SID_SPACE} accept '
         'comment "SRv6 (the SR domain is closed in srv6_prerouting)"',
@@ -282,7 +292,7 @@ def render_nfv(plan: Plan, site: SitePlan) -> NodeModel:
         TunnelSource(tunnel_source(plan, site, "nfv")),
     )
     counters: list[str] = []
-    by_chain = {}
+    by_chain: dict[str, list[ChainDirection]] = {}
     for c in sr.chains:
         by_chain.setdefault(c.chain, []).append(c)
     for svc in sr.services:

@@ -350,8 +350,9 @@ def _udp_probe(src_ns: str, addr: str, port: int) -> float | None:
 
 
 def isolation(plan: Plan, progress: Callable[[str], None] | None = None) -> IsolationResult:
-    """Ping every host pair (both families) whose ICMP no chain steers, and count what
-    entered each function meanwhile: it must be nothing."""
+    """Ping every host pair (both families) whose ICMP no chain steers in either direction
+    (the echo reply of a one-way chain's destination is steered), and count what entered
+    each function meanwhile: it must be nothing."""
     sr = plan.srv6
     assert sr is not None
     hosts = [(s, h) for s in plan.sites for h in s.hosts]
@@ -363,7 +364,12 @@ def isolation(plan: Plan, progress: Callable[[str], None] | None = None) -> Isol
                     continue
                 a = h1.address if fam == "ipv4" else h1.address6
                 b = h2.address if fam == "ipv4" else h2.address6
-                if not any(_steers_icmp(c, a, b, fam) for c in sr.chains):
+                if a is None or b is None:
+                    continue
+                # neither the echo request nor its reply may be steered
+                if not any(
+                    _steers_icmp(c, a, b, fam) or _steers_icmp(c, b, a, fam) for c in sr.chains
+                ):
                     pairs.append(((s1, h1), (s2, h2), fam))
     result = IsolationResult()
     if not pairs:
