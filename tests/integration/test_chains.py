@@ -98,12 +98,47 @@ def test_every_chain_combination_is_proved_by_verify(lab, carrier: str, transpor
     assert set(report["isolation"]["entered"]) == {"legacy", "aware"}
 
 
-def test_verify_fails_when_a_function_stops_forwarding(lab) -> None:
-    """Negative control for the counters: a chain whose function drops everything fails."""
+def test_verify_fails_when_a_function_stops_forwarding_or_traffic_leaks(lab) -> None:
+    """Negative controls for the counters: traffic outside every chain steered into a
+    function by hand fails the isolation check; a function that stops forwarding fails
+    its chains."""
     name = "it-ch-broken"
-    path = lab.write(matrix_intent(name, "tunnels"), f"{name}.yaml")
+    text = matrix_intent(name, "tunnels")
+    path = lab.write(text, f"{name}.yaml")
     sdir = lab.state(name)
     assert run_cli("up", str(path), "--state-dir", str(sdir)).returncode == 0
+    plan = build_plan(lab.intent(text))
+    assert plan.srv6 is not None
+    c1 = next(c for c in plan.srv6.chains if c.chain == "c1-v4" and c.direction == "forward")
+    a_h2 = plan.site("a").hosts[1].address
+    m = plan.site("b").hosts[0].address
+    gw = names.gateway_ns(name, "a")
+    # steer a/h2 -> b/m (outside every chain) into the legacy function by hand
+    for cmd in (
+        [
+            "ip",
+            "route",
+            "add",
+            f"{m}/32",
+            "table",
+            "777",
+            "encap",
+            "seg6",
+            "mode",
+            "encap",
+            "segs",
+            c1.segments[0],
+            "dev",
+            "wan0",
+        ],
+        ["ip", "rule", "add", "pref", "777", "iif", "lan0", "from", a_h2, "to", m, "lookup", "777"],
+    ):
+        subprocess.run(["ip", "netns", "exec", gw, *cmd], check=True)
+    res = run_cli("verify", str(path), "--state-dir", str(sdir), "--json")
+    assert res.returncode == 1, res.stdout
+    iso = json.loads(res.stdout)["isolation"]
+    assert not iso["ok"] and iso["entered"]["legacy"] > 0 and iso["entered"]["aware"] == 0
+    subprocess.run(["ip", "netns", "exec", gw, "ip", "rule", "del", "pref", "777"], check=True)
     fn = names.service_ns(name, "b", "legacy")
     subprocess.run(
         ["ip", "netns", "exec", fn, "sysctl", "-qw", "net.ipv4.ip_forward=0"], check=True

@@ -110,8 +110,11 @@ def print_chains(report: VerifyReport) -> None:
         for e in c.errors:
             out.print(f"[red]chain {c.chain} {c.direction}[/]: {escape(e)}", soft_wrap=True)
     iso = report.isolation
+    for name, n in (iso.control if iso is not None else {}).items():
+        if not n:
+            out.print(f"[red]isolation[/]: function {name}'s counter saw no chain probe either")
     if iso is not None and iso.pairs:
-        if iso.ok:
+        if not any(iso.entered.values()):
             out.print(
                 f"isolation: {len(iso.pairs)} host pairs outside every chain pinged; "
                 "no packet entered a function"

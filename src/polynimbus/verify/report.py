@@ -10,7 +10,8 @@ Shape (``polynimbus.verify/v2``, see ``docs/plan-schema.md``)::
      "chains": [{"chain", "direction", "family", "src", "dst", "ok", "ping", "tcp_bps",
                  "hops": [{"kind", "site", "node", "behaviour", "sid", "segments",
                            "packets"}], "errors": [str]}],
-     "isolation": {"ok": bool, "pairs": [[SRC, DST, FAMILY]], "entered": {SERVICE: int}},
+     "isolation": {"ok": bool, "pairs": [[SRC, DST, FAMILY]], "entered": {SERVICE: int},
+                   "control": {SERVICE: int}},
      "drift": [str], "warnings": [str]}
 
 ``pairs`` has a ``family`` (``ipv4``/``ipv6``) per entry; ``chains`` and ``isolation`` are
@@ -88,6 +89,7 @@ class VerifyReport:
                 "ok": self.isolation.ok,
                 "pairs": [list(p) for p in self.isolation.pairs],
                 "entered": dict(self.isolation.entered),
+                "control": dict(self.isolation.control),
             }
             if self.isolation is not None
             else None,
