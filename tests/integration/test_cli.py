@@ -27,7 +27,7 @@ from tests.integration.conftest import leftovers, three_sites
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 POLYNIMBUS = VENV_BIN / "polynimbus"
-EXAMPLE_LABS = ("prestocloud", "federation", "aws-regions")
+EXAMPLE_LABS = ("prestocloud", "federation", "aws-regions", "service-chain")
 # the README and --help commands wait this long for labs of other people's tests to go
 # (exec without --lab needs the example lab to be the only one on the host)
 OTHER_LABS_WAIT_S = 120
@@ -112,15 +112,27 @@ def readme_commands() -> list[str]:
 
 def help_commands() -> list[str]:
     """Every ``polynimbus ...`` command line in the --help of the program and each command,
-    in order. Synopsis lines with the FILE placeholder get examples/prestocloud.yaml."""
+    in order. Synopsis lines with the FILE placeholder get examples/prestocloud.yaml (FILE
+    CHAIN: the chain example and one of its chains)."""
     out: list[str] = []
-    for sub in ([], ["validate"], ["plan"], ["up"], ["verify"], ["exec"], ["down"], ["demo"]):
+    for sub in (
+        [],
+        ["validate"],
+        ["plan"],
+        ["up"],
+        ["verify"],
+        ["trace"],
+        ["exec"],
+        ["down"],
+        ["demo"],
+    ):
         text = ok(pn(*sub, "--help")).stdout
         for raw in text.splitlines():
             line = raw.strip().strip("│").strip()
             if not line.startswith("polynimbus "):
                 continue
             cmd = re.split(r"\s{2,}", line)[0]  # "polynimbus up FILE   build it ..." -> cmd
+            cmd = re.sub(r"\bFILE CHAIN\b", "examples/service-chain.yaml web-v4", cmd)
             cmd = re.sub(r"\bFILE\b", "examples/prestocloud.yaml", cmd)
             assert not re.search(r"\b[A-Z]{3,}\b", cmd), f"unrunnable help line: {line!r}"
             out.append(cmd)
@@ -188,6 +200,13 @@ def test_readme_and_help_commands_run_as_written(example_labs: dict[str, str]) -
                 continue  # run last: down and demo take the lab away
             if not list_lab_namespaces("prestocloud"):
                 ok(pn("up", "examples/prestocloud.yaml", env=env))
+            if line.startswith("polynimbus trace"):  # a chain needs the chain example's lab
+                ok(pn("up", "examples/service-chain.yaml", env=env))
+                try:
+                    run_doc_command(line, env, mine)
+                finally:
+                    ok(pn("down", "examples/service-chain.yaml", env=env))
+                continue
             run_doc_command(line, env, mine)
         for line in helps:
             if line.startswith("polynimbus down"):
@@ -453,6 +472,10 @@ def test_make_demo_end_to_end(tmp_path: Path) -> None:
         assert res.returncode == 0, f"{res.stdout}\n{res.stderr}"
         assert "lab 'prestocloud' removed" in res.stdout
         assert "20/20 host pairs reachable" in " ".join(res.stdout.split())
+        assert "lab 'service-chain' removed" in res.stdout
+        assert "4/4 chain directions proved" in res.stdout
     finally:
         pn("down", "--lab", "prestocloud", env=env)
+        pn("down", "--lab", "service-chain", env=env)
     assert leftovers("prestocloud", sdir) == []
+    assert leftovers("service-chain", tmp_path / "xdg" / "polynimbus" / "service-chain") == []
