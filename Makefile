@@ -63,6 +63,8 @@ bench: deps venv
 	$(BIN)/python bench/plan_scale.py
 	$(BIN)/python bench/lab_cycle.py
 	$(BIN)/python bench/throughput_ratio.py
+	$(BIN)/python bench/chain_campaign.py
+	$(BIN)/python bench/chain_rate.py
 
 # Re-pin constraints.txt from a fresh resolution (then review the diff and run make test).
 lock:

@@ -386,3 +386,36 @@ def test_down_removes_nfv_nodes_and_functions(lab, tmp_path: Path) -> None:
     res = run_cli("down", str(path), "--state-dir", str(sdir))
     assert res.returncode == 0, res.stderr
     assert list_lab_namespaces(name) == []
+
+
+def test_a_command_function_runs_its_program_and_converges(lab) -> None:
+    """An SR-unaware ``command`` function: its program runs in the function's namespace,
+    a second up neither restarts nor duplicates it, the chain still works through it
+    (the kernel forwards), and down stops it."""
+    name = "it-ch-cmd"
+    text = matrix_intent(name, "tunnels").replace(
+        "  - {name: legacy, site: b, mode: sr-unaware, function: forward}",
+        '  - {name: legacy, site: b, mode: sr-unaware, function: command, command: "sleep 86399"}',
+    )
+    assert "sleep 86399" in text
+    intent = lab.intent(text)
+    sdir = lab.state(name)
+    assert lab_up(intent, sdir).changed
+    from polynimbus import procs
+
+    def sleepers() -> list[int]:
+        fn = procs.netns_inode(names.service_ns(name, "b", "legacy"))
+        return [
+            p.pid for p in procs.processes() if p.argv == ("sleep", "86399") and p.netns_inode == fn
+        ]
+
+    first = sleepers()
+    assert len(first) == 1
+    second = lab_up(intent, sdir)
+    assert not second.changed, [c.describe() for c in second.changes]
+    assert sleepers() == first
+    path = lab.write(text, f"{name}.yaml")
+    res = run_cli("trace", str(path), "c1-v4", "--json")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert run_cli("down", str(path), "--state-dir", str(sdir)).returncode == 0
+    assert sleepers() == []
