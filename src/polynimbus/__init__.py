@@ -5,4 +5,4 @@ deterministic numbering plan, overlay graph, routes, MTU) -> ``render`` (text ar
 the lab's desired resources) -> ``apply`` (observe, diff, change a target) -> ``verify``.
 """
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
