@@ -107,6 +107,16 @@ def _check_same_state_dir(lab: str, sdir: Path, found: str) -> None:
         )
 
 
+def intent_yaml(intent: Intent) -> str:
+    """``intent`` as YAML that loads back to an equal intent (what ``up`` keeps)."""
+    import yaml
+
+    data = intent.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return "# the intent of the last polynimbus up of this lab\n" + yaml.safe_dump(
+        data, sort_keys=False
+    )
+
+
 def lab_up(
     intent: Intent,
     state_dir: Path | None = None,
@@ -136,6 +146,7 @@ def lab_up(
         if not dry_run:
             state.prepare(sdir, plan.name)
             state.record_state_dir(plan.name, sdir)
+            state.save_intent(sdir, intent_yaml(intent))
         desired, warnings = desired_lab(plan, sdir, rotate_keys, dry_run)
         target = get_target("lab", state_dir=sdir)
         result = apply(target, plan.name, desired, progress=progress, dry_run=dry_run)

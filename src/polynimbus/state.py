@@ -14,6 +14,8 @@ on removal). A directory without the marker, or with another lab's, is refused w
 - ``.polynimbus-state``: the marker (0600), written by ``prepare``;
 - ``keys/``: ``SITE.key`` (0600) and transient ``.*.tmp``, written by ``keys.KeyStore``;
 - ``run/``: ``IF.log`` and ``*.pid``, written by the lab target;
+- ``intent.yaml``: the intent of the last ``up`` (0600), so that commands given only a
+  lab's name (``trace CHAIN``) know its plan;
 - ``lock``: the per-directory lock file of older versions; transient ``.*.tmp``.
 
 Anything else found in it was put there by someone else and is left alone by ``remove``.
@@ -52,7 +54,10 @@ SUBDIRS: dict[str, tuple[str, ...]] = {
 }
 """Subdirectories polynimbus creates, with the patterns of the regular files it puts in them."""
 
-TOP_FILES: tuple[str, ...] = (MARKER, "lock", ".*.tmp")
+INTENT_FILE = "intent.yaml"
+"""The intent of the lab's last ``up``, in its state directory."""
+
+TOP_FILES: tuple[str, ...] = (MARKER, INTENT_FILE, "lock", ".*.tmp")
 """Patterns of the regular files polynimbus creates at the top of its state directory."""
 
 OWNED = {"subdirs": SUBDIRS, "files": TOP_FILES}
@@ -560,6 +565,24 @@ def record_state_dir(lab: str, path: Path) -> None:
         _mkdir_private(reg.parent)
         _check_private_dir(reg.parent, "lab registry")
     write_private_file(reg, os.path.abspath(path) + "\n")
+
+
+def save_intent(path: Path, text: str) -> None:
+    """Keep the intent of an ``up`` (YAML text) in state directory ``path`` (0600 from its
+    first byte, replaced atomically).
+
+    Raises:
+        OSError: the directory is not writable.
+    """
+    write_private_file(path / INTENT_FILE, text)
+
+
+def saved_intent(path: Path) -> str | None:
+    """The intent text :func:`save_intent` kept in ``path``, or ``None``. Read-only."""
+    try:
+        return (path / INTENT_FILE).read_text(encoding="utf-8")
+    except OSError:
+        return None
 
 
 def recorded_state_dir(lab: str) -> Path | None:

@@ -192,8 +192,10 @@ def test_the_example_firewall_blocks_its_port_end_to_end_through_the_chain(lab) 
         assert addr is not None
         assert _iperf(client, server, addr, 5201), f"port 5201 to {addr} must pass"
         assert not _iperf(client, server, addr, 5202), f"port 5202 to {addr} must be blocked"
-    # the trace shows the path: ingress, fw (proxy), connector, mon, egress
-    res = run_cli("trace", str(path), "web-v4", "--json")
+    # the trace shows the path: ingress, fw (proxy), connector, mon, egress; given the lab
+    # by name, it reads the intent the lab's up kept
+    assert (sdir / "intent.yaml").stat().st_mode & 0o777 == 0o600
+    res = run_cli("trace", "web-v4", "--lab", name, "--json")
     assert res.returncode == 0, res.stdout + res.stderr
     fwd = json.loads(res.stdout)[0]
     assert [(h["node"], h["kind"]) for h in fwd["hops"]] == [
@@ -203,6 +205,9 @@ def test_the_example_firewall_blocks_its_port_end_to_end_through_the_chain(lab) 
         ("mon", "function"),
         ("gateway", "egress"),
     ]
+    res = run_cli("trace", str(path), "no-such-chain")
+    assert res.returncode == 1 and "no chain named 'no-such-chain'" in res.stderr
+    assert "web-v4" in res.stderr and "Traceback" not in res.stderr
 
 
 SENDER = """

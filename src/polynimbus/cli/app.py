@@ -23,7 +23,7 @@ app = typer.Typer(
         "  polynimbus plan FILE       see the numbering plan, tunnels and routes\n\n"
         "  polynimbus up FILE         build it in the emulated multi-cloud lab\n\n"
         "  polynimbus verify FILE     prove every host reaches every other, every chain works\n\n"
-        "  polynimbus trace FILE CHAIN  the path a chain's probe really took\n\n"
+        "  polynimbus trace FILE CHAIN   the path a chain's probe really took\n\n"
         "  polynimbus down FILE       remove it\n\n"
         "Or just: polynimbus demo"
     ),

@@ -1,21 +1,23 @@
-"""``polynimbus trace FILE CHAIN [--json]``: the path a probe of a chain really took."""
+"""``polynimbus trace [FILE] CHAIN [--json] [--lab NAME]``: the path a probe of a chain
+really took."""
 
 from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from polynimbus import capabilities
-from polynimbus.cli.app import IntentFile, app, err, handle_errors, out
+from polynimbus import capabilities, state
+from polynimbus.cli.app import app, err, handle_errors, out
 from polynimbus.errors import LabNotFoundError, VerifyError
-from polynimbus.intent import load_intent
+from polynimbus.intent import Intent, load_intent, load_intent_text
 from polynimbus.plan import build_plan
-from polynimbus.targets.lab import list_lab_namespaces
+from polynimbus.targets.lab import list_lab_namespaces, list_labs
 from polynimbus.verify.chains import ChainResult, probe_chain
 
 
@@ -50,9 +52,18 @@ def print_trace(results: list[ChainResult]) -> None:
 @app.command()
 @handle_errors
 def trace(
-    file: IntentFile,
-    chain: Annotated[str, typer.Argument(help="The chain's name.", show_default=False)],
+    args: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="[FILE] CHAIN",
+            help="The chain's name, after the intent file (or alone: the running lab's).",
+            show_default=False,
+        ),
+    ],
     json_: Annotated[bool, typer.Option("--json", help="Print the hops as JSON.")] = False,
+    lab: Annotated[
+        str | None, typer.Option("--lab", help="The lab, when several are up (CHAIN alone).")
+    ] = None,
 ) -> None:
     """Send a probe through a service chain and print the path it really took, hop by hop.
 
@@ -63,20 +74,45 @@ def trace(
     connector's proxy decapsulates to it and re-encapsulates what comes back), and the
     egress gateway's decapsulation. Replies show a symmetric chain's reverse direction.
 
-    Example: polynimbus trace examples/service-chain.yaml web-v4
+    With CHAIN alone, the lab is the one running (or --lab NAME) and its plan comes from
+    the intent its last up kept in its state directory.
+
+    Examples:
+
+      polynimbus trace examples/service-chain.yaml web-v4
+
+      polynimbus trace web-v6 --lab service-chain
 
     Exit status: 0 every hop saw the probe; 1 a hop saw nothing, or trace could not run
     (not root, the lab not up, no such chain); 2 an invalid intent or command line.
     """
-    plan = build_plan(load_intent(file))
+    if len(args) == 2:
+        file: Path | None = Path(args[0])
+        chain = args[1]
+    elif len(args) == 1:
+        file, chain = None, args[0]
+    else:
+        raise typer.BadParameter(
+            f"expected [FILE] CHAIN, got {len(args)} arguments "
+            "(e.g. polynimbus trace examples/service-chain.yaml web-v4)",
+            param_hint="[FILE] CHAIN",
+        )
     capabilities.require_root("trace")
+    if file is not None:
+        plan = build_plan(load_intent(file))
+        where = str(file)
+    else:
+        plan = build_plan(running_intent(lab))
+        where = f"lab {plan.name!r}"
     capabilities.require_tools(["ip", "nft", "iperf3", "ping"])
     if not list_lab_namespaces(plan.name):
-        raise LabNotFoundError(f"the lab {plan.name!r} is not up", f"run: polynimbus up {file}")
+        raise LabNotFoundError(
+            f"the lab {plan.name!r} is not up", f"run: polynimbus up {file or 'FILE'}"
+        )
     if plan.srv6 is None or chain not in plan.srv6.chain_names():
         known = plan.srv6.chain_names() if plan.srv6 else []
         raise VerifyError(
-            f"no chain named {chain!r} in {file}",
+            f"no chain named {chain!r} in {where}",
             "chains: " + ", ".join(known) if known else "the intent has no chains:",
         )
     with err.status(f"probing chain {chain}", spinner="dots") if not json_ else _Null():
@@ -87,6 +123,39 @@ def trace(
         print_trace(results)
     if not all(r.ok for r in results):
         raise typer.Exit(1)
+
+
+def running_intent(lab: str | None) -> Intent:
+    """The intent of a running lab (``lab``, or the only one up), as its last ``up``
+    kept it.
+
+    Raises:
+        LabNotFoundError: no lab is up, several are and ``lab`` is not given, or the lab
+            has no kept intent (brought up by polynimbus 0.2 or older).
+        IntentError: the kept intent no longer validates.
+    """
+    labs = list_labs()
+    if lab is None:
+        if not labs:
+            raise LabNotFoundError("no lab is up", "run: polynimbus up FILE")
+        if len(labs) > 1:
+            raise LabNotFoundError(
+                f"several labs are up ({', '.join(labs)})", "choose one with --lab NAME"
+            )
+        lab = labs[0]
+    elif lab not in labs:
+        raise LabNotFoundError(
+            f"the lab {lab!r} is not up",
+            f"labs up: {', '.join(labs)}" if labs else "run: polynimbus up FILE",
+        )
+    sdir = state.recorded_state_dir(lab)
+    text = state.saved_intent(sdir) if sdir is not None else None
+    if text is None:
+        raise LabNotFoundError(
+            f"the lab {lab!r} kept no intent in its state directory",
+            "give the intent file: polynimbus trace FILE CHAIN",
+        )
+    return load_intent_text(text, str(sdir / state.INTENT_FILE) if sdir else None)
 
 
 class _Null:
