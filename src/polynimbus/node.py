@@ -372,6 +372,7 @@ class Route(Item):
         via: gateway address, or ``None`` for an on-link route.
         onlink: the gateway is on the link even without a matching prefix.
         encap: a :class:`Seg6Encap` or :class:`Seg6Local`, or ``None``.
+        mtu: the path MTU of the route in bytes (``RTAX_MTU``), or ``None``.
     """
 
     dst: str
@@ -382,6 +383,7 @@ class Route(Item):
     via: str | None = None
     onlink: bool = False
     encap: Seg6Encap | Seg6Local | None = None
+    mtu: int | None = None
     family: Family = field(default=4, init=False)
     kind: ClassVar[str] = "route"
     rank: ClassVar[int] = 5

@@ -21,6 +21,7 @@ go. Blocks smaller than /24 that share a /24 probe the next free index, in file 
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
@@ -354,3 +355,49 @@ def underlay6_pair(index: int) -> tuple[str, str]:
     """(internet-side, gateway) IPv6 of the underlay /64 at ``index`` (2001:db8:I::/64)."""
     net = int(IPv6Network(UNDERLAY6_SPACE).network_address) + (index << 64)
     return str(IPv6Address(net + 1)), str(IPv6Address(net + 2))
+
+
+# --- SRv6 ids (issue 6) -------------------------------------------------------------
+
+CHAIN_ID_BITS = 13
+"""Bits of a chain's id: its SIDs' 6th group, its rules' priorities and tables."""
+SERVICE_ID_BITS = 16
+"""Bits of a service's id: its SIDs' 5th group."""
+LINK_ID_BITS = 12
+"""Bits of a connector link's id (per NFV node): its interface names and addresses."""
+
+
+def stable_id(name: str, bits: int, salt: str) -> int:
+    """A name's id in 1..2^bits-1: SHA-256 of ``salt + name``. It depends on nothing else,
+    so adding or removing other names never moves it; two names with one id are a
+    validation error (:func:`id_collisions`)."""
+    digest = hashlib.sha256((salt + name).encode()).digest()
+    return 1 + int.from_bytes(digest[:4], "big") % (2**bits - 1)
+
+
+def chain_id(name: str) -> int:
+    """A chain's id (:data:`CHAIN_ID_BITS`)."""
+    return stable_id(name, CHAIN_ID_BITS, "chain|")
+
+
+def service_id(name: str) -> int:
+    """A service's id (:data:`SERVICE_ID_BITS`)."""
+    return stable_id(name, SERVICE_ID_BITS, "service|")
+
+
+def link_id(service: str, chain: str) -> int:
+    """The id of the connector link of ``service`` for ``chain`` (:data:`LINK_ID_BITS`)."""
+    return stable_id(f"{service}|{chain}", LINK_ID_BITS, "link|")
+
+
+def id_collisions(keys: list[tuple[str, int]]) -> list[tuple[str, str]]:
+    """Pairs ``(first, later)`` of distinct keys with the same id, in the given order (a
+    key given twice is a duplicate, reported as such elsewhere, not a collision)."""
+    seen: dict[int, str] = {}
+    out: list[tuple[str, str]] = []
+    for key, value in keys:
+        if value in seen and seen[value] != key:
+            out.append((seen[value], key))
+        else:
+            seen[value] = key
+    return out

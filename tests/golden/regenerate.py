@@ -54,8 +54,9 @@ def render_all(example: Path) -> dict[str, str]:
             files[f"{site.name}.wg.conf"] = render_wg_config(plan, site, keys)
         model = render_gateway(plan, site, keys, wireguard_impl="userspace", netem=False)
         files[f"{site.name}.node.json"] = json.dumps(model.to_dict(), indent=1) + "\n"
-        [table] = model.of(NftTable)
-        files[f"{site.name}.nft"] = table.ruleset
+        for table in model.of(NftTable):  # the gateway's table, and pn-srv6 with chains
+            suffix = "" if table.table == "polynimbus" else f".{table.table}"
+            files[f"{site.name}{suffix}.nft"] = table.ruleset
     return files
 
 

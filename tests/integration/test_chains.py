@@ -22,16 +22,30 @@ import pytest
 from polynimbus import names
 from polynimbus.orchestrate import lab_up
 from polynimbus.plan import build_plan
-from polynimbus.plan.srv6 import DX4, gateway_sid
+from polynimbus.plan.srv6 import DX4, DX6, gateway_sid
 from tests.conftest import EXAMPLES
 
 CLI = [sys.executable, "-c", "from polynimbus.cli import main; main()"]
 
 
+EXTRA_CHAINS = """  - {name: c5-v4, from: a/h5, to: c/h5, through: [legacy, legacy2],
+     symmetric: true}
+  - {name: c6-v6, from: a/h6, to: c, through: [edge], family: ipv6, symmetric: true}
+  - name: c7-v4
+    from: a/h7
+    to: c/h7
+    through: [legacy]
+    symmetric: true
+    match: {protocol: udp, port: 5300}
+"""
+"""Two SR-unaware functions in a row; a function in the egress site (and a whole site as
+the destination); a symmetric UDP chain (its probe needs an echo)."""
+
+
 def matrix_intent(name: str, carrier: str, transport: str = "wireguard") -> str:
     """Three sites; four host pairs a_i -> c_i, each with an IPv4 and an IPv6 chain:
     pair 1 SR-unaware symmetric, 2 SR-aware symmetric, 3 SR-unaware one-way, 4 SR-aware
-    one-way (8 chains, 12 directions)."""
+    one-way (8 chains, 12 directions); then :data:`EXTRA_CHAINS`."""
     chains = []
     for i, (svc, sym) in enumerate(
         [("legacy", True), ("aware", True), ("legacy", False), ("aware", False)], 1
@@ -51,14 +65,16 @@ overlay:
   transport: {transport}
   srv6: {{carrier: {carrier}}}
 sites:
-  - {{name: a, provider: aws, hosts: [h1, h2, h3, h4]}}
+  - {{name: a, provider: aws, hosts: [h1, h2, h3, h4, h5, h6, h7]}}
   - {{name: b, provider: azure, hosts: [m]}}
-  - {{name: c, provider: gcp, hosts: [h1, h2, h3, h4]}}
+  - {{name: c, provider: gcp, hosts: [h1, h2, h3, h4, h5, h6, h7]}}
 services:
   - {{name: legacy, site: b, mode: sr-unaware, function: forward}}
   - {{name: aware, site: b, mode: sr-aware, function: forward}}
+  - {{name: legacy2, site: b, mode: sr-unaware, function: forward}}
+  - {{name: edge, site: c, mode: sr-aware, function: forward}}
 chains:
-{"".join(chains)}"""
+{"".join(chains)}{EXTRA_CHAINS}"""
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -66,7 +82,13 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.parametrize(
-    "carrier,transport", [("tunnels", "wireguard"), ("underlay", "wireguard"), ("tunnels", "vxlan")]
+    "carrier,transport",
+    [
+        ("tunnels", "wireguard"),
+        ("underlay", "wireguard"),
+        ("tunnels", "vxlan"),
+        ("underlay", "vxlan"),
+    ],
 )
 def test_every_chain_combination_is_proved_by_verify(lab, carrier: str, transport: str) -> None:
     name = f"it-ch-{carrier[:2]}-{transport[:2]}"
@@ -81,21 +103,28 @@ def test_every_chain_combination_is_proved_by_verify(lab, carrier: str, transpor
     seen = {(c["chain"], c["direction"]) for c in report["chains"]}
     expected = {(f"c{i}-{f}", "forward") for i in range(1, 5) for f in ("v4", "v6")}
     expected |= {(f"c{i}-{f}", "reverse") for i in (1, 2) for f in ("v4", "v6")}
+    expected |= {(c, d) for c in ("c5-v4", "c6-v6", "c7-v4") for d in ("forward", "reverse")}
     assert seen == expected
+    unaware = ["function", "proxy"]  # the proxy decapsulates to it, the connector re-encaps
+    paths = {"1": unaware, "2": ["function"], "3": unaware, "4": ["function"]}
+    paths |= {"5": unaware + unaware, "6": ["function"], "7": unaware}
     for c in report["chains"]:
         assert c["ok"], c
-        assert c["ping"] is True and c["tcp_bps"] > 0, c
+        if c["chain"] == "c7-v4":  # UDP only: datagrams to an echo responder
+            assert c["ping"] is None and c["tcp_bps"] is None and c["udp_echoed"] > 0, c
+        else:
+            assert c["ping"] is True and c["tcp_bps"] > 0, c
         kinds = [h["kind"] for h in c["hops"]]
-        svc = "legacy" if c["chain"][1] in "13" else "aware"
-        # an SR-unaware function: proxy decapsulates, function, connector re-encapsulates
-        expect = ["function", "proxy"] if svc == "legacy" else ["function"]
-        assert kinds == ["ingress", *expect, "egress"], c
+        assert kinds == ["ingress", *paths[c["chain"][1]], "egress"], c
         assert all(h["packets"] > 0 for h in c["hops"]), c
+    c5 = next(c for c in report["chains"] if c["chain"] == "c5-v4" and c["direction"] == "reverse")
+    assert [h["node"] for h in c5["hops"] if h["kind"] == "function"] == ["legacy2", "legacy"]
     assert {p["family"] for p in report["pairs"]} == {"ipv4", "ipv6"}
     assert all(p["reachable"] for p in report["pairs"])
     # traffic outside every chain (h1 <-> m, ...) was probed and entered no function
     assert report["isolation"]["ok"] and report["isolation"]["pairs"]
-    assert set(report["isolation"]["entered"]) == {"legacy", "aware"}
+    assert set(report["isolation"]["entered"]) == {"legacy", "aware", "legacy2", "edge"}
+    assert all(n > 0 for n in report["isolation"]["control"].values())
 
 
 def test_verify_fails_when_a_function_stops_forwarding_or_traffic_leaks(lab) -> None:
@@ -213,11 +242,13 @@ def test_the_example_firewall_blocks_its_port_end_to_end_through_the_chain(lab) 
 SENDER = """
 import sys
 from scapy.all import IP, UDP, IPv6, IPv6ExtHdrSegmentRouting, Raw, send
-src, sid, inner_dst, marker = sys.argv[1:5]
+src, sid, inner_src, inner_dst, marker = sys.argv[1:6]
+v6 = ":" in inner_dst
+inner = IPv6(src=inner_src, dst=inner_dst) if v6 else IP(src=inner_src, dst=inner_dst)
 pkt = (
     IPv6(src=src, dst=sid)
-    / IPv6ExtHdrSegmentRouting(addresses=[sid], segleft=0, lastentry=0, nh=4)
-    / IP(src="10.99.99.99", dst=inner_dst)
+    / IPv6ExtHdrSegmentRouting(addresses=[sid], segleft=0, lastentry=0, nh=41 if v6 else 4)
+    / inner
     / UDP(sport=4444, dport=9999)
     / Raw(marker.encode())
 )
@@ -250,9 +281,22 @@ def _capture(ns: str, seconds: float) -> subprocess.Popen[str]:
     )
 
 
-def _send(ns: str, src: str, sid: str, inner: str, marker: str) -> None:
+def _send(ns: str, src: str, sid: str, inner_src: str, inner: str, marker: str) -> None:
     subprocess.run(
-        ["ip", "netns", "exec", ns, sys.executable, "-c", SENDER, src, sid, inner, marker],
+        [
+            "ip",
+            "netns",
+            "exec",
+            ns,
+            sys.executable,
+            "-c",
+            SENDER,
+            src,
+            sid,
+            inner_src,
+            inner,
+            marker,
+        ],
         check=True,
         timeout=30,
     )
@@ -260,82 +304,155 @@ def _send(ns: str, src: str, sid: str, inner: str, marker: str) -> None:
 
 @pytest.mark.parametrize("carrier", ["tunnels", "underlay"])
 def test_the_sr_domain_is_closed_to_the_internet(lab, carrier: str) -> None:
-    """RFC 8754 §5.1: an SRv6 packet to a gateway's End.DX4 SID, sent from the internet
-    (a non-peer address), never delivers its inner packet to the site's host; the same
-    packet from a peer gateway does (positive control, in the same capture)."""
+    """RFC 8754 §5.1: an SRv6 packet sent from the internet (a non-peer address) to any
+    SID -- a gateway's End.DX4 and End.DX6, an NFV node's End.AS proxy -- never delivers
+    its inner packet to a host; the same packets from a peer gateway do (positive control,
+    in the same captures)."""
     name = f"it-ch-dom-{carrier[:2]}"
     text = matrix_intent(name, carrier)
     path = lab.write(text, f"{name}.yaml")
     sdir = lab.state(name)
     assert run_cli("up", str(path), "--state-dir", str(sdir)).returncode == 0
     plan = build_plan(lab.intent(text))
-    c = plan.site("c")
+    assert plan.srv6 is not None
+    c, a = plan.site("c"), plan.site("a")
     assert c.sid_block is not None
-    sid = gateway_sid(c.sid_block, DX4)
-    host = c.hosts[0]
+    h1 = c.hosts[0]
+    assert h1.address6 is not None
+    proxy = next(x for x in plan.srv6.chains if x.chain == "c1-v4" and x.direction == "forward")
+    # (SID, inner source, inner destination, the host namespace that would receive it)
+    targets = [
+        ("DX4", gateway_sid(c.sid_block, DX4), "10.99.99.99", h1.address, h1.name),
+        ("DX6", gateway_sid(c.sid_block, DX6), "fd00:99::99", h1.address6, h1.name),
+        ("ASP", proxy.segments[0], a.hosts[0].address, h1.address, h1.name),
+    ]
     inet = names.internet_ns(name)
     a_gw = names.gateway_ns(name, "a")
-    a = plan.site("a")
     # a source address on the internet router that is no gateway's
     subprocess.run(
         ["ip", "-n", inet, "addr", "add", "2001:db8:ffff::66/128", "dev", "lo"], check=True
     )
+    b = plan.site("b")
     if carrier == "tunnels":
-        # the internet needs a route to the SID for the attack to reach the gateway
-        uplink = names.uplink_if(c.site_id)
-        subprocess.run(
-            ["ip", "-n", inet, "-6", "addr", "add", "2001:db8:eeee::1/64", "dev", uplink],
-            check=True,
-        )
-        subprocess.run(
-            [
-                "ip",
-                "-n",
-                names.gateway_ns(name, "c"),
-                "-6",
-                "addr",
-                "add",
-                "2001:db8:eeee::2/64",
-                "dev",
-                "wan0",
-            ],
-            check=True,
-        )
-        subprocess.run(
-            ["ip", "-n", inet, "-6", "route", "add", c.sid_block, "via", "2001:db8:eeee::2"],
-            check=True,
-        )
+        # give the internet routes to the SID blocks, so the attack reaches the gateways
+        for site, k in ((c, "c"), (b, "b")):
+            uplink = names.uplink_if(site.site_id)
+            net = f"2001:db8:eee{k}::"
+            subprocess.run(
+                ["ip", "-n", inet, "-6", "addr", "add", f"{net}1/64", "dev", uplink], check=True
+            )
+            gw = names.gateway_ns(name, site.name)
+            subprocess.run(
+                ["ip", "-n", gw, "-6", "addr", "add", f"{net}2/64", "dev", "wan0"], check=True
+            )
+            assert site.sid_block is not None
+            subprocess.run(
+                ["ip", "-n", inet, "-6", "route", "add", site.sid_block, "via", f"{net}2"],
+                check=True,
+            )
         peer_src = a.gateway_address6
     else:
         peer_src = a.public_address6
     assert peer_src is not None
-    cap = _capture(names.host_ns(name, "c", host.name), 8)
+    cap = _capture(names.host_ns(name, "c", h1.name), 12)
     time.sleep(1.0)
-    _send(inet, "2001:db8:ffff::66", sid, host.address, "FROM-THE-INTERNET")
-    _send(a_gw, peer_src, sid, host.address, "FROM-A-PEER")
-    out, _ = cap.communicate(timeout=20)
-    assert "FROM-A-PEER" in out, "positive control: the peer's packet must arrive"
-    assert "FROM-THE-INTERNET" not in out
-    # the gateway counted and dropped it at its edge
-    res = subprocess.run(
-        [
-            "ip",
-            "netns",
-            "exec",
-            names.gateway_ns(name, "c"),
-            "nft",
-            "list",
-            "chain",
-            "inet",
-            "polynimbus",
-            "srv6_prerouting",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    drop = next(line for line in res.stdout.splitlines() if "wan0" in line and "drop" in line)
-    assert "packets 0 " not in drop, drop
+    for what, sid, inner_src, inner_dst, _ in targets:
+        _send(inet, "2001:db8:ffff::66", sid, inner_src, inner_dst, f"INTERNET-{what}")
+        _send(a_gw, peer_src, sid, inner_src, inner_dst, f"PEER-{what}")
+    out, _ = cap.communicate(timeout=30)
+    for what, *_ in targets:
+        assert f"PEER-{what}" in out, f"positive control: the peer's packet to {what} arrives"
+        assert f"INTERNET-{what}" not in out, f"the internet's packet to {what} arrived"
+    # the gateways counted and dropped them at their edge
+    for site in ("c", "b"):
+        res = subprocess.run(
+            [
+                "ip",
+                "netns",
+                "exec",
+                names.gateway_ns(name, site),
+                "nft",
+                "list",
+                "chain",
+                "inet",
+                "pn-srv6",
+                "prerouting",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        drop = next(ln for ln in res.stdout.splitlines() if "wan0" in ln and "drop" in ln)
+        assert "packets 0 " not in drop, drop
+
+
+def test_chain_path_mtu_is_known_at_the_source(lab) -> None:
+    """A chain's encapsulation makes its path smaller: the hosts' routes to each other
+    carry the chain's path MTU (plan's path_mtu), so a packet of exactly that size
+    crosses, and a larger one with DF set fails at the source with an error, never
+    silently on the way."""
+    name = "it-ch-mtu"
+    text = matrix_intent(name, "tunnels")
+    path = lab.write(text, f"{name}.yaml")
+    sdir = lab.state(name)
+    assert run_cli("up", str(path), "--state-dir", str(sdir)).returncode == 0
+    plan = build_plan(lab.intent(text))
+    assert plan.srv6 is not None
+    c1 = next(x for x in plan.srv6.chains if x.chain == "c1-v4" and x.direction == "forward")
+    c1v6 = next(x for x in plan.srv6.chains if x.chain == "c1-v6" and x.direction == "forward")
+    src = names.host_ns(name, "a", "h1")
+    dst = plan.site("c").hosts[0]
+    assert dst.address6 is not None
+    for fam, addr, mtu, header in (
+        ("-4", dst.address, c1.path_mtu, 28),
+        ("-6", dst.address6, c1v6.path_mtu, 48),
+    ):
+        fits = subprocess.run(
+            [
+                "ip",
+                "netns",
+                "exec",
+                src,
+                "ping",
+                fam,
+                "-c",
+                "2",
+                "-W",
+                "2",
+                "-M",
+                "do",
+                "-s",
+                str(mtu - header),
+                addr,
+            ],
+            capture_output=True,
+            text=True,
+        )
+        assert fits.returncode == 0, fits.stdout + fits.stderr
+        big = subprocess.run(
+            [
+                "ip",
+                "netns",
+                "exec",
+                src,
+                "ping",
+                fam,
+                "-c",
+                "1",
+                "-W",
+                "2",
+                "-M",
+                "do",
+                "-s",
+                str(mtu - header + 1),
+                addr,
+            ],
+            capture_output=True,
+            text=True,
+        )
+        assert big.returncode != 0
+        assert "message too long" in big.stdout + big.stderr, big.stdout + big.stderr
+        assert str(mtu) in big.stdout + big.stderr
 
 
 def test_adding_and_removing_a_chain_touches_only_that_chain(lab) -> None:

@@ -3,6 +3,7 @@ prefixes and AllowedIPs, the ``srv6`` part of ``plan --json``."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Any
@@ -217,8 +218,17 @@ def _with_chains(names: list[str], alternate: bool = True) -> dict[str, Any]:
     the name, so that a chain is the same whichever others there are), or the first."""
     data = example_data()
     proto = data["chains"] if alternate else data["chains"][:1]
-    data["chains"] = [{**proto[sum(map(ord, name)) % len(proto)], "name": name} for name in names]
+    data["chains"] = [
+        {**proto[sum(map(ord, name)) % len(proto)], "name": name, "match": _port_of(name)}
+        for name in names
+    ]
     return data
+
+
+def _port_of(name: str) -> dict[str, Any]:
+    """A TCP port per chain name, so that chains between the same hosts do not overlap."""
+    digest = hashlib.sha256(name.encode()).digest()
+    return {"protocol": "tcp", "port": 1024 + int.from_bytes(digest[:4], "big") % 60000}
 
 
 def test_adding_or_removing_a_chain_keeps_the_others() -> None:
@@ -253,18 +263,16 @@ def test_property_a_chain_added_or_removed_leaves_the_others_untouched(
     assert fewer == {k: v for k, v in full.items() if k[0] != drop}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ids probe upward in name order: a new chain whose hash collides with an "
-    "existing one and sorts before it takes its id, renumbering the existing chain "
-    "(SIDs, tables, rules); see plan/srv6.py _ids",
-)
-def test_ids_collision_renumbers_an_existing_chain() -> None:
-    # 'c2' and 'c9' hash to the same 12-bit chain id (found by search)
-    assert chain_ids(["c2"])["c2"] == chain_ids(["c9"])["c9"]
-    before = _chain_facts(plan_of(_with_chains(["c9"])))
-    after = _chain_facts(plan_of(_with_chains(["c9", "c2"])))
-    assert {k: v for k, v in after.items() if k[0] == "c9"} == before
+def test_an_id_depends_on_its_own_name_only() -> None:
+    # 'c12' and 'c133' hash to the same 13-bit chain id (found by search): neither moves
+    # when the other comes, and together they are a validation error
+    assert chain_ids(["c12"])["c12"] == chain_ids(["c133"])["c133"]
+    assert chain_ids(["c12", "other"])["c12"] == chain_ids(["c12"])["c12"]
+    with pytest.raises(IntentError) as exc:
+        plan_of(_with_chains(["c133", "c12"]))
+    [problem] = exc.value.problems
+    assert problem.path == "chains[1].name" and "hash to the same chain id" in problem.message
+    assert "rename one of them" in (problem.hint or "")
 
 
 def test_ids_do_not_depend_on_file_order() -> None:

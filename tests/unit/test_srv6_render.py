@@ -280,10 +280,11 @@ def test_nft_text_of_every_node_is_accepted_by_nft(
         pytest.fail("this check needs root (nft -c talks to the kernel); make test runs as root")
     rulesets = _rulesets(variant(carrier, transport))
     gateways = [k for k in rulesets if k.endswith(".gateway:polynimbus")]
-    assert len(gateways) == 3 and len(rulesets) == 3 + 1 + 2
+    srv6 = [k for k in rulesets if k.endswith(".gateway:pn-srv6")]
+    assert len(gateways) == 3 and len(srv6) == 3 and len(rulesets) == 3 + 3 + 1 + 2
     for key, text in rulesets.items():
-        if key in gateways:
-            assert "chain srv6_prerouting" in text
+        if key in srv6:
+            assert "chain prerouting" in text and "chain counters" in text
         path = tmp_path / f"{key.replace(':', '_')}.nft"
         path.write_text(text)
         res = subprocess.run(
@@ -297,7 +298,7 @@ def test_the_sr_domain_is_closed_at_the_wan(carrier: str) -> None:
     plan, _ = lab(variant(carrier))
     rulesets = _rulesets(variant(carrier))
     for site in plan.sites:
-        text = rulesets[f"{names.gateway_ns(plan.name, site.name)}:polynimbus"]
+        text = rulesets[f"{names.gateway_ns(plan.name, site.name)}:pn-srv6"]
         [drop] = [
             line.strip()
             for line in text.splitlines()

@@ -44,7 +44,9 @@ def print_trace(results: list[ChainResult]) -> None:
             probe.append("ping " + ("answered" if r.ping else "[red]not answered[/]"))
         if r.tcp_bps is not None:
             probe.append(f"bulk TCP {r.tcp_bps / 1e6:.0f} Mbit/s")
-        out.print("probe: " + (", ".join(probe) or "UDP datagrams"))
+        if r.udp_echoed is not None:
+            probe.append(f"UDP {r.udp_echoed} datagrams echoed")
+        out.print("probe: " + ", ".join(probe))
         for e in r.errors:
             out.print(f"[red]problem[/]: {escape(e)}", soft_wrap=True)
 

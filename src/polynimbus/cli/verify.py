@@ -92,6 +92,8 @@ def print_chains(report: VerifyReport) -> None:
             probe.append("ping " + ("ok" if c.ping else "[red]failed[/]"))
         if c.tcp_bps is not None:
             probe.append(f"TCP {c.tcp_bps / 1e6:.0f} Mbit/s")
+        if c.udp_echoed is not None:
+            probe.append(f"UDP {c.udp_echoed} echoed")
         path = " -> ".join(
             f"{h.site}/{h.node} {h.behaviour} ({h.packets})"
             if h.packets > 0

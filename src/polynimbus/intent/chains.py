@@ -20,7 +20,7 @@ import difflib
 from ipaddress import IPv4Network
 
 from polynimbus.errors import Problem
-from polynimbus.intent.models import Intent
+from polynimbus.intent.models import ChainSpec, Intent
 from polynimbus.names import RESERVED_HOST_NAMES
 
 
@@ -206,6 +206,8 @@ def chain_problems(intent: Intent) -> list[Problem]:
                     "add protocol: tcp (or udp) to match:",
                 )
             )
+    out += _id_collisions(intent)
+    out += _overlaps(intent)
     if intent.uses_srv6 and intent.overlay.ipv6 is False:
         out.append(
             Problem(
@@ -281,4 +283,102 @@ def _ipv6_collisions(intent: Intent) -> list[Problem]:
                 )
             else:
                 seen[key] = i
+    return out
+
+
+def _id_collisions(intent: Intent) -> list[Problem]:
+    """Two chains, two services, or two connector links of one NFV node whose names hash
+    to the same id (ids depend only on their own name, so they never move; a collision
+    is the user's to break, by renaming)."""
+    from polynimbus.numbering import chain_id, id_collisions, link_id, service_id
+
+    out: list[Problem] = []
+    chains = {c.name: i for i, c in enumerate(intent.chains)}
+    for a, b in id_collisions([(c.name, chain_id(c.name)) for c in intent.chains]):
+        out.append(
+            Problem(
+                f"chains[{chains[b]}].name",
+                f"chains {a!r} and {b!r} hash to the same chain id, which numbers their "
+                "SIDs, rules and tables",
+                f"rename one of them (e.g. {b}-2)",
+            )
+        )
+    services = {s.name: i for i, s in enumerate(intent.services)}
+    for a, b in id_collisions([(s.name, service_id(s.name)) for s in intent.services]):
+        out.append(
+            Problem(
+                f"services[{services[b]}].name",
+                f"services {a!r} and {b!r} hash to the same service id, which numbers their SIDs",
+                f"rename one of them (e.g. {b}-2)",
+            )
+        )
+    specs = {s.name: s for s in intent.services}
+    by_site: dict[str, list[tuple[str, int]]] = {}
+    where: dict[str, str] = {}
+    for i, c in enumerate(intent.chains):
+        for j, name in enumerate(c.through):
+            svc = specs.get(name)
+            if svc is None or svc.mode != "sr-unaware":
+                continue
+            key = f"{name} for chain {c.name!r}"
+            by_site.setdefault(svc.site, []).append((key, link_id(name, c.name)))
+            where[key] = f"chains[{i}].through[{j}]"
+    for site, keys in by_site.items():
+        for a, b in id_collisions(keys):
+            out.append(
+                Problem(
+                    where[b],
+                    f"the connector links of {a} and of {b} on the NFV node of site "
+                    f"{site!r} hash to the same id, which names their interfaces",
+                    "rename the chain",
+                )
+            )
+    return out
+
+
+def _endpoint_overlap(a: str, b: str) -> bool:
+    """Whether chain endpoints ``a`` and ``b`` (``SITE`` or ``SITE/HOST``) share a host."""
+    sa, _, ha = a.partition("/")
+    sb, _, hb = b.partition("/")
+    return sa == sb and (not ha or not hb or ha == hb)
+
+
+def _overlaps(intent: Intent) -> list[Problem]:
+    """Two chain directions that could both claim one packet: same family, overlapping
+    sources and destinations, protocols and ports that do not tell them apart. A packet
+    can follow one segment list only; which rule wins would be an accident of ids."""
+    out: list[Problem] = []
+    dirs: list[tuple[int, ChainSpec, str, str, str, str | None, int | None, int | None]] = []
+    for i, c in enumerate(intent.chains):
+        proto = c.match.protocol if c.match else None
+        port = c.match.port if c.match else None
+        dirs.append((i, c, "forward", c.source, c.to, proto, port, None))
+        if c.symmetric:
+            dirs.append((i, c, "reverse", c.to, c.source, proto, None, port))
+    reported: set[tuple[int, int]] = set()
+    for x in range(len(dirs)):
+        for y in range(x + 1, len(dirs)):
+            i, c, d1, s1, t1, p1, dp1, sp1 = dirs[x]
+            j, e, d2, s2, t2, p2, dp2, sp2 = dirs[y]
+            if i == j or (i, j) in reported or c.family != e.family:
+                continue
+            if not (_endpoint_overlap(s1, s2) and _endpoint_overlap(t1, t2)):
+                continue
+            if p1 is not None and p2 is not None and p1 != p2:
+                continue
+            if dp1 is not None and dp2 is not None and dp1 != dp2:
+                continue
+            if sp1 is not None and sp2 is not None and sp1 != sp2:
+                continue
+            reported.add((i, j))
+            out.append(
+                Problem(
+                    f"chains[{j}]",
+                    f"chain {e.name!r} ({d2}) and chain {c.name!r} ({d1}) both steer "
+                    f"{e.family} traffic from {s2} to {t2}"
+                    + (f" ({p2 or p1})" if p1 or p2 else ""),
+                    "a packet follows one chain: give them different endpoints, or a "
+                    "match: (protocol, port) that tells them apart",
+                )
+            )
     return out

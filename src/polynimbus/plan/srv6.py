@@ -19,19 +19,21 @@ Addressing:
 A decapsulating SID must be the last of its list, so a chain's segment list is cut after
 each proxy SID into *sub-paths*: the ingress gateway pushes the first, each proxy the next.
 
-Ids (service ``F``, chain ``C``, connector link ``k``) hash the names (SHA-256) and probe
-upward on collision, in name order, so adding or removing a chain does not renumber the
-others.
+Ids (service ``F``, chain ``C``, connector link ``k``) hash the names (SHA-256,
+:func:`polynimbus.numbering.stable_id`): an id depends on its own name only, so adding or
+removing a chain never renumbers the others; two names with one id are a validation
+error (rename one).
 """
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import TYPE_CHECKING, Any
 
+from polynimbus.errors import PlanError
+from polynimbus.numbering import chain_id, id_collisions, link_id, service_id
 from polynimbus.plan.mtu import IPV4_HEADER, IPV6_HEADER, TCP_HEADER
 
 if TYPE_CHECKING:
@@ -47,8 +49,6 @@ GATEWAY_LOCATOR = 1
 NFV_LOCATOR = 2
 DX4 = 0xD4
 DX6 = 0xD6
-CHAIN_ID_BITS = 12
-LINK_ID_BITS = 12
 RULE_BASE = 1000
 """Gateway classification rules and tables: ``RULE_BASE + 2*C + direction``."""
 PROXY_BASE = 10000
@@ -72,17 +72,17 @@ SELECTOR6 = "fdff:c::{k:x}:{d}"
 DIRECTIONS = ("forward", "reverse")
 
 
-def _ids(names: Iterable[str], bits: int, salt: str = "") -> dict[str, int]:
-    """Stable ids 1..2^bits-1 for ``names``: SHA-256, probing upward in name order."""
-    space = 2**bits - 1
-    out: dict[str, int] = {}
-    used: set[int] = set()
-    for n in sorted(set(names)):
-        v = 1 + int.from_bytes(hashlib.sha256((salt + n).encode()).digest()[:4], "big") % space
-        while v in used:
-            v = 1 + v % space
-        used.add(v)
-        out[n] = v
+def _ids(names: Iterable[str], fn: Callable[[str], int], what: str) -> dict[str, int]:
+    """``fn(name)`` for each name (:func:`polynimbus.numbering.stable_id`).
+
+    Raises:
+        PlanError: two names share an id (validation reports it first, with its path).
+    """
+    out = {n: fn(n) for n in sorted(set(names))}
+    clash = id_collisions(sorted((n, v) for n, v in out.items()))
+    if clash:
+        a, b = clash[0]
+        raise PlanError(f"{what} {a!r} and {b!r} have the same id", "rename one of them")
     return out
 
 
@@ -209,6 +209,10 @@ class ChainDirection:
             name) and with which list (travel order; the last SID decapsulates).
         table, priority: the ingress gateway's classification table and rule priority.
         mss: the TCP MSS clamped for the chain's endpoints, bytes.
+        path_mtu: the largest inner packet the chain carries, bytes: the carrier MTU minus
+            the longest sub-path's encapsulation (the endpoints' hosts get it as the MTU
+            of their route to each other, so larger packets are fragmented or refused at
+            the source instead of being lost on the way).
     """
 
     chain: str
@@ -227,6 +231,7 @@ class ChainDirection:
     table: int
     priority: int
     mss: int
+    path_mtu: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,6 +320,7 @@ class SRv6Plan:
                     "segments": list(c.segments),
                     "subpaths": [{"pusher": p, "segments": list(s)} for p, s in c.subpaths],
                     "tcp_mss": c.mss,
+                    "path_mtu": c.path_mtu,
                 }
                 for c in self.chains
             ],
@@ -387,20 +393,24 @@ def unaware_link(service: str, chain: str, k: int) -> ProxyLink:
 
 
 def link_ids(pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], int]:
-    """Link id ``k`` per ``(service, chain)`` on one NFV node (:func:`_ids`, 12 bits)."""
+    """Link id ``k`` per ``(service, chain)`` on one NFV node (12 bits).
+
+    Raises:
+        PlanError: two links of the node share an id.
+    """
     keyed = {f"{s}|{c}": (s, c) for s, c in pairs}
-    ids = _ids(keyed, LINK_ID_BITS, salt="link|")
+    ids = _ids(keyed, lambda key: link_id(*keyed[key]), "connector links")
     return {keyed[n]: v for n, v in ids.items()}
 
 
 def service_ids(names: Iterable[str]) -> dict[str, int]:
     """Service id ``F`` per name (16 bits; 5th group of its SIDs)."""
-    return _ids(names, 16, salt="service|")
+    return _ids(names, service_id, "services")
 
 
 def chain_ids(names: Iterable[str]) -> dict[str, int]:
-    """Chain id ``C`` per name (12 bits: rules, tables and SIDs)."""
-    return _ids(names, CHAIN_ID_BITS, salt="chain|")
+    """Chain id ``C`` per name (13 bits: rules, tables and SIDs)."""
+    return _ids(names, chain_id, "chains")
 
 
 def _endpoint(value: str, sites: dict[str, SitePlan], family: str) -> tuple[str, tuple[str, ...]]:
@@ -546,6 +556,7 @@ def build_srv6(intent: Intent, sites: tuple[SitePlan, ...], carrier_mtu: int) ->
                     table=RULE_BASE + 2 * cid + d,
                     priority=RULE_BASE + 2 * cid + d,
                     mss=chain_mss(carrier_mtu, subpaths, c.family),
+                    path_mtu=carrier_mtu - encap_overhead(max(len(s) for _, s in subpaths)),
                 )
             )
     sids += sorted(function_sids, key=lambda x: (x.site, x.sid))

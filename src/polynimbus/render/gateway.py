@@ -88,13 +88,10 @@ def render_gateway(
     model.add(*shaping(wan_if, site.rate_bps, site.delay_ms, netem))
     model.add(*backend.gateway_items(plan, site, keys, wireguard_impl))
     pattern = backend.ifname_pattern(plan, site)
-    sr_items, forward, chains = gateway_srv6(plan, site, wan_if, pattern)
-    model.add(*sr_items)
-    accept_nfv = (
-        f'\t\tiifname "{names.NFV_IF}" accept\n'
-        if plan.srv6 is not None and site.name in plan.srv6.nfv_sites
-        else ""
+    sr_items, forward, accept_nfv = gateway_srv6(
+        plan, site, wan_if, pattern, checks_source=backend.checks_source
     )
-    ruleset = render_gateway_ruleset(plan, site, pattern, forward, chains, accept_nfv)
+    ruleset = render_gateway_ruleset(plan, site, pattern, forward, "", accept_nfv)
     model.add(NftTable(FAMILY, TABLE, ruleset))
+    model.add(*sr_items)
     return model

@@ -30,7 +30,7 @@ from polynimbus.node import Address, Link, Netns, Route, Sysctl, VethPeer
 from polynimbus.numbering import INTERNET_SERVICE
 from polynimbus.plan.model import Plan, SitePlan
 from polynimbus.render.gateway import LAN_MTU, render_gateway, shaping
-from polynimbus.render.srv6 import render_function, render_nfv
+from polynimbus.render.srv6 import host_routes, render_function, render_nfv
 from polynimbus.resources import Resource, on
 
 
@@ -131,6 +131,7 @@ def _site(
                 Address(names.HOST_IF, f"{host.address6}/{plen}"),
                 Route("default6", dev=names.HOST_IF, via=site.gateway_address6),
             )
+        out += on(hn, *host_routes(plan, site, host.address, host.address6))
     return out
 
 

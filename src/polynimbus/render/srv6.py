@@ -56,6 +56,9 @@ from polynimbus.plan.srv6 import (
 
 FUNCTION_TABLE = "pn-function"
 """nftables table (``inet``) in a function's namespace: its counters and rules."""
+GATEWAY_SRV6_TABLE = "pn-srv6"
+"""nftables table (``inet``) of a gateway's SRv6 chains: SR domain filter, marks,
+conntrack bypass, MSS clamps, counters."""
 NFV_TABLE = "pn-nfv"
 """nftables table (``inet``) on an NFV node: counters per SID."""
 DECAP_MARK = 0x5F6
@@ -119,14 +122,25 @@ def counter_comment(*parts: str) -> str:
 
 
 def gateway_srv6(
-    plan: Plan, site: SitePlan, wan_if: str, tun_pattern: str
+    plan: Plan, site: SitePlan, wan_if: str, tun_pattern: str, checks_source: bool = True
 ) -> tuple[list[Item], str, str]:
     """A gateway's dual-stack and SRv6 items.
 
+    Everything that depends on the chains is in the items (routes, rules, the ``inet
+    pn-srv6`` table); the two texts for the gateway's own ``inet polynimbus`` table only
+    depend on the site having SRv6 (so adding or removing a chain never reloads it).
+
+    Args:
+        tun_pattern: the tunnel interfaces as nftables matches them.
+        checks_source: whether the transport admits only its peer's source addresses
+            (WireGuard's AllowedIPs): then SRv6 leaving by a tunnel gets this gateway's
+            source (End keeps the outer source of whoever encapsulated; the SRH does not
+            cover it).
+
     Returns:
-        ``(items, forward_rules, chains)``: node model items, and nftables text for the
-        gateway's forward chain and extra chains (see
-        :func:`polynimbus.render.nftables.render_gateway_ruleset`).
+        ``(items, forward_rules, input_rules)``: node model items, and rules for the
+        gateway table's forward and input chains
+        (:func:`polynimbus.render.nftables.render_gateway_ruleset`).
     """
     items: list[Item] = []
     lan = names.LAN_BRIDGE
@@ -138,12 +152,15 @@ def gateway_srv6(
     sr = plan.srv6
     if sr is None or site.sid_block is None:
         return items, "", ""
+    # an SRH addressed to one of the gateway's own addresses is never processed
+    items.append(Sysctl("net.ipv6.conf.all.seg6_enabled", "0"))
     if site.public_address6 and site.internet_address6:
         items += [
             Address(wan_if, f"{site.public_address6}/64"),
             Route("default6", dev=wan_if, via=site.internet_address6),
         ]
-    items.append(TunnelSource(tunnel_source(plan, site, "gateway")))
+    source = tunnel_source(plan, site, "gateway")
+    items.append(TunnelSource(source))
     dx4, dx6 = gateway_sid(site.sid_block, DX4), gateway_sid(site.sid_block, DX6)
     items += [
         Route(f"{dx4}/128", dev=lan, encap=Seg6Local("End.DX4", nh4="0.0.0.0")),
@@ -155,57 +172,61 @@ def gateway_srv6(
             Address(names.NFV_IF, f"{GW_NFV}/64"),
             Route(locator(site.sid_block, NFV_LOCATOR), dev=names.NFV_IF, via=NFV_GW),
         ]
-    # Ingress classification (seed 002's edge router).
-    encap_dev = wan_if
-    counters: list[str] = []
+    # Ingress classification (seed 002's edge router), counters and per-chain rules.
+    encap_dev = wan_if  # the outer packet is routed again on its own destination
+    ingress: list[str] = []
+    egress: list[str] = []
     clamps: list[str] = []
     untracked: list[str] = []
     for c in sr.chains:
         fam = 4 if c.family == "ipv4" else 6
+        src, dst = c.src[0], c.dst[0]
         if c.ingress == site.name:
             first = c.subpaths[0][1]
-            for k, (src, dst) in enumerate((s, d) for s in c.src for d in c.dst):
-                items.append(
-                    Rule(
-                        family=fam,  # type: ignore[arg-type]
-                        priority=c.priority + 4096 * 2 * k,
-                        table=c.table,
-                        iif=lan,
-                        src=src,
-                        dst=dst,
-                        ipproto=_ipproto(c.protocol, c.family),
-                        dport=c.dport,
-                        sport=c.sport,
-                    )
-                )
-                items.append(
-                    Route(dst, table=c.table, dev=encap_dev, encap=Seg6Encap("encap", first))
-                )
-                counters.append(
-                    f'\t\tiifname "{lan}" {_nft_match(c, src, dst)} counter '
-                    f'comment "{counter_comment("ingress", c.chain, c.direction)}"'
-                )
+            items += [
+                Rule(
+                    family=fam,  # type: ignore[arg-type]
+                    priority=c.priority,
+                    table=c.table,
+                    iif=lan,
+                    src=src,
+                    dst=dst,
+                    ipproto=_ipproto(c.protocol, c.family),
+                    dport=c.dport,
+                    sport=c.sport,
+                ),
+                Route(dst, table=c.table, dev=encap_dev, encap=Seg6Encap("encap", first)),
+            ]
+            # the outer packet, on its first SID (one per chain and direction)
+            ingress.append(
+                f'\t\tiifname "{lan}" ip6 daddr {first[0]} counter comment '
+                f'"{counter_comment("ingress", c.chain, c.direction)}"'
+            )
+        if c.egress == site.name:
+            # the inner packet, decapsulated here (marked), with the chain's selectors
+            egress.append(
+                f"\t\tmeta mark {DECAP_MARK:#x} {_nft_match(c, src, dst)} counter comment "
+                f'"{counter_comment("egress", c.chain, c.direction)}"'
+            )
         if site.name in (c.ingress, c.egress):
-            fam_kw = "ip" if c.family == "ipv4" else "ip6"
-            for src in c.src:
-                for dst in c.dst:
-                    for a, b in ((src, dst), (dst, src)):
-                        clamp = (
-                            f"\t\t{fam_kw} saddr {a} {fam_kw} daddr {b} tcp flags syn / syn,rst "
-                            f"tcp option maxseg size > {c.mss} tcp option maxseg size set "
-                            f'{c.mss} comment "MSS clamp, chain {c.chain}"'
-                        )
-                        if clamp not in clamps:
-                            clamps.append(clamp)
-                        untrack = (
-                            f"\t\t{fam_kw} saddr {a} {fam_kw} daddr {b} notrack "
-                            f'comment "chain {c.chain}: steered packets bypass conntrack"'
-                        )
-                        if untrack not in untracked:
-                            untracked.append(untrack)
-    sid_counters = [
-        f'\t\tip6 daddr {sid} meta mark set {DECAP_MARK:#x} counter comment "'
-        f'{counter_comment("sid", sid, behaviour)}"'
+            kw = "ip" if c.family == "ipv4" else "ip6"
+            for a, b in ((src, dst), (dst, src)):
+                clamp = (
+                    f"\t\t{kw} saddr {a} {kw} daddr {b} tcp flags syn / syn,rst "
+                    f"tcp option maxseg size > {c.mss} tcp option maxseg size set "
+                    f'{c.mss} comment "MSS clamp, chain {c.chain}"'
+                )
+                if clamp not in clamps:
+                    clamps.append(clamp)
+                untrack = (
+                    f"\t\t{kw} saddr {a} {kw} daddr {b} notrack comment "
+                    f'"chain {c.chain}: traffic between its endpoints bypasses conntrack"'
+                )
+                if untrack not in untracked:
+                    untracked.append(untrack)
+    marks = [
+        f"\t\tip6 daddr {sid} meta mark set {DECAP_MARK:#x} counter comment "
+        f'"{counter_comment("sid", sid, behaviour)}"'
         for sid, behaviour in ((dx4, "End.DX4"), (dx6, "End.DX6"))
     ]
     if sr.carrier == "underlay":
@@ -228,40 +249,71 @@ def gateway_srv6(
         f'\t\tiifname "{lan}" ip6 daddr {SID_SPACE} counter drop '
         'comment "SR domain: hosts are not SR nodes"'
     )
-    chains = (
-        "\n\tchain srv6_prerouting {\n"
+    table = (
+        f"table inet {GATEWAY_SRV6_TABLE} {{\n"
+        '\tcomment "managed by polynimbus: SRv6 chains of this gateway"\n\n'
+        "\tchain prerouting {\n"
         "\t\ttype filter hook prerouting priority raw; policy accept;\n"
-        + "\n".join(closure + sid_counters + counters + untracked)
+        + "\n".join(closure + marks + untracked)
+        + "\n\t}\n\n"
+        "\tchain mss {\n"
+        "\t\ttype filter hook prerouting priority mangle; policy accept;\n"
+        + ("\n".join(clamps) if clamps else "\t\t# no chain starts or ends here")
+        + "\n\t}\n\n"
+        "\tchain counters {\n"
+        "\t\ttype filter hook forward priority filter; policy accept;\n"
+        + ("\n".join(ingress + egress) if ingress or egress else "\t\t# no chain here")
         + "\n\t}\n"
+        "}\n"
     )
-    if clamps:
-        chains += (
-            "\n\tchain srv6_mss {\n"
-            "\t\ttype filter hook prerouting priority mangle; policy accept;\n"
-            + "\n".join(clamps)
-            + "\n\t}\n"
-        )
+    items.append(NftTable("inet", GATEWAY_SRV6_TABLE, table))
     forward = []
-    if sr.carrier == "tunnels":
-        # A tunnel admits only its peer's sources (WireGuard's AllowedIPs), but End keeps
-        # the outer source of whoever encapsulated: a packet from site A through an
-        # SR-aware function in B to C would reach C from peer B with A's source. The SRH
-        # does not cover the source address, so each gateway writes its own.
+    if sr.carrier == "tunnels" and checks_source:
         forward.append(
-            f'\t\toifname "{tun_pattern}" ip6 daddr {SID_SPACE} ip6 saddr set '
-            f'{tunnel_source(plan, site, "gateway")} comment "SRv6 leaves with our source"'
+            f'\t\toifname "{tun_pattern}" ip6 daddr {SID_SPACE} ip6 saddr set {source} '
+            'comment "SRv6 leaves with our source: the tunnel admits only ours"'
         )
     forward += [
         f'\t\tmeta mark {DECAP_MARK:#x} oifname "{lan}" accept comment "decapsulated by a SID"',
         f'\t\tiifname {{ "{lan}", "{tun_pattern}" }} ip6 daddr {SID_SPACE} accept '
-        'comment "SRv6 (the SR domain is closed in srv6_prerouting)"',
+        f'comment "SRv6 (the SR domain is closed in table {GATEWAY_SRV6_TABLE})"',
     ]
+    accept_nfv = ""
     if has_nfv:
         forward += [
             f'\t\tiifname "{names.NFV_IF}" accept comment "from the NFV node"',
             f'\t\toifname "{names.NFV_IF}" ip6 daddr {SID_SPACE} accept comment "to the NFV node"',
         ]
-    return items, "\n".join(forward) + "\n", chains
+        accept_nfv = f'\t\tiifname "{names.NFV_IF}" accept\n'
+    return items, "\n".join(forward) + "\n", accept_nfv
+
+
+def host_routes(
+    plan: Plan, site: SitePlan, host_address: str, host_address6: str | None
+) -> list[Item]:
+    """Routes of one host towards the other ends of its chains, with the chain's path MTU
+    (so a too-large packet is fragmented or refused at the source, with PMTU discovery,
+    instead of being dropped after encapsulation, where its sender would never hear)."""
+    from ipaddress import ip_address, ip_network
+
+    sr = plan.srv6
+    if sr is None:
+        return []
+    best: dict[str, int] = {}
+    for c in sr.chains:
+        mine = host_address if c.family == "ipv4" else host_address6
+        if mine is None:
+            continue
+        for here, there in ((c.src[0], c.dst[0]), (c.dst[0], c.src[0])):
+            if ip_address(mine) in ip_network(here):
+                best[there] = min(best.get(there, c.path_mtu), c.path_mtu)
+    out: list[Item] = []
+    for dst, mtu in sorted(best.items()):
+        v6 = ":" in dst
+        via = site.gateway_address6 if v6 else site.gateway_address
+        assert via is not None
+        out.append(Route(dst, dev=names.HOST_IF, via=via, mtu=mtu))
+    return out
 
 
 def _direction_segments(c: ChainDirection, pusher: str) -> tuple[str, ...]:
@@ -339,8 +391,16 @@ def render_nfv(plan: Plan, site: SitePlan) -> NodeModel:
                 table = PROXY_BASE + 2 * link.k + back
                 fam = 4 if c.family == "ipv4" else 6
                 rest = _direction_segments(c, svc.name)
+                # only what goes to the chain's destination: End.DX4/DX6 of a next proxy
+                # on this node looks its selector up with this same incoming interface
                 model.add(
-                    Rule(family=fam, priority=table, table=table, iif=link.nfv_if[back]),  # type: ignore[arg-type]
+                    Rule(
+                        family=fam,  # type: ignore[arg-type]
+                        priority=table,
+                        table=table,
+                        iif=link.nfv_if[back],
+                        dst=c.dst[0],
+                    ),
                     Route(
                         "default" if fam == 4 else "default6",
                         table=table,

@@ -38,6 +38,8 @@ class TunnelBackend:
         vni_per_tunnel: whether the planner allocates a VNI to each tunnel.
         gateway_interface: whether a gateway has one tunnel interface for all its peers
             (its host-unique name is ``SitePlan.tunnel_if``), rather than one per peer.
+        checks_source: whether the tunnel admits from a peer only packets whose source is
+            routed to that peer (WireGuard's AllowedIPs).
     """
 
     name: ClassVar[str]
@@ -49,6 +51,7 @@ class TunnelBackend:
     summary: ClassVar[str] = ""
     vni_per_tunnel: ClassVar[bool] = False
     gateway_interface: ClassVar[bool] = False
+    checks_source: ClassVar[bool] = False
 
     def required_tools(self, impl: str) -> dict[str, str]:
         """Commands needed with implementation ``impl``, each with its Debian package."""

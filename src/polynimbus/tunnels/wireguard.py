@@ -123,6 +123,7 @@ class WireGuardBackend(TunnelBackend):
     overhead = 20 + 8 + 16 + 16
     summary = "WireGuard, encrypted (kernel module or wireguard-go)"
     gateway_interface = True
+    checks_source = True
 
     def required_tools(self, impl: str) -> dict[str, str]:
         tools = dict(self.tools)

@@ -2,23 +2,28 @@
 and that traffic outside every chain never enters a function.
 
 Evidence comes from nftables counters the renderers put on the path
-(:mod:`polynimbus.render.srv6`): at the ingress gateway (the classifier), in each function's
-namespace (per chain and direction) and at the egress gateway (its decapsulating SID).
+(:mod:`polynimbus.render.srv6`): at the ingress gateway, on the encapsulated packet's first
+SID (one per chain and direction: the classifier pushed this chain's list); in each
+function's namespace (per chain and direction); on the connector's return interface; at
+the egress gateway, on the decapsulated packet with the chain's inner selectors.
 Counters are read before and after a probe and compared, so only the probe's packets are
 counted (verify runs nothing else in the lab meanwhile).
 
 The probe of a chain is what the chain steers, from its first source host to its first
 destination host: a ping (unless ``match`` asks for TCP or UDP only) and a bulk TCP
-transfer with iperf3 (unless it asks for ICMP or UDP only; a UDP chain gets a UDP iperf3
-flow). A bulk transfer matters: encapsulation adds 40 + 8 + 16·n bytes, and a path that
-passes pings can still carry no full-size segment (``shared/notes/srv6.md``). Replies of a
-symmetric chain are its reverse direction, so one probe proves both.
+transfer with iperf3 (unless it asks for ICMP or UDP only); a UDP chain gets datagrams to
+an echo responder on its port (the echoes are its reverse direction). A bulk transfer
+matters: encapsulation adds 40 + 8 + 16·n bytes, and a path that passes pings can still
+carry no full-size segment (``shared/notes/srv6.md``). Replies of a symmetric chain are
+its reverse direction, so one probe proves both.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -28,9 +33,8 @@ from polynimbus import names
 from polynimbus.errors import VerifyError
 from polynimbus.plan.model import Plan
 from polynimbus.plan.srv6 import ChainDirection
-from polynimbus.render.nftables import TABLE as GATEWAY_TABLE
-from polynimbus.render.srv6 import FUNCTION_TABLE, NFV_TABLE
-from polynimbus.verify.proc import STUCK_HINT, run_in_ns
+from polynimbus.render.srv6 import FUNCTION_TABLE, GATEWAY_SRV6_TABLE, NFV_TABLE
+from polynimbus.verify.proc import STUCK_HINT, ns_argv, run_in_ns
 from polynimbus.verify.throughput import iperf3
 
 PING_COUNT = 3
@@ -75,7 +79,8 @@ class ChainResult:
         chain, direction, family: as planned.
         src, dst: ``SITE/HOST`` of the probe's endpoints (sender of this direction first).
         ping: whether the ping probe got replies (``None``: not probed).
-        tcp_bps: the bulk TCP (or UDP) transfer's rate in bit/s (``None``: not probed).
+        tcp_bps: the bulk TCP transfer's rate in bit/s (``None``: not probed).
+        udp_echoed: UDP datagrams echoed back of :data:`UDP_COUNT` (``None``: not probed).
         hops: ingress, each function in order, egress.
         errors: what failed, one text each.
     """
@@ -87,6 +92,7 @@ class ChainResult:
     dst: str
     ping: bool | None = None
     tcp_bps: float | None = None
+    udp_echoed: int | None = None
     hops: list[HopResult] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
@@ -106,6 +112,7 @@ class ChainResult:
             "ok": self.ok,
             "ping": self.ping,
             "tcp_bps": self.tcp_bps,
+            "udp_echoed": self.udp_echoed,
             "hops": [
                 {
                     "kind": h.kind,
@@ -180,7 +187,9 @@ def _nodes(plan: Plan) -> list[tuple[str, str]]:
     """Every (namespace, table) holding chain counters."""
     sr = plan.srv6
     assert sr is not None
-    out = [(names.gateway_ns(plan.name, s.name), GATEWAY_TABLE) for s in plan.sites if s.sid_block]
+    out = [
+        (names.gateway_ns(plan.name, s.name), GATEWAY_SRV6_TABLE) for s in plan.sites if s.sid_block
+    ]
     out += [(names.nfv_ns(plan.name, s), NFV_TABLE) for s in sr.nfv_sites]
     out += [(names.service_ns(plan.name, v.site, v.name), FUNCTION_TABLE) for v in sr.services]
     return out
@@ -259,7 +268,7 @@ def hop_results(
                 )
         else:
             ns = names.gateway_ns(lab, h.site)
-            packets = _delta(before, after, ns, f"pn sid {h.sid} {h.behaviour}")
+            packets = _delta(before, after, ns, f"pn egress {c.chain} {c.direction}")
             out.append(HopResult("egress", h.site, "gateway", h.behaviour, h.sid, (), packets))
     return out
 
@@ -313,6 +322,7 @@ def probe_chain(
     proto = fwd.protocol
     ping_ok: bool | None = None
     rate: float | None = None
+    echoed: int | None = None
     if proto in (None, "icmp"):
         if progress:
             progress(f"chain {chain}: ping {dst_addr}")
@@ -328,13 +338,15 @@ def probe_chain(
                 r.errors.append(f"bulk TCP transfer failed: {exc.message}")
     elif proto == "udp":
         if progress:
-            progress(f"chain {chain}: UDP flow to {dst_addr}")
-        rate = _udp_probe(src_ns, dst_addr, fwd.dport or DEFAULT_TCP_PORT)
+            progress(f"chain {chain}: UDP datagrams to an echo responder on {dst_addr}")
+        echoed = _udp_probe(src_ns, dst_ns, dst_addr, fwd.dport or DEFAULT_TCP_PORT)
     after = snapshot(plan)
     for r, c in zip(results, dirs, strict=True):
-        r.ping, r.tcp_bps = ping_ok, rate
+        r.ping, r.tcp_bps, r.udp_echoed = ping_ok, rate, echoed
         if ping_ok is False:
             r.errors.append(f"ping {r.src} -> {r.dst} got no reply")
+        if echoed == 0:
+            r.errors.append(f"none of {UDP_COUNT} UDP datagrams came back")
         r.hops = hop_results(plan, c, before, after)
         for h in r.hops:
             if h.packets <= 0:
@@ -343,19 +355,73 @@ def probe_chain(
     return results
 
 
-def _udp_probe(src_ns: str, addr: str, port: int) -> float | None:
-    """A short UDP flow with ``nc``-free means: a handful of datagrams from Python's
-    standard library run in ``src_ns``; returns ``None`` (UDP has no receive rate here)."""
-    code = (
-        "import socket,sys\n"
-        f"s=socket.socket(socket.AF_INET6 if ':' in {addr!r} else socket.AF_INET, "
-        "socket.SOCK_DGRAM)\n"
-        f"[s.sendto(b'x'*512, ({addr!r}, {port})) for _ in range(20)]\n"
+UDP_COUNT = 20
+UDP_ECHO = """
+import socket, sys, time
+addr, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+s = socket.socket(socket.AF_INET6 if ":" in addr else socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((addr, port))
+print("ready", flush=True)
+s.settimeout(5.0)
+for _ in range(n):
+    try:
+        data, peer = s.recvfrom(2048)
+    except OSError:
+        break
+    s.sendto(data, peer)
+"""
+UDP_SEND = """
+import socket, sys, time
+addr, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+s = socket.socket(socket.AF_INET6 if ":" in addr else socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(0.5)
+got = 0
+for i in range(n):
+    s.sendto(b"pn-probe %d " % i + b"x" * 500, (addr, port))
+    try:
+        s.recvfrom(2048)
+        got += 1
+    except OSError:
+        pass
+print(got)
+"""
+
+
+def _udp_probe(src_ns: str, dst_ns: str, addr: str, port: int) -> int:
+    """:data:`UDP_COUNT` datagrams of 512 bytes to an echo responder started in
+    ``dst_ns`` on ``addr``/``port``; returns how many echoes came back (the echoes are
+    the reverse direction of a symmetric chain).
+
+    Raises:
+        VerifyError: the responder or the sender could not run.
+    """
+    echo = subprocess.Popen(
+        ns_argv(dst_ns, sys.executable, "-c", UDP_ECHO, addr, str(port), str(UDP_COUNT)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
-    res = run_in_ns(src_ns, ["python3", "-c", code], 10.0, f"UDP probe from {src_ns}")
-    if res.returncode != 0:
-        raise VerifyError(f"UDP probe from {src_ns} failed: {res.stderr.strip()}", STUCK_HINT)
-    return None
+    try:
+        assert echo.stdout is not None
+        if echo.stdout.readline().strip() != "ready":
+            said = echo.stderr.read().strip() if echo.stderr else ""
+            raise VerifyError(
+                f"the UDP echo responder in {dst_ns} on {addr}:{port} did not start: "
+                f"{said or 'no output'}",
+                f"is port {port} taken in {dst_ns}? polynimbus exec can look",
+            )
+        res = run_in_ns(
+            src_ns,
+            [sys.executable, "-c", UDP_SEND, addr, str(port), str(UDP_COUNT)],
+            30.0,
+            f"UDP probe from {src_ns}",
+        )
+        if res.returncode != 0:
+            raise VerifyError(f"UDP probe from {src_ns} failed: {res.stderr.strip()}", STUCK_HINT)
+        return int(res.stdout.strip() or 0)
+    finally:
+        echo.kill()
+        echo.wait()
 
 
 def isolation(plan: Plan, progress: Callable[[str], None] | None = None) -> IsolationResult:

@@ -225,9 +225,16 @@ def _observe_routes(
             via=r.get("RTA_GATEWAY"),
             onlink=bool(r["flags"] & RTNH_F_ONLINK),
             encap=_encap_of(r),
+            mtu=_mtu_of(r),
         )
         res = Resource(ns, item)
         out[res.key] = res
+
+
+def _mtu_of(r: Any) -> int | None:
+    metrics = r.get("RTA_METRICS")
+    mtu = metrics.get("RTAX_MTU") if metrics is not None else None
+    return int(mtu) if mtu else None
 
 
 def _observe_rules(ipr: IPRoute, ns: str, out: dict[Key, Resource]) -> None:
@@ -506,6 +513,8 @@ def route_args(ipr: IPRoute, item: Route) -> dict[str, Any]:
         args["gateway"] = item.via
     if item.onlink:
         args["flags"] = RTNH_F_ONLINK
+    if item.mtu is not None:
+        args["metrics"] = {"mtu": item.mtu}
     enc = item.encap
     if isinstance(enc, Seg6Encap):
         # pyroute2 takes the SRH in wire order (last segment first); pass a fresh list,
