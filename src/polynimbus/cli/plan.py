@@ -78,14 +78,14 @@ def print_srv6(plan: Plan) -> None:
     )
     t = Table(title="SIDs", title_justify="left")
     for col in ("SID", "site", "node", "behaviour", "for"):
-        t.add_column(col)
+        t.add_column(col, overflow="fold")
     for x in sr.sids:
         what = f"{x.chain} {x.direction}" if x.chain else "decapsulate to the site"
         t.add_row(x.sid, x.site, x.node, x.behaviour, what)
     out.print(t)
     t = Table(title="Chains (segment lists in travel order)", title_justify="left")
     for col in ("chain", "direction", "classify at", "match", "sub-paths: pusher [segments]"):
-        t.add_column(col)
+        t.add_column(col, overflow="fold")
     for c in sr.chains:
         match = f"{' '.join(c.src)} -> {' '.join(c.dst)}"
         if c.protocol:

@@ -30,7 +30,9 @@ def print_trace(results: list[ChainResult]) -> None:
             title_justify="left",
         )
         for col in ("#", "node", "what happens", "SID / segment list", "packets"):
-            t.add_column(col, justify="right" if col in ("#", "packets") else "left")
+            t.add_column(
+                col, justify="right" if col in ("#", "packets") else "left", overflow="fold"
+            )
         for i, h in enumerate(r.hops, 1):
             where = f"{h.site}/{h.node}"
             detail = h.sid or ""
@@ -115,7 +117,7 @@ def trace(
         known = plan.srv6.chain_names() if plan.srv6 else []
         raise VerifyError(
             f"no chain named {chain!r} in {where}",
-            "chains: " + ", ".join(known) if known else "the intent has no chains:",
+            "chains: " + ", ".join(known) if known else "the intent has no chains",
         )
     with err.status(f"probing chain {chain}", spinner="dots") if not json_ else _Null():
         results = probe_chain(plan, chain)

@@ -162,6 +162,9 @@ def _problems_from_pydantic(
         elif kind == "too_short" and loc and loc[-1] == "sites":
             msg = "there are no sites"
             hint = "list at least one site under sites:"
+        elif kind == "too_short":
+            msg = "expected at least one item, got an empty list"
+            hint = f"list at least one under {loc[-1]}:" if loc else None
         elif kind in ("model_type", "model_attributes_type", "dict_type"):
             msg = f"expected a mapping, got {type(inp).__name__}"
         elif kind == "list_type":

@@ -297,7 +297,7 @@ def probe_chain(
         known = ", ".join(sr.chain_names()) if sr else ""
         raise VerifyError(
             f"no chain named {chain!r}",
-            f"chains: {known}" if known else "the intent has no chains:",
+            f"chains: {known}" if known else "the intent has no chains",
         )
     fwd = dirs[0]
     src_host = _first_host(plan, fwd.ingress, fwd.src, fwd.family)
