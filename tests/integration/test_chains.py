@@ -496,7 +496,9 @@ def test_adding_and_removing_a_chain_touches_only_that_chain(lab) -> None:
         for ch in result.changes:
             item = ch.resource.item
             if item.kind == "nft":
-                continue  # counters and classifiers live in whole tables, reloaded
+                # chain rules live in the SRv6 tables, reloaded whole; never the firewall
+                assert item.table in ("pn-srv6", "pn-nfv", "pn-function"), ch.describe()
+                continue
             text = repr(item)
             assert any(o in text for o in own), f"{what} touched {ch.describe()}"
     after = {
@@ -553,3 +555,38 @@ def test_a_command_function_runs_its_program_and_converges(lab) -> None:
     assert res.returncode == 0, res.stdout + res.stderr
     assert run_cli("down", str(path), "--state-dir", str(sdir)).returncode == 0
     assert sleepers() == []
+
+
+def test_removing_srv6_from_the_intent_removes_its_tables(lab) -> None:
+    """Chains, services and srv6 dropped from the intent: up removes the NFV node, the
+    functions and every SRv6 table and rule of the gateways (the gateway's pn-srv6 table
+    too, which the plan no longer names), and a second up says no changes."""
+    name = "it-ch-drop"
+    full = matrix_intent(name, "tunnels", small=True)
+    sdir = lab.state(name)
+    assert lab_up(lab.intent(full), sdir).changed
+    gw = names.gateway_ns(name, "a")
+
+    def tables() -> str:
+        return subprocess.run(
+            ["ip", "netns", "exec", gw, "nft", "list", "tables"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+
+    assert "pn-srv6" in tables()
+    plain = full.split("services:")[0].replace("  srv6: {carrier: tunnels}\n", "")
+    assert "srv6" not in plain and "chains" not in plain
+    result = lab_up(lab.intent(plain), sdir)
+    assert result.changed
+    assert "pn-srv6" not in tables() and "polynimbus" in tables()
+    from polynimbus.targets.lab import list_lab_namespaces
+
+    assert names.nfv_ns(name, "b") not in list_lab_namespaces(name)
+    rules = subprocess.run(
+        ["ip", "netns", "exec", gw, "ip", "rule"], capture_output=True, text=True, check=True
+    ).stdout
+    assert "proto 250" not in rules, rules
+    again = lab_up(lab.intent(plain), sdir)
+    assert not again.changed, [c.describe() for c in again.changes]

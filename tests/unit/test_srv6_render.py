@@ -153,10 +153,9 @@ def test_nfv_reencapsulates_what_comes_back_with_the_rest_of_the_list(example: A
         [(_, pushed)] = [(p, s) for p, s in c.subpaths if p == svc.name]
         assert default.encap.segs == pushed
         assert default.dev == names.CORE_IF
-        if fam == 6:
-            # the re-encapsulated packet is looked up again from iif: SIDs route plainly
-            [guard] = [r for r in in_table if r.dst == "5f00::/16"]
-            assert guard.encap is None and guard.dev == names.CORE_IF and guard.via
+        # only packets to the direction's destination: the re-encapsulated packet (to a
+        # SID) and a next proxy's selector lookup come in on this interface too
+        assert rule.dst == c.dst[0]
 
 
 def test_one_function_serves_several_chains_by_distinct_interfaces(example: Any) -> None:
@@ -322,3 +321,46 @@ def test_ipv6_mss_clamp_fits_the_tunnel(transport: str) -> None:
             if m is None or re.search(r"\bip (saddr|daddr)\b|nfproto ipv4", line):
                 continue  # IPv4 only
             assert int(m.group(1)) <= plan.tunnel_mtu - 40 - 20, line
+
+
+def test_host_route_mtu_covers_nested_chain_prefixes(tmp_path: Path) -> None:
+    """A host's route to one host inside a chained site takes the smallest path MTU of
+    every chain whose far end contains it: the /32 of c/s gets the site chain's 1360,
+    not only its own chain's 1376 (UDP to c/s follows the site chain)."""
+    from polynimbus.render.srv6 import host_routes
+
+    text = """name: m1
+sites:
+  - {name: a, provider: aws, hosts: [h1]}
+  - {name: b, provider: azure, hosts: [m]}
+  - {name: c, provider: gcp, hosts: [s, t]}
+services:
+  - {name: fw, site: b, mode: sr-unaware}
+  - {name: mon, site: b, mode: sr-aware}
+chains:
+  - {name: big, from: a/h1, to: c, through: [fw, mon], match: {protocol: udp}}
+  - {name: small, from: a/h1, to: c/s, through: [fw], match: {protocol: tcp}}
+  - {name: six, from: a/h1, to: c/s, through: [fw], family: ipv6}
+"""
+    plan = build_plan(load_intent_text(text))
+    assert plan.srv6 is not None
+    mtu = {(c.chain, c.direction): c.path_mtu for c in plan.srv6.chains}
+    assert mtu[("big", "forward")] < mtu[("small", "forward")]
+    a = plan.site("a")
+    h = a.hosts[0]
+    got = {r.dst: r.mtu for r in host_routes(plan, a, h.address, h.address6)}
+    c = plan.site("c")
+    s = c.hosts[0]
+    assert got == {
+        c.block: mtu[("big", "forward")],
+        f"{s.address}/32": mtu[("big", "forward")],
+        f"{s.address6}/128": mtu[("six", "forward")],
+    }
+    # every chain here is one-way: replies take the plain path, the far end keeps its MTU
+    t = c.hosts[1]
+    assert host_routes(plan, c, t.address, t.address6) == []
+    # a symmetric chain gives the far end the route back
+    sym_text = text.replace("{protocol: udp}}", "{protocol: udp}, symmetric: true}")
+    sym = build_plan(load_intent_text(sym_text))
+    back = {r.dst: r.mtu for r in host_routes(sym, sym.site("c"), t.address, t.address6)}
+    assert back == {f"{h.address}/32": mtu[("big", "forward")]}

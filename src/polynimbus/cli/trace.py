@@ -71,8 +71,9 @@ def trace(
 ) -> None:
     """Send a probe through a service chain and print the path it really took, hop by hop.
 
-    The probe is what the chain steers (a ping and a short bulk TCP transfer, as its match
-    allows), from its first source host to its first destination host. Each hop is read
+    The probe is what the chain steers (a ping and a short bulk TCP transfer, or UDP
+    datagrams to an echo responder, as its match allows), from its first source host to
+    its first destination host. Each hop is read
     from counters in the lab, before and after the probe: the ingress gateway and the
     segment list it pushes, each function in order (SR-aware: End; SR-unaware: the
     connector's proxy decapsulates to it and re-encapsulates what comes back), and the

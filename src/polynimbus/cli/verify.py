@@ -182,7 +182,8 @@ def verify(
     reachability, RTT, chains and drift.
 
     On a dual-stack overlay every pair is pinged over IPv4 and IPv6. Each SRv6 chain gets
-    a probe (ping and a bulk TCP transfer, as its match allows) and every hop's counter
+    a probe (ping and a bulk TCP transfer, or UDP datagrams to an echo responder, as its
+    match allows) and every hop's counter
     must show it: the ingress gateway's classifier, each function in order, the egress
     gateway's decapsulation; replies prove a symmetric chain's reverse direction. Host
     pairs outside every chain are pinged and must add nothing to any function's counters.

@@ -371,12 +371,20 @@ def _overlaps(intent: Intent) -> list[Problem]:
             if sp1 is not None and sp2 is not None and sp1 != sp2:
                 continue
             reported.add((i, j))
+            what = " ".join(
+                x
+                for x in (
+                    p2 or p1 or "",
+                    f"sport {sp1 or sp2}" if sp1 or sp2 else "",
+                    f"dport {dp1 or dp2}" if dp1 or dp2 else "",
+                )
+                if x
+            )
             out.append(
                 Problem(
                     f"chains[{j}]",
                     f"chain {e.name!r} ({d2}) and chain {c.name!r} ({d1}) both steer "
-                    f"{e.family} traffic from {s2} to {t2}"
-                    + (f" ({p2 or p1})" if p1 or p2 else ""),
+                    f"{e.family} traffic from {s2} to {t2}" + (f" ({what})" if what else ""),
                     "a packet follows one chain: give them different endpoints, or a "
                     "match: (protocol, port) that tells them apart",
                 )

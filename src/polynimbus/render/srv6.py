@@ -299,14 +299,24 @@ def host_routes(
     sr = plan.srv6
     if sr is None:
         return []
-    best: dict[str, int] = {}
+    ends: list[tuple[str, int]] = []
     for c in sr.chains:
         mine = host_address if c.family == "ipv4" else host_address6
         if mine is None:
             continue
-        for here, there in ((c.src[0], c.dst[0]), (c.dst[0], c.src[0])):
-            if ip_address(mine) in ip_network(here):
-                best[there] = min(best.get(there, c.path_mtu), c.path_mtu)
+        # each direction from its sender (a symmetric chain's replies have their own)
+        if ip_address(mine) in ip_network(c.src[0]):
+            ends.append((c.dst[0], c.path_mtu))
+    # a route covers what no more specific route takes: its MTU is the smallest of the
+    # chains whose far end contains it (a /32 inside a chained /24 gets the /24's too)
+    best: dict[str, int] = {}
+    for dst, _ in ends:
+        net = ip_network(dst)
+        best[dst] = min(
+            m
+            for there, m in ends
+            if ip_network(there).version == net.version and net.subnet_of(ip_network(there))  # type: ignore[arg-type]
+        )
     out: list[Item] = []
     for dst, mtu in sorted(best.items()):
         v6 = ":" in dst
@@ -408,8 +418,6 @@ def render_nfv(plan: Plan, site: SitePlan) -> NodeModel:
                         encap=Seg6Encap("encap", rest),
                     ),
                 )
-                if fam == 6:  # the re-encapsulated packet is looked up again from iif
-                    model.add(Route(SID_SPACE, table=table, dev=core, via=GW_NFV))
                 counters.append(
                     f'\t\tip6 daddr {hop.sid} counter comment "'
                     f'{counter_comment("sid", hop.sid, "End.AS", svc.name, c.chain, c.direction)}"'

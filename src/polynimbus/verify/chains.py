@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import re
+import select
 import subprocess
 import sys
 from collections.abc import Callable
@@ -345,8 +346,8 @@ def probe_chain(
         r.ping, r.tcp_bps, r.udp_echoed = ping_ok, rate, echoed
         if ping_ok is False:
             r.errors.append(f"ping {r.src} -> {r.dst} got no reply")
-        if echoed == 0:
-            r.errors.append(f"none of {UDP_COUNT} UDP datagrams came back")
+        if echoed is not None and echoed < UDP_COUNT // 2:
+            r.errors.append(f"{echoed} of {UDP_COUNT} UDP datagrams came back")
         r.hops = hop_results(plan, c, before, after)
         for h in r.hops:
             if h.packets <= 0:
@@ -403,7 +404,8 @@ def _udp_probe(src_ns: str, dst_ns: str, addr: str, port: int) -> int:
     )
     try:
         assert echo.stdout is not None
-        if echo.stdout.readline().strip() != "ready":
+        ready, _, _ = select.select([echo.stdout], [], [], 10.0)
+        if not ready or echo.stdout.readline().strip() != "ready":
             said = echo.stderr.read().strip() if echo.stderr else ""
             raise VerifyError(
                 f"the UDP echo responder in {dst_ns} on {addr}:{port} did not start: "

@@ -89,8 +89,9 @@ class LabTarget:
     def observe(self, lab: str, desired: Sequence[Resource]) -> dict[Key, Resource]:
         """What exists for ``lab``: namespaces, links, addresses, routes and rules of
         polynimbus (any table, IPv4 and IPv6), FDB entries, root qdiscs, daemons, and for
-        the nodes where ``desired`` has them, sysctls, nftables tables and WireGuard
-        configurations.
+        the nodes where ``desired`` has them, sysctls, WireGuard configurations, SRv6
+        tunnel sources and every nftables table of polynimbus's (``polynimbus``, ``pn-*``:
+        also one the plan no longer has, so that ``up`` removes it).
 
         Raises:
             ApplyError: netlink or a command failed while reading.
@@ -130,11 +131,14 @@ class LabTarget:
             found: dict[Key, Resource] = {}
             items = per_node[ns]
             sysctl.observe(ns, [i for i in items if isinstance(i, Sysctl)], found)
+            if any(isinstance(i, NftTable) for i in items):
+                # all of polynimbus's tables, also one the plan no longer has
+                for table in firewall.observe_owned(ns):
+                    res = Resource(ns, table)
+                    found[res.key] = res
             for i in items:
                 got: Item | None = None
-                if isinstance(i, NftTable):
-                    got = firewall.observe(ns, i.family, i.table)
-                elif isinstance(i, WireGuardConfig):
+                if isinstance(i, WireGuardConfig):
                     got = wireguard.observe(ns, i.ifname)
                 elif isinstance(i, TunnelSource):
                     got = srv6.observe(ns)

@@ -73,15 +73,33 @@ def with_canonical(item: NftTable) -> NftTable:
     )
 
 
-def observe(ns: str, family: str, table: str) -> NftTable | None:
-    """The live table ``family table`` in ``ns``, or ``None`` when absent."""
-    res = netns.run(["ip", "netns", "exec", ns, "nft", "-j", "list", "table", family, table])
+def owned(name: str) -> bool:
+    """Whether a table called ``name`` is polynimbus's (``polynimbus`` or ``pn-*``)."""
+    return name == "polynimbus" or name.startswith("pn-")
+
+
+def observe_owned(ns: str) -> list[NftTable]:
+    """Every table of polynimbus's (:func:`owned`) live in ``ns``, with one ``nft`` run:
+    also those the plan no longer has (a table left behind is then deleted by ``up``)."""
+    res = netns.run(["ip", "netns", "exec", ns, "nft", "-j", "list", "ruleset"])
     if res.returncode != 0:
-        return None
+        return []
     try:
-        return NftTable(family, table, "", canonical(res.stdout))
-    except (ValueError, KeyError):
-        return None
+        entries = json.loads(res.stdout).get("nftables", [])
+    except ValueError:
+        return []
+    tables: dict[tuple[str, str], list[Any]] = {}
+    for entry in entries:
+        if "metainfo" in entry:
+            continue
+        ((kind, body),) = entry.items()
+        name = body.get("name") if kind == "table" else body.get("table")
+        if isinstance(name, str) and owned(name):
+            tables.setdefault((body.get("family", ""), name), []).append(entry)
+    return [
+        NftTable(family, table, "", canonical(json.dumps({"nftables": items})))
+        for (family, table), items in sorted(tables.items())
+    ]
 
 
 def create(ns: str, item: NftTable) -> None:
