@@ -91,7 +91,7 @@ def render_gateway(
     sr_items, forward, accept_nfv = gateway_srv6(
         plan, site, wan_if, pattern, checks_source=backend.checks_source
     )
-    ruleset = render_gateway_ruleset(plan, site, pattern, forward, "", accept_nfv)
+    ruleset = render_gateway_ruleset(plan, site, pattern, forward, accept_nfv)
     model.add(NftTable(FAMILY, TABLE, ruleset))
     model.add(*sr_items)
     return model

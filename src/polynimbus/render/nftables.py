@@ -60,7 +60,7 @@ _TEMPLATE = """table {family} {table} {{
 \t\ttype nat hook postrouting priority srcnat; policy accept;
 \t\toifname "{wan}" ip saddr {block} masquerade
 \t}}
-{extra_chains}}}
+}}
 """
 
 
@@ -69,7 +69,6 @@ def render_gateway_ruleset(
     site: SitePlan,
     tunnel_ifname_pattern: str,
     forward_extra: str = "",
-    extra_chains: str = "",
     input_extra: str = "",
 ) -> str:
     """The ``nft -f`` text of ``site``'s gateway (one ``inet polynimbus`` table).
@@ -80,7 +79,6 @@ def render_gateway_ruleset(
         forward_extra: rules (tab-indented lines) put in the forward chain before the
             conntrack rules (SRv6 packets have no conntrack entry: the kernel drops it
             when it encapsulates or decapsulates).
-        extra_chains: whole chains added to the table (SRv6, :mod:`polynimbus.render.srv6`).
         input_extra: rules added to the input chain (its NFV node's link).
     """
     peers = sorted({plan.sites[p.site].public_address for p in site.peers}, key=_addr_key)
@@ -105,7 +103,6 @@ def render_gateway_ruleset(
         mss=plan.mss,
         block=site.block,
         forward_extra=forward_extra,
-        extra_chains=extra_chains,
         v4only="meta nfproto ipv4 " if plan.ipv6 else "",
         mss6="".join(
             f'\t\t{d}ifname "{tunnel_ifname_pattern}" meta nfproto ipv6 tcp flags syn / syn,rst '

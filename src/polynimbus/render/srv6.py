@@ -378,26 +378,14 @@ def render_nfv(plan: Plan, site: SitePlan) -> NodeModel:
                 d = 0 if c.direction == "forward" else 1
                 into, back = (0, 1) if d == 0 else (1, 0)  # forward enters W, leaves E
                 hop = next(h for h in c.hops if h.node == svc.name)
-                if c.family == "ipv4":
-                    sel = link.selector4[d]
-                    model.add(
-                        Route(f"{sel}/32", dev=link.nfv_if[into], via=_addr(link.fn4[into])),
-                        Route(
-                            f"{hop.sid}/128",
-                            dev=link.nfv_if[into],
-                            encap=Seg6Local("End.DX4", nh4=sel),
-                        ),
-                    )
-                else:
-                    sel = link.selector6[d]
-                    model.add(
-                        Route(f"{sel}/128", dev=link.nfv_if[into], via=_addr(link.fn6[into])),
-                        Route(
-                            f"{hop.sid}/128",
-                            dev=link.nfv_if[into],
-                            encap=Seg6Local("End.DX6", nh6=sel),
-                        ),
-                    )
+                v4 = c.family == "ipv4"
+                sel = (link.selector4 if v4 else link.selector6)[d]
+                fn_addr = _addr((link.fn4 if v4 else link.fn6)[into])
+                proxy = Seg6Local("End.DX4", nh4=sel) if v4 else Seg6Local("End.DX6", nh6=sel)
+                model.add(
+                    Route(f"{sel}/{32 if v4 else 128}", dev=link.nfv_if[into], via=fn_addr),
+                    Route(f"{hop.sid}/128", dev=link.nfv_if[into], encap=proxy),
+                )
                 table = PROXY_BASE + 2 * link.k + back
                 fam = 4 if c.family == "ipv4" else 6
                 rest = _direction_segments(c, svc.name)
