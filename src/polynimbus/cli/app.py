@@ -101,3 +101,24 @@ def main() -> None:
         app()
     except KeyboardInterrupt:  # outside a command (e.g. while importing)
         sys.exit(130)
+
+
+def choose_lab(lab: str | None) -> tuple[str, list[str]]:
+    """``lab``, or the only lab up when it is ``None``; and the labs up.
+
+    Raises:
+        LabNotFoundError: ``lab`` is ``None`` and no lab, or several, are up.
+    """
+    from polynimbus.errors import LabNotFoundError
+    from polynimbus.targets.lab import list_labs
+
+    labs = list_labs()
+    if lab is None:
+        if not labs:
+            raise LabNotFoundError("no lab is up", "run: polynimbus up FILE")
+        if len(labs) > 1:
+            raise LabNotFoundError(
+                f"several labs are up ({', '.join(labs)})", "choose one with --lab NAME"
+            )
+        lab = labs[0]
+    return lab, labs

@@ -9,9 +9,9 @@ from typing import Annotated
 import typer
 
 from polynimbus import capabilities, names
-from polynimbus.cli.app import app, handle_errors
+from polynimbus.cli.app import app, choose_lab, handle_errors
 from polynimbus.errors import LabNotFoundError, PolynimbusError
-from polynimbus.targets.lab import list_lab_namespaces, list_labs
+from polynimbus.targets.lab import list_lab_namespaces
 
 
 def resolve_node(target: str, lab: str | None) -> str:
@@ -21,15 +21,7 @@ def resolve_node(target: str, lab: str | None) -> str:
     Raises:
         LabNotFoundError: no lab is up, several are and ``lab`` is not given, or no such node.
     """
-    labs = list_labs()
-    if lab is None:
-        if not labs:
-            raise LabNotFoundError("no lab is up", "run: polynimbus up FILE")
-        if len(labs) > 1:
-            raise LabNotFoundError(
-                f"several labs are up ({', '.join(labs)})", "choose one with --lab NAME"
-            )
-        lab = labs[0]
+    lab, _ = choose_lab(lab)
     if target == "internet":
         ns = names.internet_ns(lab)
     elif target.count("/") == 1:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated
 
@@ -13,11 +14,11 @@ from rich.markup import escape
 from rich.table import Table
 
 from polynimbus import capabilities, state
-from polynimbus.cli.app import app, err, handle_errors, out
+from polynimbus.cli.app import app, choose_lab, err, handle_errors, out
 from polynimbus.errors import LabNotFoundError, VerifyError
 from polynimbus.intent import Intent, load_intent, load_intent_text
 from polynimbus.plan import build_plan
-from polynimbus.targets.lab import list_lab_namespaces, list_labs
+from polynimbus.targets.lab import list_lab_namespaces
 from polynimbus.verify.chains import ChainResult, probe_chain
 
 
@@ -120,7 +121,7 @@ def trace(
             f"no chain named {chain!r} in {where}",
             "chains: " + ", ".join(known) if known else "the intent has no chains",
         )
-    with err.status(f"probing chain {chain}", spinner="dots") if not json_ else _Null():
+    with err.status(f"probing chain {chain}", spinner="dots") if not json_ else nullcontext():
         results = probe_chain(plan, chain)
     if json_:
         sys.stdout.write(json.dumps([r.to_dict() for r in results], indent=2) + "\n")
@@ -139,16 +140,8 @@ def running_intent(lab: str | None) -> Intent:
             has no kept intent (brought up by polynimbus 0.2 or older).
         IntentError: the kept intent no longer validates.
     """
-    labs = list_labs()
-    if lab is None:
-        if not labs:
-            raise LabNotFoundError("no lab is up", "run: polynimbus up FILE")
-        if len(labs) > 1:
-            raise LabNotFoundError(
-                f"several labs are up ({', '.join(labs)})", "choose one with --lab NAME"
-            )
-        lab = labs[0]
-    elif lab not in labs:
+    lab, labs = choose_lab(lab)
+    if lab not in labs:
         raise LabNotFoundError(
             f"the lab {lab!r} is not up",
             f"labs up: {', '.join(labs)}" if labs else "run: polynimbus up FILE",
@@ -161,11 +154,3 @@ def running_intent(lab: str | None) -> Intent:
             "give the intent file: polynimbus trace FILE CHAIN",
         )
     return load_intent_text(text, str(sdir / state.INTENT_FILE) if sdir else None)
-
-
-class _Null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
