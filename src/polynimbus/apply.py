@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-from polynimbus.node import Address, FdbEntry, Qdisc, Route, WireGuardConfig
+from polynimbus.node import Address, FdbEntry, Qdisc, Route, TrafficClass, WireGuardConfig
 from polynimbus.resources import Key, Resource
 
 Action = Literal["create", "update", "delete"]
@@ -62,8 +62,9 @@ class Target(Protocol):
         ...
 
 
-_RECREATING = frozenset({"netns", "link", "process"})
-"""Kinds whose (re)creation drops what depends on them (a process owns its TUN link)."""
+_RECREATING = frozenset({"netns", "link", "process", "qdisc"})
+"""Kinds whose (re)creation drops what depends on them (a process owns its TUN link; a
+root qdisc its classes)."""
 
 _COMPARED_AS_CONTENT = frozenset({"digest", "canonical"})
 
@@ -86,7 +87,7 @@ def device_of(r: Resource) -> str | None:
     item = r.item
     if isinstance(item, Address | WireGuardConfig):
         return item.ifname
-    if isinstance(item, Route | Qdisc | FdbEntry):
+    if isinstance(item, Route | Qdisc | FdbEntry | TrafficClass):
         return item.dev
     return None
 

@@ -19,13 +19,14 @@ kind            identity                                    compared
 ``netns``       ``()``                                      (exists)
 ``sysctl``      ``(key,)``                                  value
 ``process``     ``(name,)``                                 argv
-``link``        ``(name,)``                                 type, mtu, up, master, VXLAN
-                                                            and veth peer parameters
+``link``        ``(name,)``                                 type, mtu, up, master, MAC,
+                                                            VXLAN and veth peer parameters
 ``addr``        ``(ifname, prefix)``                        (exists)
 ``route``       ``(family, table, dst, metric)``            type, dev, via, onlink, encap
 ``rule``        ``(family, priority)``                      selectors and table
 ``fdb``         ``(dev, mac, dst)``                         (exists)
 ``qdisc``       ``(dev, parent)``                           kind and parameters
+``class``       ``(dev, minor)``                            parent, rate and ceil
 ``nft``         ``(family, table)``                         the table as the kernel holds it
 ``wgconf``      ``(ifname,)``                               the configuration's meaning
 ``tunsrc``      ``()``                                      the SRv6 encapsulation source
@@ -194,11 +195,13 @@ class Process(Item):
 
 @dataclass(frozen=True, slots=True)
 class VethPeer:
-    """The other end of a veth pair: its node, name and bridge (``master``)."""
+    """The other end of a veth pair: its node, name, bridge (``master``) and MAC address
+    (``mac``, see :attr:`Link.mac`)."""
 
     node: str
     name: str
     master: str | None = None
+    mac: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,6 +214,9 @@ class VxlanParams:
         local: local underlay address.
         remote: the one remote endpoint, or ``None`` when FDB entries give the remotes.
         learning: whether the device learns remote MACs from received frames.
+        underlay: the node whose network carries the device's UDP packets, when it is not
+            the device's own (a tenant router's VXLAN port rides its gateway's overlay:
+            the device is made there and moved, its socket stays; the lab's namespaces).
     """
 
     vni: int
@@ -218,7 +224,11 @@ class VxlanParams:
     local: str | None
     remote: str | None = None
     learning: bool = False
+    underlay: str | None = None
 
+
+MANAGED_MAC_PREFIX = "02:70:6e:"
+"""MAC addresses polynimbus sets start with this locally administered prefix (``pn``)."""
 
 LinkType = Literal["loopback", "bridge", "veth", "vxlan", "wireguard", "tun", "external"]
 
@@ -239,6 +249,9 @@ class Link(Item):
         process: the :class:`Process` that creates this interface, if any.
         vxlan: VXLAN parameters for ``type="vxlan"``.
         peer: the other end for ``type="veth"``.
+        mac: the MAC address polynimbus sets, or ``None`` to leave the kernel's. Only
+            addresses of the form ``02:70:6e:..`` (:data:`MANAGED_MAC_PREFIX`) are read
+            back, so a kernel-chosen address never differs from ``None``.
     """
 
     name: str
@@ -250,6 +263,7 @@ class Link(Item):
     process: str | None = None
     vxlan: VxlanParams | None = None
     peer: VethPeer | None = None
+    mac: str | None = None
     kind: ClassVar[str] = "link"
     rank: ClassVar[int] = 3
 
@@ -494,20 +508,23 @@ class Qdisc(Item):
 
     Attributes:
         dev: the interface.
-        type: ``tbf`` (rate) or ``netem`` (delay, and rate).
+        type: ``tbf`` (rate), ``netem`` (delay, and rate) or ``htb`` (a tree of
+            :class:`TrafficClass` es, RFC-less but see tc-htb(8)).
         rate_bps: rate in bit/s, a multiple of 8 (the kernel keeps bytes/s).
         limit_bytes: tbf queue length in bytes.
         burst_bytes: tbf bucket size in bytes (not compared: the kernel keeps it in time
             units, so it does not read back exactly).
         delay_ms: netem one-way delay in ms.
+        default_class: htb: the minor of the class unclassified packets go to.
     """
 
     dev: str
-    type: Literal["tbf", "netem"]
+    type: Literal["tbf", "netem", "htb"]
     rate_bps: int | None = None
     limit_bytes: int | None = None
     burst_bytes: int | None = None
     delay_ms: float | None = None
+    default_class: int | None = None
     parent: str = "root"
     kind: ClassVar[str] = "qdisc"
     rank: ClassVar[int] = 6
@@ -528,6 +545,45 @@ class Qdisc(Item):
 
     def label(self) -> str:
         return f"qdisc {self.type} on {self.dev}"
+
+
+@dataclass(frozen=True, slots=True)
+class TrafficClass(Item):
+    """A class of the ``htb`` root qdisc (handle ``1:``) of an interface (tc-htb(8)).
+
+    Packets reach a leaf class when their priority (``skb->priority``, set by nftables
+    ``meta priority set 1:MINOR``) names it; others go to the qdisc's default class.
+
+    Attributes:
+        dev: the interface.
+        minor: the class id is ``1:minor`` (hex in tc's notation).
+        parent: the parent class's minor, or ``0`` for the root.
+        rate_bps: guaranteed rate in bit/s (whole bytes).
+        ceil_bps: the most it may take when others are idle, bit/s (whole bytes).
+    """
+
+    dev: str
+    minor: int
+    parent: int
+    rate_bps: int
+    ceil_bps: int
+    kind: ClassVar[str] = "class"
+    rank: ClassVar[int] = 7
+
+    def ident(self) -> tuple[Any, ...]:
+        return (self.dev, self.minor)
+
+    def _ident_fields(self) -> tuple[str, ...]:
+        return ("dev", "minor")
+
+    def sub_rank(self) -> int:
+        return 0 if self.parent == 0 else 1
+
+    def depends(self) -> list[tuple[str, tuple[Any, ...]]]:
+        return [("qdisc", (self.dev, "root"))]
+
+    def label(self) -> str:
+        return f"traffic class 1:{self.minor:x} on {self.dev}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -616,6 +672,7 @@ KINDS: dict[str, type[Item]] = {
         Rule,
         FdbEntry,
         Qdisc,
+        TrafficClass,
         NftTable,
         WireGuardConfig,
         TunnelSource,

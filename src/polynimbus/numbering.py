@@ -401,3 +401,32 @@ def id_collisions(keys: list[tuple[str, int]]) -> list[tuple[str, str]]:
         else:
             seen[value] = key
     return out
+
+
+# --- Tenants (issue 7) ----------------------------------------------------------------
+
+TENANT_ID_BITS = 15
+"""Bits of a tenant's id: the minor of its traffic classes (``1:ID``, below 0x8000)."""
+TENANT_VNI_BASE = 1 << 23
+"""Tenant VNIs lie in ``2^23 .. 2^24-2`` (RFC 7348: 24 bits), apart from tunnel VNIs' hashes
+only by chance: tenant VXLAN uses its own UDP port, so the two never share a socket."""
+
+
+def tenant_id(name: str) -> int:
+    """A tenant's id (:data:`TENANT_ID_BITS`), hashed from its name."""
+    return stable_id(name, TENANT_ID_BITS, "tenant|")
+
+
+def vni_of(key: str) -> int:
+    """The VNI of a tenant network ``TENANT/NETWORK`` (``TENANT/`` is the tenant's transit
+    network between its routers), hashed from the key into the tenant VNI range."""
+    return TENANT_VNI_BASE + stable_id(key, 23, "vni|") - 1
+
+
+def tenant_mac(*parts: str) -> str:
+    """A locally administered unicast MAC ``02:70:6e:xx:xx:xx`` (the prefix polynimbus
+    reads back, :data:`polynimbus.node.MANAGED_MAC_PREFIX`) with 24 bits hashed from
+    ``parts``: the same parts give the same MAC wherever the node runs (a host keeps its
+    MAC when it moves). Two equal MACs in one network are a validation error."""
+    digest = hashlib.sha256("|".join(parts).encode()).digest()
+    return "02:70:6e:" + ":".join(f"{b:02x}" for b in digest[:3])

@@ -15,7 +15,14 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from polynimbus.errors import IntentError, Problem
-from polynimbus.intent.models import ChainSpec, Intent, Overlay, ServiceSpec, SiteSpec
+from polynimbus.intent.models import (
+    ChainSpec,
+    Intent,
+    Overlay,
+    ServiceSpec,
+    SiteSpec,
+    TenantSpec,
+)
 
 _M = TypeVar("_M", bound=BaseModel)
 PathKey = tuple[str | int, ...]
@@ -74,8 +81,10 @@ def _known_fields(model: type[BaseModel], loc: PathKey) -> list[str]:
         HostSpec,
         Location,
         MatchSpec,
+        NetworkSpec,
         ServiceSpec,
         SRv6Spec,
+        TenantSpec,
         UnderlaySpec,
     )
 
@@ -98,6 +107,8 @@ def _known_fields(model: type[BaseModel], loc: PathKey) -> list[str]:
             "services": ServiceSpec,
             "chains": ChainSpec,
             "match": MatchSpec,
+            "tenants": TenantSpec,
+            "networks": NetworkSpec,
         }
         current = nested.get(part)
     if current is None:
@@ -282,18 +293,24 @@ def _partial_semantics(data: dict[str, Any], lines: dict[PathKey, int]) -> list[
             first_seen[name] = i
     if not good:
         return out
-    services, chains = [], []
-    if len(good) == len(raw_sites):  # services and chains name sites: check them only then
+    services, chains, tenants = [], [], []
+    if len(good) == len(raw_sites):  # these name sites: check them only then
         services = _valid_items(data.get("services"), ServiceSpec)
         chains = _valid_items(data.get("chains"), ChainSpec)
+        tenants = _valid_items(data.get("tenants"), TenantSpec)
     intent = Intent.model_construct(
         name=str(data.get("name", "x")),
         overlay=overlay,
         sites=good,
         services=[s for _, s in services],
         chains=[c for _, c in chains],
+        tenants=[t for _, t in tenants],
     )
-    extra = {"services": [i for i, _ in services], "chains": [i for i, _ in chains]}
+    extra = {
+        "services": [i for i, _ in services],
+        "chains": [i for i, _ in chains],
+        "tenants": [i for i, _ in tenants],
+    }
     raw_services = data.get("services")
     declared = {
         s["name"]

@@ -319,6 +319,115 @@ class ChainSpec(_Model):
         return _check_name(v, "chain")
 
 
+class TenantHostSpec(_Model):
+    """A tenant host: ``SITE/HOST``, or ``{name: SITE/HOST, address: A}``.
+
+    Without ``address`` it takes the next free of .1, .2, ... of its network's subnet,
+    in the order listed.
+    """
+
+    name: str
+    address: IPv4Address | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_str(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            return {"name": data}
+        return data
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        site, sep, host = v.partition("/")
+        if not sep:
+            raise ValueError(f"{v!r} is not SITE/HOST; write e.g. i3s/web-1")
+        _check_name(site, "site")
+        _check_name(host, "host")
+        return v
+
+    @property
+    def site(self) -> str:
+        """The site part of ``SITE/HOST``."""
+        return self.name.partition("/")[0]
+
+    @property
+    def host(self) -> str:
+        """The host part of ``SITE/HOST``."""
+        return self.name.partition("/")[2]
+
+
+class NetworkSpec(_Model):
+    """A tenant network: one IPv4 subnet, on one site (routed) or stretched over several
+    at layer 2 (one broadcast domain, seed 004 §III).
+
+    Attributes:
+        name: unique within the tenant.
+        subnet: the tenant's own range; other tenants may use the same one.
+        sites: the sites it spans, at least one; the first is its origin.
+        hosts: ``SITE/HOST`` entries, each on a site of ``sites``.
+    """
+
+    name: str
+    subnet: IPv4Network
+    sites: list[str] = Field(min_length=1)
+    hosts: list[TenantHostSpec] = Field(default_factory=list)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return _check_name(v, "network")
+
+    @property
+    def layer2(self) -> bool:
+        """Whether the network is stretched over more than one site."""
+        return len(self.sites) > 1
+
+
+class TenantSpec(_Model):
+    """A tenant (seed 001 §2-3): its own networks and address space, isolated from the
+    other tenants in traffic and in bandwidth.
+
+    Attributes:
+        name: unique among tenants; the exec target is ``TENANT:SITE/HOST``.
+        rate: the bandwidth guaranteed to the tenant on every tunnel it uses (tc rate,
+            e.g. ``100mbit``); it may borrow up to the tunnel's capacity when others are
+            idle. Needs ``underlay.rate`` on the tenant's sites (the capacity).
+        networks: the tenant's networks.
+    """
+
+    name: str
+    rate: str | None = None
+    networks: list[NetworkSpec] = Field(default_factory=list)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return _check_name(v, "tenant")
+
+    @field_validator("rate")
+    @classmethod
+    def _rate(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_rate(v)
+        return v
+
+    @property
+    def rate_bps(self) -> int | None:
+        """The guaranteed rate in bit/s, or ``None``."""
+        return parse_rate(self.rate) if self.rate is not None else None
+
+    @property
+    def sites(self) -> list[str]:
+        """The sites of the tenant's networks, in first-seen order."""
+        out: list[str] = []
+        for n in self.networks:
+            for s in n.sites:
+                if s not in out:
+                    out.append(s)
+        return out
+
+
 class Intent(_Model):
     """A whole intent file."""
 
@@ -327,6 +436,7 @@ class Intent(_Model):
     sites: list[SiteSpec] = Field(min_length=1)
     services: list[ServiceSpec] = Field(default_factory=list)
     chains: list[ChainSpec] = Field(default_factory=list)
+    tenants: list[TenantSpec] = Field(default_factory=list)
 
     @property
     def uses_srv6(self) -> bool:

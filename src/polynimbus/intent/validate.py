@@ -2,7 +2,9 @@
 
 Checks: duplicate site names, duplicate or reserved host names (per site), the hub of
 ``topology: hub``, and the numbering plan (:func:`polynimbus.numbering.number_sites`):
-overlapping blocks, addresses outside ``address_space`` or their block, exhaustion.
+overlapping blocks, addresses outside ``address_space`` or their block, exhaustion; then the
+services and chains (:mod:`polynimbus.intent.chains`) and the tenants
+(:mod:`polynimbus.intent.tenants`).
 """
 
 from __future__ import annotations
@@ -103,6 +105,11 @@ def semantic_problems(
 
         for p in chain_problems(intent):
             problems.append(_reindex_items(p, item_indices) if item_indices else p)
+    if site_indices is None or len(site_indices) == len(intent.sites):
+        from polynimbus.intent.tenants import tenant_problems
+
+        for p in tenant_problems(intent):
+            problems.append(_reindex_items(p, item_indices) if item_indices else p)
     return problems
 
 
@@ -114,7 +121,7 @@ def _reindex_items(p: Problem, idx: dict[str, list[int]]) -> Problem:
         key, k = m.group(1), int(m.group(2))
         return f"{key}[{idx[key][k]}]" if k < len(idx.get(key, [])) else m.group(0)
 
-    pat = r"(services|chains)\[(\d+)\]"
+    pat = r"(services|chains|tenants)\[(\d+)\]"
     return Problem(re.sub(pat, sub, p.path), re.sub(pat, sub, p.message), p.hint, p.line)
 
 

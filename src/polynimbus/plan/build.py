@@ -21,6 +21,7 @@ from polynimbus.numbering import (
 )
 from polynimbus.plan import mtu, routes, topology
 from polynimbus.plan.model import HostPlan, Peers, Plan, SitePlan, Tunnels
+from polynimbus.plan.tenants import TenantPlan, build_tenants
 from polynimbus.tunnels import TRANSPORTS
 
 VNI_SPACE = 2**24 - 2
@@ -165,6 +166,9 @@ def _build_plan(intent: Intent) -> Plan:
 
         carrier_mtu = t_mtu if intent.carrier == "tunnels" else ov.underlay_mtu
         srv6_plan = build_srv6(intent, tuple(sites), carrier_mtu)
+    tenant_plans: tuple[TenantPlan, ...] = ()
+    if intent.tenants:
+        tenant_plans = build_tenants(intent, [s.name for s in sites])
     return Plan(
         name=intent.name,
         topology=ov.topology,
@@ -179,4 +183,5 @@ def _build_plan(intent: Intent) -> Plan:
         tunnels=tunnels,
         ipv6=intent.dual_stack,
         srv6=srv6_plan,
+        tenants=tenant_plans,
     )

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
     from polynimbus.plan.routes import SiteRoutes
     from polynimbus.plan.srv6 import SRv6Plan
+    from polynimbus.plan.tenants import TenantPlan
 
 PLAN_SCHEMA = "polynimbus.plan/v1"
 
@@ -243,6 +244,7 @@ class Plan:
         tunnels: sorted by ``(a, b)`` (a :class:`Tunnels` from the planner).
         ipv6: whether the overlay is dual-stack.
         srv6: the SRv6 plan (SIDs, services, chains), or ``None``.
+        tenants: the tenants' networks, routers and rates (:mod:`polynimbus.plan.tenants`).
     """
 
     name: str
@@ -258,6 +260,25 @@ class Plan:
     tunnels: Sequence[TunnelPlan]
     ipv6: bool = False
     srv6: SRv6Plan | None = None
+    tenants: tuple[TenantPlan, ...] = ()
+
+    @property
+    def tenant_mtu(self) -> int:
+        """MTU of every tenant interface, bytes (:func:`polynimbus.plan.tenants.tenant_mtu`)."""
+        from polynimbus.plan.tenants import tenant_mtu
+
+        return tenant_mtu(self.tunnel_mtu)
+
+    def tenant(self, name: str) -> TenantPlan:
+        """The tenant called ``name``.
+
+        Raises:
+            KeyError: no such tenant.
+        """
+        for t in self.tenants:
+            if t.name == name:
+                return t
+        raise KeyError(name)
 
     def prefixes(self, index: int) -> tuple[str, ...]:
         """The overlay prefixes of site ``index`` routed through the tunnels: its block,
@@ -358,6 +379,10 @@ class Plan:
             out["ipv6"] = True
         if self.srv6 is not None:
             out["srv6"] = self.srv6.to_dict()
+        if self.tenants:
+            from polynimbus.plan.tenants import tenants_to_dict
+
+            out["tenants"] = tenants_to_dict(self.tenants, self.tenant_mtu)
         return out | {
             "schema": PLAN_SCHEMA,
             "name": self.name,

@@ -36,6 +36,7 @@ from polynimbus.node import (
     Route,
     Rule,
     Sysctl,
+    TrafficClass,
     TunnelSource,
     WireGuardConfig,
 )
@@ -213,6 +214,8 @@ class LabTarget:
             netlink.create_fdb(ns, item)
         elif isinstance(item, Qdisc):
             netlink.create_qdisc(ns, item)
+        elif isinstance(item, TrafficClass):
+            netlink.create_class(ns, item)
         elif isinstance(item, NftTable):
             firewall.create(ns, item)
         elif isinstance(item, WireGuardConfig):
@@ -243,6 +246,8 @@ class LabTarget:
             netlink.delete_fdb(ns, item)
         elif isinstance(item, Qdisc):
             netlink.delete_qdisc(ns, item)
+        elif isinstance(item, TrafficClass):
+            netlink.delete_class(ns, item)
         elif isinstance(item, NftTable):
             firewall.delete(ns, item)
         elif isinstance(item, TunnelSource):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +19,7 @@ from pyroute2 import IPRoute
 
 from polynimbus.errors import ApplyError
 from polynimbus.node import (
+    MANAGED_MAC_PREFIX,
     SEG6LOCAL_ACTIONS,
     Address,
     FdbEntry,
@@ -27,6 +29,7 @@ from polynimbus.node import (
     Rule,
     Seg6Encap,
     Seg6Local,
+    TrafficClass,
     VethPeer,
     VxlanParams,
 )
@@ -39,6 +42,8 @@ ROUTE_PROTO = 250
 IFF_UP = 0x1
 RTNH_F_ONLINK = 0x4
 TC_H_ROOT = 0xFFFFFFFF
+HTB_HANDLE = 0x10000
+"""Handle ``1:`` of the htb root qdiscs polynimbus makes."""
 RT_SCOPE_NOWHERE = 255
 IFA_F_NODAD = 0x02
 FAMILIES = {4: socket.AF_INET, 6: socket.AF_INET6}
@@ -106,6 +111,7 @@ def observe_node(
                 "mtu": link.get("mtu"),
                 "up": bool(link["flags"] & IFF_UP),
                 "master": by_index.get(link.get("IFLA_MASTER") or -1),
+                "mac": _managed_mac(link.get_attr("IFLA_ADDRESS")),
             }
             if kind == "veth":
                 nsid = link.get("IFLA_LINK_NETNSID")
@@ -116,12 +122,14 @@ def observe_node(
                     d["peer_ns"] = ns
             elif kind == "vxlan":
                 data = li.get_attr("IFLA_INFO_DATA")
+                nsid = link.get("IFLA_LINK_NETNSID")
                 d["vxlan"] = VxlanParams(
                     vni=data.get_attr("IFLA_VXLAN_ID"),
                     port=data.get_attr("IFLA_VXLAN_PORT"),
                     local=data.get_attr("IFLA_VXLAN_LOCAL"),
                     remote=data.get_attr("IFLA_VXLAN_GROUP"),
                     learning=bool(data.get_attr("IFLA_VXLAN_LEARNING")),
+                    underlay=nsids.get(nsid, f"nsid {nsid}") if nsid is not None else None,
                 )
             elif kind == "tun" and name in processes:
                 d["process"] = name_of(processes[name])
@@ -291,6 +299,7 @@ def _observe_fdb(
 def _observe_qdiscs(
     ipr: IPRoute, ns: str, by_index: dict[int, str], out: dict[Key, Resource]
 ) -> None:
+    htb: list[int] = []
     for q in ipr.get_qdiscs():
         if q.get("parent") != TC_H_ROOT:
             continue
@@ -308,8 +317,30 @@ def _observe_qdiscs(
             opts = q.get_attr("TCA_OPTIONS")
             delay = opts.get("delay") if opts is not None else None
             item = Qdisc(ifname, "netem", delay_ms=(delay / 1000.0) if delay else None)
+        elif kind == "htb" and q["handle"] == HTB_HANDLE:
+            init = q.get_attr("TCA_OPTIONS").get_attr("TCA_HTB_INIT")
+            item = Qdisc(ifname, "htb", default_class=int(init["defcls"]))
+            htb.append(q["index"])
         if item is not None:
             res = Resource(ns, item)
+            out[res.key] = res
+    for index in htb:
+        for c in ipr.get_classes(index):
+            opts = c.get_attr("TCA_OPTIONS")
+            parms = opts.get_attr("TCA_HTB_PARMS") if opts is not None else None
+            if parms is None or (c["handle"] >> 16) != 1:
+                continue
+            rate64 = opts.get_attr("TCA_HTB_RATE64")
+            ceil64 = opts.get_attr("TCA_HTB_CEIL64")
+            parent = c["parent"]
+            tc_item = TrafficClass(
+                by_index[index],
+                c["handle"] & 0xFFFF,
+                0 if parent == TC_H_ROOT or (parent & 0xFFFF) == 0 else parent & 0xFFFF,
+                int(rate64 or parms["rate"]) * 8,
+                int(ceil64 or parms["ceil"]) * 8,
+            )
+            res = Resource(ns, tc_item)
             out[res.key] = res
 
 
@@ -324,9 +355,16 @@ def add_links(nodes: dict[str, NodeLinks], out: dict[Key, Resource]) -> None:
                 out[res.key] = res
 
 
+def _managed_mac(mac: str | None) -> str | None:
+    """``mac`` if polynimbus set it (:data:`~polynimbus.node.MANAGED_MAC_PREFIX`), else ``None``."""
+    if mac and mac.lower().startswith(MANAGED_MAC_PREFIX):
+        return mac.lower()
+    return None
+
+
 def _link_item(nodes: dict[str, NodeLinks], ns: str, name: str, d: dict[str, Any]) -> Link | None:
     kind = d["kind"]
-    common = {"mtu": d["mtu"], "up": d["up"], "master": d["master"]}
+    common = {"mtu": d["mtu"], "up": d["up"], "master": d["master"], "mac": d["mac"]}
     if name == "lo":
         return Link("lo", "loopback", up=d["up"])
     if kind == "bridge":
@@ -364,7 +402,8 @@ def _link_item(nodes: dict[str, NodeLinks], ns: str, name: str, d: dict[str, Any
             mtu=d["mtu"],
             up=d["up"] and pd["up"],
             master=d["master"],
-            peer=VethPeer(peer_ns, peer_name, pd["master"]),
+            mac=d["mac"],
+            peer=VethPeer(peer_ns, peer_name, pd["master"], pd["mac"]),
         )
     return Link(name, "external", **common)
 
@@ -418,12 +457,17 @@ def create_link(ns: str, item: Link, wait_process: Any = None) -> None:
                     kw["vxlan_local"] = v.local
                 if v.remote:
                     kw["vxlan_group"] = v.remote
-                ipr.link("add", ifname=item.name, kind="vxlan", **kw)
+                if v.underlay and v.underlay != ns:
+                    _vxlan_from(v.underlay, ns, item.name, kw)
+                else:
+                    ipr.link("add", ifname=item.name, kind="vxlan", **kw)
             elif item.type == "wireguard":
                 ipr.link("add", ifname=item.name, kind="wireguard")
             else:
                 raise ApplyError(f"cannot create a link of type {item.type!r}")
         i = idx(ipr, item.name)
+        if item.mac:
+            ipr.link("set", index=i, address=item.mac)
         if item.mtu:
             ipr.link("set", index=i, mtu=item.mtu)
         if item.master:
@@ -432,11 +476,31 @@ def create_link(ns: str, item: Link, wait_process: Any = None) -> None:
     if item.type == "veth" and item.peer is not None:
         with netns.ipr(item.peer.node) as peer:
             pidx = idx(peer, item.peer.name)
+            if item.peer.mac:
+                peer.link("set", index=pidx, address=item.peer.mac)
             if item.mtu:
                 peer.link("set", index=pidx, mtu=item.mtu)
             if item.peer.master:
                 peer.link("set", index=pidx, master=idx(peer, item.peer.master))
             peer.link("set", index=pidx, state="up" if item.up else "down")
+
+
+def _vxlan_from(underlay: str, ns: str, name: str, kw: dict[str, Any]) -> None:
+    """Make a VXLAN device in ``underlay`` (where its UDP socket lives and stays) and move
+    it into ``ns`` as ``name`` (the device then belongs to ``ns``, its packets to
+    ``underlay``'s network: how a tenant router's ports ride its gateway's tunnels)."""
+    tmp = f"pnvx{os.getpid() % 10000:04d}{threading.get_ident() % 1000:03d}"
+    with netns.ipr(underlay) as u:
+        old = u.link_lookup(ifname=tmp)
+        if old:
+            u.link("del", index=old[0])
+        u.link("add", ifname=tmp, kind="vxlan", **kw)
+        i = idx(u, tmp)
+        fd = os.open(f"/run/netns/{ns}", os.O_RDONLY)
+        try:
+            u.link("set", index=i, net_ns_fd=fd, ifname=name)
+        finally:
+            os.close(fd)
 
 
 def delete_peer_end(peer: VethPeer) -> None:
@@ -634,6 +698,11 @@ def create_qdisc(ns: str, item: Qdisc) -> None:
                 burst=item.burst_bytes,
                 limit=item.limit_bytes,
             )
+        elif item.type == "htb":
+            old = [q for q in ipr.get_qdiscs(i) if q["parent"] == TC_H_ROOT]
+            if old and not (old[0].get_attr("TCA_KIND") == "htb" and old[0]["handle"] == HTB_HANDLE):
+                ipr.tc("del", index=i)
+            ipr.tc("replace", "htb", i, handle="1:", default=item.default_class or 0)
         else:
             kw: dict[str, Any] = {"delay": int((item.delay_ms or 0) * 1000)}
             if item.rate_bps:
@@ -647,3 +716,37 @@ def delete_qdisc(ns: str, item: Qdisc) -> None:
         found = ipr.link_lookup(ifname=item.dev)
         if found:
             ipr.tc("del", index=found[0])
+
+
+# ---------------------------------------------------------------------------- classes
+def _class_args(item: TrafficClass) -> dict[str, Any]:
+    rate, ceil = item.rate_bps // 8, item.ceil_bps // 8
+    return {
+        "handle": f"1:{item.minor:x}",
+        "parent": f"1:{item.parent:x}" if item.parent else "1:",
+        "rate": f"{item.rate_bps}bit",
+        "ceil": f"{item.ceil_bps}bit",
+        # 10 ms at the rate (at least two full frames): shallower buckets starve a TCP
+        # flow on a virtual link whose timers are coarse (tc-htb(8), "burst").
+        "burst": max(rate // 100, 2 * 1600),
+        "cburst": max(ceil // 100, 2 * 1600),
+    }
+
+
+def create_class(ns: str, item: TrafficClass) -> None:
+    """Add or change class ``1:minor`` of the htb root qdisc of ``item.dev``."""
+    with netns.ipr(ns) as ipr:
+        i = idx(ipr, item.dev)
+        handle = (1 << 16) | item.minor
+        exists = any(c["handle"] == handle for c in ipr.get_classes(i))
+        ipr.tc("change-class" if exists else "add-class", "htb", i, **_class_args(item))
+
+
+def delete_class(ns: str, item: TrafficClass) -> None:
+    """Remove class ``1:minor`` (absent is fine)."""
+    with netns.ipr(ns) as ipr:
+        found = ipr.link_lookup(ifname=item.dev)
+        if found:
+            handle = (1 << 16) | item.minor
+            if any(c["handle"] == handle for c in ipr.get_classes(found[0])):
+                ipr.tc("del-class", "htb", found[0], handle=f"1:{item.minor:x}")
