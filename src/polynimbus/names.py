@@ -27,7 +27,15 @@ gateway <-> NFV node   ``nfv0`` (gateway), ``core0`` (NFV)    both         names
 connector <-> SR-aware ``aFFFF`` (NFV), ``nfv0`` (function)   both         namespace
 connector <-> legacy   ``cKKKw``/``cKKKe`` (NFV), ``wKKK``/   both         namespace
                        ``eKKK`` (function), per chain
+tenant router          ``pn.LAB.SITE.TENANT.router``          host         host
+tenant host            ``pn.LAB.SITE.TENANT.HOST``            host         host
+router transit port    ``tr0`` (VXLAN, socket in the gateway) router       namespace
+tenant network K       ``nK`` (bridge, the router's address)  router       namespace
+stretched network K    ``vK`` (VXLAN port of ``nK``)          router       namespace
+tenant host port       ``nKhI`` (I: host index in network K)  router       namespace
 =====================  =====================================  ===========  ===========
+
+Tenant namespaces have five dot-separated parts, site hosts four: they cannot collide.
 
 Site and host names are DNS-like labels (``[a-z0-9-]``, no dots), so the dots in namespace
 names cannot be confused, and one lab's prefix ``pn.LAB.`` never matches another lab.
@@ -126,3 +134,32 @@ def check_ifname(name: str) -> str:
     if not name or len(name.encode()) > IFNAMSIZ or re.search(r"[/:\s]", name):
         raise ValueError(f"invalid interface name {name!r} (at most {IFNAMSIZ} bytes)")
     return name
+
+
+TRANSIT_IF = "tr0"
+"""A tenant router's port on its transit network (VXLAN)."""
+
+
+def tenant_router_ns(lab: str, site: str, tenant: str) -> str:
+    """Namespace of a tenant's virtual router on a site."""
+    return f"{lab_prefix(lab)}{site}.{tenant}.router"
+
+
+def tenant_host_ns(lab: str, site: str, tenant: str, host: str) -> str:
+    """Namespace of a tenant host (exec target ``TENANT:SITE/HOST``)."""
+    return f"{lab_prefix(lab)}{site}.{tenant}.{host}"
+
+
+def tenant_bridge_if(index: int) -> str:
+    """Bridge of tenant network ``index`` in the tenant's router."""
+    return check_ifname(f"n{index}")
+
+
+def tenant_vxlan_if(index: int) -> str:
+    """VXLAN port of stretched tenant network ``index`` in the tenant's router."""
+    return check_ifname(f"v{index}")
+
+
+def tenant_port_if(index: int, host_index: int) -> str:
+    """Router-side port of host ``host_index`` of tenant network ``index``."""
+    return check_ifname(f"n{index}h{host_index}")

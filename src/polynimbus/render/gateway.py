@@ -18,6 +18,7 @@ from polynimbus.node import Address, Item, Link, NftTable, NodeModel, Qdisc, Rou
 from polynimbus.plan.model import Plan, SitePlan
 from polynimbus.render.nftables import FAMILY, TABLE, render_gateway_ruleset
 from polynimbus.render.srv6 import gateway_srv6
+from polynimbus.render.tenants import gateway_tenant_items
 from polynimbus.tunnels import get_transport
 
 LAN_MTU = 1500
@@ -70,8 +71,9 @@ def render_gateway(
     Returns:
         sysctls (forwarding on, reverse-path filter off for transit), the LAN bridge with
         the gateway's overlay address, the public address and default route, underlay
-        shaping, the transport's items (tunnels, processes, overlay routes, configuration)
-        and the nftables table.
+        shaping, the transport's items (tunnels, processes, overlay routes, configuration),
+        the nftables table, SRv6 items, and the tenants' share (VXLAN admission, per-tenant
+        shaping: :func:`polynimbus.render.tenants.gateway_tenant_items`).
     """
     backend = get_transport(plan.transport)
     block = IPv4Network(site.block)
@@ -94,4 +96,5 @@ def render_gateway(
     ruleset = render_gateway_ruleset(plan, site, pattern, forward, accept_nfv)
     model.add(NftTable(FAMILY, TABLE, ruleset))
     model.add(*sr_items)
+    model.add(*gateway_tenant_items(plan, site))
     return model

@@ -31,6 +31,7 @@ from polynimbus.numbering import INTERNET_SERVICE
 from polynimbus.plan.model import Plan, SitePlan
 from polynimbus.render.gateway import LAN_MTU, render_gateway, shaping
 from polynimbus.render.srv6 import host_routes, render_function, render_nfv
+from polynimbus.render.tenants import render_tenants
 from polynimbus.resources import Resource, on
 
 
@@ -79,6 +80,7 @@ def render_lab(
         out += _site(plan, site, inet, keys, wireguard_impl, netem)
         if plan.srv6 is not None and site.name in plan.srv6.nfv_sites:
             out += _nfv(plan, site)
+    out += render_tenants(plan)
     out.sort(key=lambda r: r.rank)
     return out
 

@@ -700,7 +700,7 @@ def create_qdisc(ns: str, item: Qdisc) -> None:
             )
         elif item.type == "htb":
             old = [q for q in ipr.get_qdiscs(i) if q["parent"] == TC_H_ROOT]
-            if old and not (old[0].get_attr("TCA_KIND") == "htb" and old[0]["handle"] == HTB_HANDLE):
+            if old and old[0]["handle"] not in (0, HTB_HANDLE):  # e.g. a tbf: start afresh
                 ipr.tc("del", index=i)
             ipr.tc("replace", "htb", i, handle="1:", default=item.default_class or 0)
         else:
