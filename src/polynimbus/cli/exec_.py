@@ -16,7 +16,8 @@ from polynimbus.targets.lab import list_lab_namespaces
 
 def resolve_node(target: str, lab: str | None) -> str:
     """The namespace of ``TARGET`` (``SITE/HOST``, ``SITE/gateway``, ``SITE/nfv`` (the NFV
-    node), ``SITE/SERVICE`` (a network function) or ``internet``).
+    node), ``SITE/SERVICE`` (a network function), ``TENANT:SITE/HOST`` (a tenant host),
+    ``TENANT:SITE/router`` (a tenant's router) or ``internet``).
 
     Raises:
         LabNotFoundError: no lab is up, several are and ``lab`` is not given, or no such node.
@@ -24,6 +25,10 @@ def resolve_node(target: str, lab: str | None) -> str:
     lab, _ = choose_lab(lab)
     if target == "internet":
         ns = names.internet_ns(lab)
+    elif target.count(":") == 1 and target.count("/") == 1:
+        tenant, rest = target.split(":")
+        site, host = rest.split("/")
+        ns = names.tenant_host_ns(lab, site, tenant, host)
     elif target.count("/") == 1:
         site, host = target.split("/")
         ns = (
@@ -32,7 +37,10 @@ def resolve_node(target: str, lab: str | None) -> str:
             else names.host_ns(lab, site, host)
         )
     else:
-        raise PolynimbusError(f"bad target {target!r}", "write SITE/HOST, SITE/gateway or internet")
+        raise PolynimbusError(
+            f"bad target {target!r}",
+            "write SITE/HOST, SITE/gateway, TENANT:SITE/HOST or internet",
+        )
     present = list_lab_namespaces(lab)
     if ns not in present:
         nodes = sorted(_node_name(n, lab) for n in present)
@@ -45,6 +53,9 @@ def resolve_node(target: str, lab: str | None) -> str:
 
 def _node_name(ns: str, lab: str) -> str:
     rest = ns[len(names.lab_prefix(lab)) :]
+    parts = rest.split(".")
+    if len(parts) == 3:  # SITE.TENANT.HOST
+        return f"{parts[1]}:{parts[0]}/{parts[2]}"
     return rest if rest == "internet" else rest.replace(".", "/", 1)
 
 
@@ -54,7 +65,8 @@ def exec_(
     target: Annotated[
         str,
         typer.Argument(
-            help="SITE/HOST, SITE/gateway, SITE/nfv, SITE/SERVICE or internet.",
+            help="SITE/HOST, SITE/gateway, SITE/nfv, SITE/SERVICE, TENANT:SITE/HOST, "
+            "TENANT:SITE/router or internet.",
             show_default=False,
         ),
     ],
@@ -67,7 +79,9 @@ def exec_(
     """Run a command inside a lab node, like 'docker exec'.
 
     TARGET is SITE/HOST, SITE/gateway, SITE/nfv (the NFV node of a site with service
-    chains), SITE/SERVICE (a network function) or internet. --lab may come before or after TARGET;
+    chains), SITE/SERVICE (a network function), TENANT:SITE/HOST (a tenant's host),
+    TENANT:SITE/router (its virtual router on a site) or internet. --lab may come before
+    or after TARGET;
     '--' then starts the command (needed when the command has options of its own, e.g.
     '-h', which would otherwise be taken as the command).
     Exits with the command's status.
@@ -77,6 +91,8 @@ def exec_(
       polynimbus exec i3s/app-1 -- ping -c 3 10.1.0.1
 
       polynimbus exec aws-fra/gateway -- nft list ruleset
+
+      polynimbus exec acme:i3s/web-1 -- ping -c 1 172.16.0.50
 
       polynimbus exec --lab prestocloud internet -- ip route
     """

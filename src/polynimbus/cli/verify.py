@@ -56,6 +56,8 @@ def print_report(plan: Plan, report: VerifyReport) -> None:
         out.print(f"[red]unreachable[/]: {p.src} -> {p.dst} ({p.family})")
     if report.chains:
         print_chains(report)
+    if report.has_tenants:
+        print_tenants(plan, report)
     for d in report.drift:
         out.print(f"[red]drift[/]: {escape(d)}", soft_wrap=True)
     if report.throughput:
@@ -79,6 +81,77 @@ def print_report(plan: Plan, report: VerifyReport) -> None:
         )
     for w in report.warnings:
         out.print(f"[yellow]warning[/]: {escape(w)}", soft_wrap=True)
+
+
+def print_tenants(plan: Plan, report: VerifyReport) -> None:
+    """Per tenant, the reachability matrix (RTT in ms, L2 marks a layer-2 path); then the
+    isolation matrix (row probes column: echo requests the column's hosts received)."""
+    for tenant in plan.tenants:
+        hosts = [h.key for _, h in tenant.hosts()]
+        if len(hosts) < 2:
+            continue
+        cell = {(p.src, p.dst): p for p in report.tenant_pairs if p.tenant == tenant.name}
+        if len(hosts) <= MATRIX_MAX_HOSTS:
+            t = Table(
+                title=f"Tenant {tenant.name}: RTT in ms (row pings column; L2: layer 2 "
+                "across sites)",
+                title_justify="left",
+            )
+            t.add_column("from \\ to")
+            for i in range(len(hosts)):
+                t.add_column(f"#{i + 1}", justify="right")
+            for k, src in enumerate(hosts):
+                row = []
+                for dst in hosts:
+                    p = cell.get((src, dst))
+                    if p is None:
+                        row.append("·")
+                    elif p.reachable:
+                        row.append(f"{p.rtt_ms:.2f}" + (" L2" if p.layer2 else ""))
+                    else:
+                        row.append("[red]✗[/]")
+                t.add_row(f"#{k + 1} {src}", *row)
+            out.print(t)
+        pairs = list(cell.values())
+        out.print(
+            f"tenant {tenant.name}: {sum(p.reachable for p in pairs)}/{len(pairs)} host "
+            "pairs reachable"
+        )
+        for p in pairs:
+            if not p.reachable:
+                out.print(f"[red]unreachable[/]: {tenant.name}:{p.src} -> {p.dst}")
+    if report.tenant_isolation:
+        groups = list(dict.fromkeys([i.src for i in report.tenant_isolation]))
+        cell_i = {(i.src, i.dst): i for i in report.tenant_isolation}
+        t = Table(
+            title="Isolation: echo requests received by the column's hosts while the row "
+            "pinged all their addresses (must be 0)",
+            title_justify="left",
+        )
+        t.add_column("from \\ to")
+        for g in groups:
+            t.add_column(g, justify="right")
+        for a in groups:
+            row = []
+            for b in groups:
+                i = cell_i.get((a, b))
+                if i is None:
+                    row.append("·")
+                else:
+                    n = sum(i.received.values())
+                    row.append("0" if i.ok else f"[red]{n}[/]")
+            t.add_row(a, *row)
+        out.print(t)
+        for i in report.tenant_isolation:
+            for host, n in i.received.items():
+                if n:
+                    out.print(f"[red]isolation[/]: {i.dst} host {host} received {n} of {i.src}'s probes")
+            for host, n in i.control.items():
+                if not n:
+                    out.print(
+                        f"[red]isolation[/]: the control probe to {i.dst} host {host} was not "
+                        "counted either: the check proves nothing"
+                    )
 
 
 def print_chains(report: VerifyReport) -> None:
@@ -187,6 +260,11 @@ def verify(
     must show it: the ingress gateway's classifier, each function in order, the egress
     gateway's decapsulation; replies prove a symmetric chain's reverse direction. Host
     pairs outside every chain are pinged and must add nothing to any function's counters.
+
+    Tenants: every host of a tenant pings every other (across its networks and sites;
+    L2 marks a layer-2 path); then each tenant, and the sites' own hosts, ping every
+    address of each other tenant's hosts, whose kernels must count no echo request (a
+    positive control from their router follows).
 
     Drift: what differs between the running lab and the plan (a firewall table changed
     by hand, a missing route...), read from the kernel and compared item by item; 'up'

@@ -71,12 +71,13 @@ def fping_timeout_s(count: int, interval_ms: int, timeout_ms: int, targets: int)
 
 
 def require_host_pairs(plan: Plan) -> None:
-    """Raise unless the plan has at least two hosts (at least one pair to ping).
+    """Raise unless the plan has at least two hosts (at least one pair to ping), the
+    tenants' hosts counted.
 
     Raises:
         VerifyError: fewer than two hosts.
     """
-    n = sum(len(s.hosts) for s in plan.sites)
+    n = sum(len(s.hosts) for s in plan.sites) + sum(len(t.hosts()) for t in plan.tenants)
     if n < 2:
         raise VerifyError(
             f"nothing to verify: the lab {plan.name!r} has {n} host{'' if n == 1 else 's'}, "
@@ -106,7 +107,11 @@ def ping_all(
             :func:`fping_timeout_s`; or an fping did not report on every target (it could
             not run: a missing namespace, a bad argument).
     """
-    require_host_pairs(plan)
+    if sum(len(s.hosts) for s in plan.sites) < 2:
+        raise VerifyError(
+            f"the lab {plan.name!r} has fewer than two site hosts to ping",
+            "add hosts to the sites in the intent, then run: polynimbus up FILE",
+        )
     hosts = [(s.name, h.name, h.address, "ipv4") for s in plan.sites for h in s.hosts]
     if plan.ipv6:
         hosts += [

@@ -12,10 +12,16 @@ Shape (``polynimbus.verify/v2``, see ``docs/plan-schema.md``)::
                            "packets"}], "errors": [str]}],
      "isolation": {"ok": bool, "pairs": [[SRC, DST, FAMILY]], "entered": {SERVICE: int},
                    "control": {SERVICE: int}},
+     "tenants": {"pairs": [{"tenant", "src", "dst", "reachable", "rtt_ms", "loss",
+                            "layer2"}],
+                 "isolation": [{"src": TENANT, "dst": TENANT, "probes": int,
+                                "received": {HOST: int}, "control": {HOST: int},
+                                "ok": bool}]},
      "drift": [str], "warnings": [str]}
 
 ``pairs`` has a ``family`` (``ipv4``/``ipv6``) per entry; ``chains`` and ``isolation`` are
-empty without SRv6 chains.
+empty without SRv6 chains; ``tenants`` is ``null`` without tenants (``(provider)`` names
+the sites' own hosts in the isolation matrix).
 """
 
 from __future__ import annotations
@@ -29,6 +35,12 @@ from polynimbus.plan.model import Plan
 from polynimbus.targets.lab import list_lab_namespaces
 from polynimbus.verify.chains import ChainResult, IsolationResult, verify_chains
 from polynimbus.verify.reachability import PairResult, ping_all, require_host_pairs
+from polynimbus.verify.tenants import (
+    TenantIsolation,
+    TenantPair,
+    tenant_isolation,
+    tenant_reachability,
+)
 from polynimbus.verify.throughput import (
     Progress,
     ThroughputResult,
@@ -59,14 +71,20 @@ class VerifyReport:
     warnings: list[str] = field(default_factory=list)
     chains: list[ChainResult] = field(default_factory=list)
     isolation: IsolationResult | None = None
+    tenant_pairs: list[TenantPair] = field(default_factory=list)
+    tenant_isolation: list[TenantIsolation] = field(default_factory=list)
+    has_tenants: bool = False
 
     @property
     def ok(self) -> bool:
-        """True when there is at least one pair, every pair reaches, every chain direction
-        passed, no traffic outside a chain entered a function, and there is no drift."""
+        """True when there is at least one pair, every pair reaches (tenants' pairs too),
+        every chain direction passed, no traffic outside a chain entered a function, no
+        tenant received another's probe, and there is no drift."""
         return (
-            bool(self.pairs)
+            bool(self.pairs or self.tenant_pairs)
             and all(p.reachable for p in self.pairs)
+            and all(p.reachable for p in self.tenant_pairs)
+            and all(i.ok for i in self.tenant_isolation)
             and not self.drift
             and all(c.ok for c in self.chains)
             and (self.isolation is None or self.isolation.ok)
@@ -93,6 +111,12 @@ class VerifyReport:
             }
             if self.isolation is not None
             else None,
+            "tenants": {
+                "pairs": [asdict(p) for p in self.tenant_pairs],
+                "isolation": [{**asdict(i), "ok": i.ok} for i in self.tenant_isolation],
+            }
+            if self.has_tenants
+            else None,
             "drift": list(self.drift),
             "warnings": list(self.warnings),
         }
@@ -106,8 +130,8 @@ def run_verify(
     drift: list[str] | None = None,
 ) -> VerifyReport:
     """Check the running lab of ``plan``: all-pairs ping (both families on a dual-stack
-    overlay), every SRv6 chain (:mod:`polynimbus.verify.chains`), and iperf3 when
-    ``throughput``.
+    overlay), every SRv6 chain (:mod:`polynimbus.verify.chains`), the tenant matrices
+    (:mod:`polynimbus.verify.tenants`), and iperf3 when ``throughput``.
 
     Args:
         seconds: length of each iperf3 flow, in s: a whole number >= 1.
@@ -131,7 +155,18 @@ def run_verify(
     capabilities.require_tools(["ip", "fping"] + (["iperf3", "nft"] if throughput else []))
     if not list_lab_namespaces(plan.name):
         raise LabNotFoundError(f"the lab {plan.name!r} is not up", "run: polynimbus up FILE")
-    report = VerifyReport(plan.name, pairs=ping_all(plan), drift=list(drift or []))
+    provider_hosts = sum(len(s.hosts) for s in plan.sites)
+    report = VerifyReport(
+        plan.name,
+        pairs=ping_all(plan) if provider_hosts >= 2 else [],
+        drift=list(drift or []),
+    )
+    if plan.tenants:
+        if progress is not None:
+            progress("pinging within each tenant, and across tenants (isolation)", 0, 0)
+        report.has_tenants = True
+        report.tenant_pairs = tenant_reachability(plan)
+        report.tenant_isolation = tenant_isolation(plan)
     if plan.srv6 is not None and plan.srv6.chains:
         capabilities.require_tools(["nft", "iperf3"])
 

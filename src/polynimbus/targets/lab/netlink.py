@@ -52,6 +52,8 @@ ROUTE_TYPES = {1: "unicast", 6: "blackhole", 7: "unreachable", 8: "prohibit"}
 LWTUNNEL_ENCAP_SEG6 = 5
 LWTUNNEL_ENCAP_SEG6_LOCAL = 7
 ZERO_MAC = "00:00:00:00:00:00"
+NUD_PERMANENT = 0x80
+"""A static FDB entry (one polynimbus made); learned ones are not the plan's business."""
 ACTION_NAMES = {v: k for k, v in SEG6LOCAL_ACTIONS.items()}
 
 
@@ -288,7 +290,7 @@ def _observe_fdb(
     for f in ipr.fdb("dump"):
         dev = by_index.get(f["ifindex"])
         dst = f.get("NDA_DST")
-        if dev in vxlans and dst is not None:
+        if dev in vxlans and dst is not None and f["state"] & NUD_PERMANENT:
             mac = str(f.get("NDA_LLADDR")).lower()
             if mac == ZERO_MAC and dst == info[dev]["vxlan"].remote:
                 continue  # the kernel's own entry for a device with a single remote

@@ -1,0 +1,210 @@
+"""The tenant matrices: reachability within each tenant, isolation between tenants.
+
+Seed 001 §2: "isolation between users should be enforced at different degrees". Within a
+tenant every host must reach every other, across its networks and sites (over layer 2
+inside a stretched network). Between tenants nothing may pass, even to an address both
+use: from every host of tenant A, every address of tenant B's hosts is pinged, and B's
+hosts must not have received a single echo request (their kernel's ``Icmp: InEchos``
+counter, per namespace in ``/proc/net/snmp``, does not move; an A host with the same
+address may answer, which is A's own business). A positive control in the same run (B's
+router pings each B host) proves the counters count.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from polynimbus import names
+from polynimbus.errors import VerifyError
+from polynimbus.plan.model import Plan
+from polynimbus.plan.tenants import NetworkPlan, TenantHostPlan, TenantPlan
+from polynimbus.verify.proc import STUCK_HINT, run_in_ns
+from polynimbus.verify.reachability import fping_timeout_s, parse_fping
+
+
+@dataclass(frozen=True)
+class TenantPair:
+    """One ordered pair of a tenant's hosts.
+
+    Attributes:
+        tenant: the tenant.
+        src, dst: ``SITE/HOST``.
+        reachable: at least one echo reply came back.
+        rtt_ms: mean RTT of the replies in ms, or ``None``.
+        loss: fraction of probes lost, 0.0 - 1.0.
+        layer2: both on one stretched network, on different sites (the path is VXLAN).
+    """
+
+    tenant: str
+    src: str
+    dst: str
+    reachable: bool
+    rtt_ms: float | None
+    loss: float
+    layer2: bool = False
+
+
+@dataclass
+class TenantIsolation:
+    """Tenant ``src`` probing every address of tenant ``dst``.
+
+    Attributes:
+        probes: echo requests sent (one per source host and destination address).
+        received: echo requests each ``dst`` host received meanwhile (must be 0).
+        control: echo requests each ``dst`` host received from its own router afterwards
+            (must be at least 1: the positive control).
+    """
+
+    src: str
+    dst: str
+    probes: int = 0
+    received: dict[str, int] = field(default_factory=dict)
+    control: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """No echo request crossed, and every control probe was counted."""
+        return not any(self.received.values()) and all(v > 0 for v in self.control.values())
+
+
+def _ns(plan: Plan, tenant: TenantPlan, h: TenantHostPlan) -> str:
+    return names.tenant_host_ns(plan.name, h.site, tenant.name, h.name)
+
+
+def _fping(ns: str, targets: list[str], count: int, what: str) -> dict[str, list[float | None]]:
+    argv = ["fping", "-C", str(count), "-q", "-p", "20", "-t", "1000", "-r", "0", *targets]
+    res = run_in_ns(ns, argv, fping_timeout_s(count, 20, 1000, len(targets)), what)
+    parsed = parse_fping(res.stderr + "\n" + res.stdout)
+    missing = [t for t in targets if t not in parsed]
+    if missing:
+        said = " ".join((res.stderr + res.stdout).split())[:300] or "no output"
+        raise VerifyError(
+            f"{what} exited {res.returncode} without a result for {', '.join(missing)}: {said}",
+            STUCK_HINT,
+        )
+    return parsed
+
+
+def tenant_reachability(plan: Plan, count: int = 3) -> list[TenantPair]:
+    """Ping every host of each tenant from every other host of the same tenant.
+
+    Returns:
+        one result per ordered pair, tenants and sources in plan order.
+
+    Raises:
+        VerifyError: an fping could not run or timed out.
+    """
+    jobs: list[tuple[TenantPlan, NetworkPlan, TenantHostPlan]] = [
+        (t, n, h) for t in plan.tenants for n, h in t.hosts()
+    ]
+
+    def from_host(job: tuple[TenantPlan, NetworkPlan, TenantHostPlan]) -> list[TenantPair]:
+        t, n, h = job
+        others = [(m, o) for m, o in t.hosts() if o is not h]
+        if not others:
+            return []
+        targets = [o.address for _, o in others]
+        parsed = _fping(
+            _ns(plan, t, h), targets, count, f"fping from {t.name}:{h.key} ({_ns(plan, t, h)})"
+        )
+        out = []
+        for m, o in others:
+            vals = parsed[o.address]
+            got = [v for v in vals if v is not None]
+            out.append(
+                TenantPair(
+                    tenant=t.name,
+                    src=h.key,
+                    dst=o.key,
+                    reachable=bool(got),
+                    rtt_ms=round(sum(got) / len(got), 3) if got else None,
+                    loss=round(1 - len(got) / max(len(vals), 1), 3),
+                    layer2=m is n and n.layer2 and o.site != h.site,
+                )
+            )
+        return out
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return [r for rs in pool.map(from_host, jobs) for r in rs]
+
+
+def in_echos(ns: str) -> int:
+    """Echo requests the namespace's kernel has received (``Icmp: InEchos``).
+
+    Raises:
+        VerifyError: the counter could not be read.
+    """
+    res = run_in_ns(ns, ["cat", "/proc/net/snmp"], 10, f"reading ICMP counters in {ns}")
+    lines = [line.split() for line in res.stdout.splitlines() if line.startswith("Icmp:")]
+    if len(lines) >= 2 and "InEchos" in lines[0]:
+        return int(lines[1][lines[0].index("InEchos")])
+    raise VerifyError(f"no ICMP counters in {ns}", STUCK_HINT)
+
+
+PROVIDER = "(provider)"
+"""The name the isolation matrix gives the provider overlay's hosts (the sites' hosts)."""
+
+
+@dataclass(frozen=True)
+class _Member:
+    key: str
+    ns: str
+    address: str
+    control_ns: str  # a node that reaches it (its router or gateway)
+
+
+def _groups(plan: Plan) -> dict[str, list[_Member]]:
+    groups: dict[str, list[_Member]] = {}
+    provider = [
+        _Member(
+            f"{s.name}/{h.name}",
+            names.host_ns(plan.name, s.name, h.name),
+            h.address,
+            names.gateway_ns(plan.name, s.name),
+        )
+        for s in plan.sites
+        for h in s.hosts
+    ]
+    if provider:
+        groups[PROVIDER] = provider
+    for t in plan.tenants:
+        groups[t.name] = [
+            _Member(h.key, _ns(plan, t, h), h.address, names.tenant_router_ns(plan.name, h.site, t.name))
+            for _, h in t.hosts()
+        ]
+    return groups
+
+
+def tenant_isolation(plan: Plan) -> list[TenantIsolation]:
+    """For each ordered pair ``(a, b)`` of tenants and the provider overlay
+    (:data:`PROVIDER`, the sites' hosts), at least one a tenant: ping every address of
+    ``b``'s hosts from every host of ``a``; count the echo requests ``b``'s hosts
+    received; then the positive control (each ``b`` host pinged by its router or gateway).
+
+    Raises:
+        VerifyError: a probe could not run.
+    """
+    out: list[TenantIsolation] = []
+    groups = _groups(plan)
+    for a, senders in groups.items():
+        for b, victims in groups.items():
+            if a == b or not senders or not victims:
+                continue
+            res = TenantIsolation(a, b)
+            before = {v.key: in_echos(v.ns) for v in victims}
+            targets = sorted({v.address for v in victims})
+
+            def probe(m: _Member, a: str = a, targets: list[str] = targets) -> int:
+                _fping(m.ns, targets, 1, f"isolation probe from {a}:{m.key}")
+                return len(targets)
+
+            with ThreadPoolExecutor(max_workers=8) as pool:
+                res.probes = sum(pool.map(probe, senders))
+            res.received = {v.key: in_echos(v.ns) - before[v.key] for v in victims}
+            for v in victims:
+                start = in_echos(v.ns)
+                _fping(v.control_ns, [v.address], 1, f"control probe from {v.control_ns}")
+                res.control[v.key] = in_echos(v.ns) - start
+            out.append(res)
+    return out
