@@ -145,7 +145,9 @@ def print_tenants(plan: Plan, report: VerifyReport) -> None:
         for i in report.tenant_isolation:
             for host, n in i.received.items():
                 if n:
-                    out.print(f"[red]isolation[/]: {i.dst} host {host} received {n} of {i.src}'s probes")
+                    out.print(
+                        f"[red]isolation[/]: {i.dst} host {host} received {n} of {i.src}'s probes"
+                    )
             for host, n in i.control.items():
                 if not n:
                     out.print(

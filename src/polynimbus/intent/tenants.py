@@ -46,7 +46,9 @@ def router_address(subnet: IPv4Network) -> IPv4Address:
     return subnet.broadcast_address - 1
 
 
-def host_addresses(subnet: IPv4Network, asked: list[IPv4Address | None]) -> list[IPv4Address | None]:
+def host_addresses(
+    subnet: IPv4Network, asked: list[IPv4Address | None]
+) -> list[IPv4Address | None]:
     """Addresses of a network's hosts: the one ``asked`` or the next free of .1, .2, ...
     in list order, skipping addresses asked by any host and the router's. ``None`` where
     the subnet has run out."""
@@ -273,7 +275,8 @@ def _tenant(
             else:
                 addr_seen[a] = h
         if subnet_ok:
-            macs: dict[str, str] = {tenant_mac(intent.name, tenant.name, net.name, "router"): "router"}
+            router_mac = tenant_mac(intent.name, tenant.name, net.name, "router")
+            macs: dict[str, str] = {router_mac: "router"}
             for h, got in enumerate(host_addresses(subnet, asked)):
                 if got is not None:
                     mac = tenant_mac(intent.name, tenant.name, net.name, str(got))

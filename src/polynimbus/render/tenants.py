@@ -84,9 +84,7 @@ def tunnel_capacity(plan: Plan, site: SitePlan) -> int | None:
 
 def shaped_tenants(plan: Plan, site: SitePlan) -> list[TenantPlan]:
     """Tenants with a rate that use ``site``'s tunnels (on it and on another site)."""
-    return [
-        t for t in plan.tenants if t.rate_bps and site.name in t.sites and len(t.sites) > 1
-    ]
+    return [t for t in plan.tenants if t.rate_bps and site.name in t.sites and len(t.sites) > 1]
 
 
 def _tunnel_devices(plan: Plan, site: SitePlan) -> list[str]:

@@ -170,7 +170,12 @@ def _groups(plan: Plan) -> dict[str, list[_Member]]:
         groups[PROVIDER] = provider
     for t in plan.tenants:
         groups[t.name] = [
-            _Member(h.key, _ns(plan, t, h), h.address, names.tenant_router_ns(plan.name, h.site, t.name))
+            _Member(
+                h.key,
+                _ns(plan, t, h),
+                h.address,
+                names.tenant_router_ns(plan.name, h.site, t.name),
+            )
             for _, h in t.hosts()
         ]
     return groups
