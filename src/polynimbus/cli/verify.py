@@ -134,12 +134,12 @@ def print_tenants(plan: Plan, report: VerifyReport) -> None:
         for a in groups:
             row = []
             for b in groups:
-                i = cell_i.get((a, b))
-                if i is None:
+                iso = cell_i.get((a, b))
+                if iso is None:
                     row.append("·")
                 else:
-                    n = sum(i.received.values())
-                    row.append("0" if i.ok else f"[red]{n}[/]")
+                    got = sum(iso.received.values())
+                    row.append("0" if iso.ok else f"[red]{got}[/]")
             t.add_row(a, *row)
         out.print(t)
         for i in report.tenant_isolation:

@@ -18,6 +18,7 @@ Checks, each reported with its YAML path and a hint, all at once:
 from __future__ import annotations
 
 import difflib
+from collections.abc import Mapping
 from ipaddress import IPv4Address, IPv4Network
 
 from polynimbus.errors import Problem
@@ -125,7 +126,7 @@ def _tenant(
     intent: Intent,
     tenant: TenantSpec,
     path: str,
-    sites: dict[str, object],
+    sites: Mapping[str, object],
     site_names: list[str],
 ) -> list[Problem]:
     out: list[Problem] = []
