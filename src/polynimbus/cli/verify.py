@@ -142,16 +142,17 @@ def print_tenants(plan: Plan, report: VerifyReport) -> None:
                     row.append("0" if iso.ok else f"[red]{got}[/]")
             t.add_row(a, *row)
         out.print(t)
-        for i in report.tenant_isolation:
-            for host, n in i.received.items():
+        for iso in report.tenant_isolation:
+            for host, n in iso.received.items():
                 if n:
                     out.print(
-                        f"[red]isolation[/]: {i.dst} host {host} received {n} of {i.src}'s probes"
+                        f"[red]isolation[/]: {iso.dst} host {host} received {n} "
+                        f"of {iso.src}'s probes"
                     )
-            for host, n in i.control.items():
+            for host, n in iso.control.items():
                 if not n:
                     out.print(
-                        f"[red]isolation[/]: the control probe to {i.dst} host {host} was not "
+                        f"[red]isolation[/]: the control probe to {iso.dst} host {host} was not "
                         "counted either: the check proves nothing"
                     )
 
