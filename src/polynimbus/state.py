@@ -14,6 +14,8 @@ on removal). A directory without the marker, or with another lab's, is refused w
 - ``.polynimbus-state``: the marker (0600), written by ``prepare``;
 - ``keys/``: ``SITE.key`` (0600) and transient ``.*.tmp``, written by ``keys.KeyStore``;
 - ``run/``: ``IF.log`` and ``*.pid``, written by the lab target;
+- ``snapshots/``: ``NAME.json`` (0600), ``last-version`` and transient ``.*.tmp``, written
+  by :mod:`polynimbus.snapshot.store` (0700; removed by ``down`` like the keys);
 - ``intent.yaml``: the intent of the last ``up`` (0600), so that commands given only a
   lab's name (``trace CHAIN``) know its plan;
 - ``lock``: the per-directory lock file of older versions; transient ``.*.tmp``.
@@ -51,6 +53,7 @@ SCHEMA = 1
 SUBDIRS: dict[str, tuple[str, ...]] = {
     "keys": ("*.key", ".*.tmp"),
     "run": ("*.log", "*.pid"),
+    "snapshots": ("*.json", ".*.tmp", "last-version"),
 }
 """Subdirectories polynimbus creates, with the patterns of the regular files it puts in them."""
 

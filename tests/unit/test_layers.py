@@ -22,6 +22,7 @@ PACKAGE_STAGE = {
     "targets": "apply",
     "orchestrate": "apply",
     "verify": "verify",
+    "snapshot": "verify",  # save/diff/restore read the lab and apply through orchestrate
 }
 """Module (first component under polynimbus) -> its stage; others are shared or the CLI."""
 

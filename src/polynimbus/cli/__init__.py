@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from polynimbus.cli import demo, down, exec_, plan, trace, up, validate, verify  # noqa: F401
+from polynimbus.cli import (  # noqa: F401
+    demo,
+    down,
+    exec_,
+    plan,
+    snapshot,
+    trace,
+    up,
+    validate,
+    verify,
+)
 from polynimbus.cli.app import app, main
 
 __all__ = ["app", "main"]
