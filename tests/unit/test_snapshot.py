@@ -1,0 +1,268 @@
+"""Snapshots without a lab: serialisation (stable, no payloads), differences, the files."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from polynimbus import state
+from polynimbus.node import Address, Link, Netns, NftTable, Route, VethPeer, WireGuardConfig
+from polynimbus.resources import Resource
+from polynimbus.snapshot import store
+from polynimbus.snapshot.model import (
+    check_document,
+    diff_documents,
+    diff_intents,
+    diff_resources,
+    intent_counts,
+    make_document,
+    serialise,
+)
+from polynimbus.snapshot.store import SnapshotError
+
+SECRET = "cGNiOV2Xl+4rEyT4S2LlS03cNeVpUagzQPW3/H7/pHc="
+GW = "pn.t.a.gateway"
+H1 = "pn.t.a.h1"
+
+INTENT_A = """# the intent of the last polynimbus up of this lab
+name: t
+overlay: {topology: full-mesh, transport: wireguard}
+sites:
+  - {name: a, provider: aws, hosts: [h1]}
+  - {name: b, provider: azure, hosts: [{name: h2, address: 10.2.0.9}]}
+"""
+INTENT_B = """name: t
+overlay: {topology: mst, transport: wireguard}
+sites:
+  - {name: a, provider: aws, region: eu-central-1, hosts: [h1, h3]}
+  - {name: c, provider: gcp, hosts: [x]}
+tenants:
+  - name: acme
+    networks:
+      - {name: front, subnet: 192.168.1.0/24, sites: [a], hosts: [a/w]}
+"""
+
+
+def resources() -> list[Resource]:
+    return [
+        Resource(H1, Route("default", dev="eth0", via="10.1.0.254")),
+        Resource(
+            GW, WireGuardConfig("wg1", "0123456789abcdef", f"[Interface]\nPrivateKey = {SECRET}\n")
+        ),
+        Resource(GW, NftTable("inet", "polynimbus", "table inet polynimbus { }", canonical="[]")),
+        Resource(GW, Link("lan0", "bridge", mtu=1500)),
+        Resource(GW, Link("h1", "veth", peer=VethPeer(H1, "eth0"))),
+        Resource(H1, Address("eth0", "10.1.0.1/24")),
+        Resource(GW, Netns()),
+        Resource(H1, Netns()),
+    ]
+
+
+def doc(name: str, live: list, intent: str = INTENT_A, version: int = 1) -> dict:
+    return make_document(
+        name=name,
+        lab="t",
+        version=version,
+        created="2025-01-01T00:00:00Z",
+        tool_version="0.3.0",
+        intent_yaml=intent,
+        plan={"name": "t"},
+        live=live,
+    )
+
+
+# ---------------------------------------------------------------------------- serialise
+def test_serialise_is_sorted_stable_and_json() -> None:
+    rs = resources()
+    a = serialise(rs)
+    b = serialise(reversed(rs))
+    assert a == b
+    assert [(e["node"], e["kind"]) for e in a] == sorted((e["node"], e["kind"]) for e in a)
+    assert json.loads(json.dumps(a)) == a
+    veth = next(e for e in a if e["kind"] == "link" and e["id"] == ["h1"])
+    assert veth["spec"]["peer"] == {"node": H1, "name": "eth0", "master": None, "mac": None}
+    assert veth["label"] == "link h1 (veth)"
+    route = next(e for e in a if e["kind"] == "route")
+    assert route["id"] == [4, 254, "default", 0]
+
+
+def test_serialise_leaves_payloads_out() -> None:
+    text = json.dumps(serialise(resources()))
+    assert SECRET not in text
+    assert "PrivateKey" not in text
+    assert "table inet polynimbus {" not in text  # the nft source text (payload)
+    wg = next(e for e in serialise(resources()) if e["kind"] == "wgconf")
+    assert wg["spec"] == {"digest": "0123456789abcdef"}
+
+
+def test_document_counts_and_check() -> None:
+    d = doc("s", serialise(resources()))
+    assert d["counts"] == {
+        "sites": 2,
+        "hosts": 2,
+        "tenants": 0,
+        "networks": 0,
+        "nodes": 2,
+        "resources": 8,
+    }
+    assert check_document(d) is None
+    assert check_document({"tool": "x"}) == "not a polynimbus snapshot"
+    assert "schema" in (check_document({**d, "schema": 99}) or "")
+    assert "live" in (check_document({**d, "live": "x"}) or "")
+    assert intent_counts(INTENT_B) == {"sites": 2, "hosts": 3, "tenants": 1, "networks": 1}
+
+
+# ---------------------------------------------------------------------------- diff
+def test_identical_documents_have_no_differences() -> None:
+    live = serialise(resources())
+    # comments and layout of the YAML do not count, its data does
+    relaid = INTENT_A.replace("# the intent of the last polynimbus up of this lab\n", "")
+    d = diff_documents(doc("a", live), doc("b", list(reversed(live)), relaid), "A", "B")
+    assert d.identical
+    assert d.to_dict()["identical"] is True
+    assert d.counts() == {"added": 0, "removed": 0, "changed": 0}
+
+
+def test_resource_differences_grouped_by_node() -> None:
+    before = resources()
+    after = [r for r in before if r.node != H1]  # host gone
+    after = [r for r in after if not (r.kind == "link" and r.item.ident() == ("h1",))]
+    after = [
+        Resource(GW, Link("lan0", "bridge", mtu=1400))
+        if r.key[:3] == ("link", GW, ("lan0",))
+        else r
+        for r in after
+    ]
+    after.append(Resource(GW, Address("lan0", "10.1.0.254/24")))
+    changes = diff_resources(serialise(before), serialise(after))
+    kinds = {(c.change, c.node, c.kind) for c in changes}
+    assert ("removed", H1, "netns") in kinds
+    assert ("removed", H1, "route") in kinds
+    assert ("removed", GW, "link") in kinds
+    assert ("added", GW, "addr") in kinds
+    lan = next(c for c in changes if c.change == "changed")
+    assert lan.label == "link lan0 (bridge)"
+    assert [(f.field, f.a, f.b) for f in lan.fields] == [("mtu", 1500, 1400)]
+    assert lan.fields[0].text() == "mtu 1500 -> 1400"
+    d = diff_documents(doc("a", serialise(before)), doc("b", serialise(after)), "A", "B")
+    assert not d.identical
+    assert list(d.by_node()) == [GW, H1]
+    assert d.counts() == {"added": 1, "removed": 4, "changed": 1}
+
+
+def test_large_fields_differ_as_digests() -> None:
+    a = serialise([Resource(GW, NftTable("inet", "x", "", canonical="[1]"))])
+    b = serialise([Resource(GW, NftTable("inet", "x", "", canonical="[2]"))])
+    (c,) = diff_resources(a, b)
+    text = c.fields[0].text()
+    assert text.startswith("canonical differs (sha256:")
+    assert "[1]" not in text
+    assert c.to_dict()["fields"][0]["a"].startswith("sha256:")
+
+
+def test_intent_differences_are_structured() -> None:
+    changes = {(c.what, c.name, c.change) for c in diff_intents(INTENT_A, INTENT_B)}
+    assert ("overlay", "", "changed") in changes
+    assert ("site", "a", "changed") in changes  # region added
+    assert ("site", "b", "removed") in changes
+    assert ("site", "c", "added") in changes
+    assert ("host", "a/h3", "added") in changes
+    assert ("host", "b/h2", "removed") in changes
+    assert ("host", "c/x", "added") in changes
+    assert ("host", "a/h1", "changed") not in changes
+    assert ("tenant", "acme", "added") in changes
+    assert ("network", "acme/front", "added") in changes
+    site_a = next(c for c in diff_intents(INTENT_A, INTENT_B) if c.name == "a")
+    assert [f.field for f in site_a.fields] == ["region"]  # hosts are listed on their own
+    assert diff_intents(INTENT_A, INTENT_A) == []
+
+
+def test_a_host_added_shows_in_intent_and_unified_diff() -> None:
+    more = INTENT_A.replace("hosts: [h1]", "hosts: [h1, h9]")
+    d = diff_documents(doc("a", []), doc("b", [], more), "A", "B")
+    assert [c.text() for c in d.intent] == ["+ host a/h9"]
+    assert any(line.startswith("+") and "h9" in line for line in d.intent_unified)
+    assert d.to_dict()["intent"]["changes"][0] == {
+        "what": "host",
+        "name": "a/h9",
+        "change": "added",
+        "fields": [],
+    }
+
+
+# ---------------------------------------------------------------------------- files
+@pytest.fixture
+def sdir(tmp_path: Path) -> Path:
+    path = tmp_path / "state" / "t"
+    state.prepare(path, "t")
+    return path
+
+
+def test_write_load_modes_and_versions(sdir: Path) -> None:
+    assert store.next_version(sdir) == 1
+    assert store.list_names(sdir) == []
+    path = store.write(sdir, doc("one", serialise(resources()), version=1))
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(path.parent).st_mode) == 0o700
+    assert store.load(sdir, "one") == doc("one", serialise(resources()))
+    assert store.next_version(sdir) == 2
+    store.write(sdir, doc("two", [], version=2))
+    # replacing 'one' gives it a new, higher version: versions never go back
+    with pytest.raises(SnapshotError, match="exists already") as exc:
+        store.write(sdir, doc("one", [], version=3))
+    assert "--force" in (exc.value.hint or "")
+    store.write(sdir, doc("one", [], version=store.next_version(sdir)), force=True)
+    docs, problems = store.load_all(sdir)
+    assert [(d["name"], d["version"]) for d in docs] == [("two", 2), ("one", 3)]
+    assert problems == []
+    # the highest version is remembered even when its snapshot is gone
+    os.unlink(store.path_of(sdir, "one"))
+    assert store.next_version(sdir) == 4
+
+
+def test_names_missing_and_corrupt_snapshots(sdir: Path) -> None:
+    for bad in ("Before", "a/b", "../x", "-x", "", "x" * 40):
+        with pytest.raises(SnapshotError, match="not a snapshot name"):
+            store.check_name(bad)
+    with pytest.raises(SnapshotError, match="no snapshot named 'nope'") as exc:
+        store.load(sdir, "nope")
+    assert "snapshot save" in (exc.value.hint or "")
+    store.write(sdir, doc("good", []))
+    with pytest.raises(SnapshotError) as exc:
+        store.load(sdir, "nope")
+    assert exc.value.hint == "snapshots: good"
+    (sdir / "snapshots" / "bad.json").write_text("{not json")
+    with pytest.raises(SnapshotError, match="unreadable"):
+        store.load(sdir, "bad")
+    docs, problems = store.load_all(sdir)
+    assert [d["name"] for d in docs] == ["good"]
+    assert len(problems) == 1 and "bad" in problems[0]
+
+
+def test_unsafe_snapshot_directory_is_refused(sdir: Path) -> None:
+    (sdir / "snapshots").mkdir(mode=0o755)
+    os.chmod(sdir / "snapshots", 0o755)
+    with pytest.raises(SnapshotError, match="mode 0700"):
+        store.write(sdir, doc("x", []))
+
+
+def test_symlinked_snapshot_file_is_not_followed(sdir: Path, tmp_path: Path) -> None:
+    store.write(sdir, doc("x", []))
+    target = tmp_path / "elsewhere.json"
+    target.write_text(json.dumps(doc("x", [])))
+    os.unlink(store.path_of(sdir, "x"))
+    os.symlink(target, store.path_of(sdir, "x"))
+    with pytest.raises(SnapshotError, match="unreadable"):
+        store.load(sdir, "x")
+
+
+def test_down_removes_the_snapshots(sdir: Path) -> None:
+    store.write(sdir, doc("x", []))
+    removal = state.remove(sdir, "t")
+    assert removal.kept == []
+    assert str(sdir / "snapshots" / "x.json") in removal.removed
+    assert not sdir.exists()
