@@ -18,6 +18,8 @@ on removal). A directory without the marker, or with another lab's, is refused w
   by :mod:`polynimbus.snapshot.store` (0700; removed by ``down`` like the keys);
 - ``intent.yaml``: the intent of the last ``up`` (0600), so that commands given only a
   lab's name (``trace CHAIN``) know its plan;
+- ``api.sqlite`` (and its ``-journal``), ``admin.token``: ``serve``'s intent versions
+  and tokens (0600, :mod:`polynimbus.api.store`);
 - ``lock``: the per-directory lock file of older versions; transient ``.*.tmp``.
 
 Anything else found in it was put there by someone else and is left alone by ``remove``.
@@ -60,7 +62,15 @@ SUBDIRS: dict[str, tuple[str, ...]] = {
 INTENT_FILE = "intent.yaml"
 """The intent of the lab's last ``up``, in its state directory."""
 
-TOP_FILES: tuple[str, ...] = (MARKER, INTENT_FILE, "lock", ".*.tmp")
+TOP_FILES: tuple[str, ...] = (
+    MARKER,
+    INTENT_FILE,
+    "lock",
+    ".*.tmp",
+    "api.sqlite",  # serve: intent versions and tenant tokens (polynimbus.api.store)
+    "api.sqlite-journal",
+    "admin.token",  # serve: the admin's bearer token
+)
 """Patterns of the regular files polynimbus creates at the top of its state directory."""
 
 OWNED = {"subdirs": SUBDIRS, "files": TOP_FILES}

@@ -1,0 +1,804 @@
+"""The controller's REST API (seed 004 §III-A "Application interactions": an admin API and
+a user API), a FastAPI application over one lab.
+
+Auth: ``Authorization: Bearer TOKEN``. The admin token (``admin.token`` in the lab's
+state directory) opens everything; a tenant's token opens ``/v1/tenants/{its name}/...``
+only. No token, or a token nobody has: 401 with ``WWW-Authenticate: Bearer``. A tenant
+token on ``/v1/admin/...``: 403. A tenant token on another tenant's path: 404, the same
+answer as for a tenant that does not exist, so existence does not leak.
+
+Every write builds the new intent document, validates it exactly like an intent file
+(:func:`polynimbus.intent.load_intent_text`: 422 with every problem and its YAML path),
+applies it to the lab through the one apply engine and answers with the changes made and
+the new intent version. Writes are serialised; reads re-read the lab's saved intent each
+time (a ``snapshot restore`` or an ``up`` may change it while the API runs).
+
+Error answers: 422 ``{"detail": [{"path", "message", "hint"}, ...]}`` (an invalid intent
+or request); 401/403/404/409/503 ``{"detail": "..."}``. 409: the lab is not up, or another
+command holds its lock, or the change conflicts with what exists; 503: the lab could not
+be changed (the message says why; the intent was kept and a retry completes it).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from polynimbus import __version__, state
+from polynimbus.api.applier import Applier
+from polynimbus.api.models import (
+    Applied,
+    HostBody,
+    Message,
+    MoveBody,
+    NetworkBody,
+    PeeringBody,
+    Problems,
+    RateBody,
+    SiteBody,
+    SiteHostBody,
+    TenantBody,
+    VersionInfo,
+)
+from polynimbus.api.store import Store, read_admin_token
+from polynimbus.errors import IntentError, LabNotFoundError, PlanError, PolynimbusError, StateError
+from polynimbus.intent.load import format_path, load_intent_text
+from polynimbus.intent.models import Intent
+from polynimbus.plan import Plan, build_plan
+
+log = logging.getLogger("polynimbus.api")
+
+ADMIN = "admin"
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling: the admin (``tenant`` is ``None``) or one tenant."""
+
+    tenant: str | None
+
+    @property
+    def who(self) -> str:
+        """How versions record the caller: ``admin`` or ``tenant NAME``."""
+        return ADMIN if self.tenant is None else f"tenant {self.tenant}"
+
+
+class Controller:
+    """The API's state: the lab (through its applier), the store and the write lock.
+
+    Args:
+        applier: where changes go (the lab, or the fake target in tests).
+        store: versions and tenant tokens.
+        admin_token_file: the admin token's file (re-read at each request: replacing the
+            file rotates the token without a restart).
+    """
+
+    def __init__(self, applier: Applier, store: Store, admin_token_file: Path) -> None:
+        self.applier = applier
+        self.store = store
+        self.admin_token_file = admin_token_file
+        self.write_lock = threading.Lock()
+
+    # ---------------------------------------------------------------- reading
+    def current(self) -> Intent:
+        """The lab's intent as it is now (its state directory's ``intent.yaml``).
+
+        Raises:
+            HTTPException: 409 when the lab has no saved intent (it is down) or it is invalid.
+        """
+        text = state.saved_intent(self.applier.state_dir)
+        if text is None:
+            raise HTTPException(
+                status.HTTP_409_CONFLICT,
+                f"the lab has no intent in {self.applier.state_dir}: it is not up "
+                "(run polynimbus up FILE, or restart polynimbus serve FILE)",
+            )
+        try:
+            intent = load_intent_text(text, "intent.yaml")
+        except IntentError as exc:
+            raise HTTPException(
+                status.HTTP_409_CONFLICT,
+                f"the lab's saved intent is invalid ({exc.problems[0].render()})",
+            ) from None
+        return intent
+
+    def plan(self, intent: Intent) -> Plan:
+        """The plan of the lab's current intent (it was applied, so it plans).
+
+        Raises:
+            HTTPException: 409 if it does not plan after all.
+        """
+        try:
+            return build_plan(intent)
+        except PlanError as exc:
+            raise HTTPException(status.HTTP_409_CONFLICT, exc.message) from None
+
+    # ---------------------------------------------------------------- auth
+    def authenticate(self, token: str | None) -> Caller:
+        """The caller whose bearer token is ``token``.
+
+        Raises:
+            HTTPException: 401 (with ``WWW-Authenticate: Bearer``) for no or an unknown token.
+        """
+        import secrets
+
+        if token:
+            try:
+                admin = read_admin_token(self.admin_token_file)
+            except OSError:
+                admin = ""
+            if admin and secrets.compare_digest(admin.encode(), token.encode()):
+                return Caller(None)
+            tenant = self.store.tenant_of(token)
+            if tenant is not None:
+                return Caller(tenant)
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "missing or unknown bearer token (send Authorization: Bearer TOKEN)",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+    # ---------------------------------------------------------------- writing
+    def write(
+        self,
+        caller: Caller,
+        what: str,
+        change: Callable[[dict[str, Any]], None],
+        after: Callable[[Intent], dict[str, Any]] | None = None,
+    ) -> Applied:
+        """Apply ``change`` (which edits the intent document in place) to the lab.
+
+        Validates the new document like an intent file, applies it with the applier,
+        records the new version and returns what was done. ``after`` may add fields to
+        the answer, from the new intent.
+
+        Raises:
+            HTTPException: 404/409 raised by ``change``; 422 for an invalid new intent (all
+                problems, with their YAML paths) or one that cannot be planned; 409 when
+                another command holds the lab; 503 when the lab could not be changed.
+        """
+        with self.write_lock:
+            intent = self.current()
+            self.note("found in the lab")
+            doc = intent.model_dump(mode="json", by_alias=True, exclude_none=True)
+            change(doc)
+            text = yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
+            try:
+                new = load_intent_text(text, "api")
+                build_plan(new)
+            except IntentError as exc:
+                raise HTTPException(
+                    status.HTTP_422_UNPROCESSABLE_CONTENT,
+                    [{"path": p.path, "message": p.message, "hint": p.hint} for p in exc.problems],
+                ) from None
+            except PlanError as exc:
+                raise HTTPException(
+                    status.HTTP_422_UNPROCESSABLE_CONTENT,
+                    [{"path": "", "message": exc.message, "hint": exc.hint}],
+                ) from None
+            try:
+                result = self.applier.apply(new)
+            except (StateError, LabNotFoundError) as exc:
+                raise HTTPException(status.HTTP_409_CONFLICT, _with_hint(exc)) from None
+            except PolynimbusError as exc:
+                self._note(caller, what + " (failed)")
+                raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, _with_hint(exc)) from None
+            version = self._note(caller, what)
+            self.store.ensure_tokens([t.name for t in new.tenants])
+            counts = result.counts()
+            log.info(
+                "%s: %s: %d created, %d updated, %d deleted (version %d)",
+                caller.who,
+                what,
+                counts["create"],
+                counts["update"],
+                counts["delete"],
+                version,
+            )
+            extra = after(new) if after else {}
+            return Applied(
+                version=version,
+                changes=[c.describe() for c in result.changes],
+                counts=counts,
+                warnings=list(result.warnings),
+                **extra,
+            )
+
+    def _note(self, caller: Caller | None, what: str) -> int:
+        return self.note(f"{caller.who}: {what}" if caller else what)
+
+    def note(self, who: str) -> int:
+        """The latest version's number, after recording the lab's saved intent as a new
+        version by ``who`` if it means something else than the latest version (comments
+        and layout do not count)."""
+        text = state.saved_intent(self.applier.state_dir) or ""
+        latest = self.store.latest()
+        if latest is not None and same_intent(latest.yaml, text):
+            return latest.version
+        return self.store.add_version(text, who)
+
+
+def same_intent(a: str, b: str) -> bool:
+    """Whether two intent texts are equal, or load to equal intents."""
+    if a == b:
+        return True
+    try:
+        return load_intent_text(a, "a") == load_intent_text(b, "b")
+    except IntentError:
+        return False
+
+
+def _with_hint(exc: PolynimbusError) -> str:
+    return exc.message + (f" (hint: {exc.hint})" if exc.hint else "")
+
+
+def _not_found(what: str) -> HTTPException:
+    return HTTPException(status.HTTP_404_NOT_FOUND, what)
+
+
+# -------------------------------------------------------------------- documents
+def _tenant_index(doc: dict[str, Any], name: str) -> int:
+    for i, t in enumerate(doc.get("tenants", [])):
+        if t["name"] == name:
+            return i
+    raise _not_found(f"no tenant {name!r}")
+
+
+def _network_index(tenant: dict[str, Any], name: str) -> int:
+    for i, n in enumerate(tenant.get("networks", [])):
+        if n["name"] == name:
+            return i
+    raise _not_found(f"no network {name!r} in tenant {tenant['name']!r}")
+
+
+def _host_index(network: dict[str, Any], key: str) -> int:
+    for i, h in enumerate(network.get("hosts", [])):
+        if h["name"] == key:
+            return i
+    raise _not_found(f"no host {key!r} in network {network['name']!r}")
+
+
+def _site_index(doc: dict[str, Any], name: str) -> int:
+    for i, s in enumerate(doc["sites"]):
+        if s["name"] == name:
+            return i
+    raise _not_found(f"no site {name!r}")
+
+
+def _host_doc(h: HostBody | str) -> dict[str, Any]:
+    if isinstance(h, str):
+        return {"name": h}
+    return {"name": h.name} | ({"address": h.address} if h.address is not None else {})
+
+
+def _network_doc(n: NetworkBody) -> dict[str, Any]:
+    return {
+        "name": n.name,
+        "subnet": n.subnet,
+        "sites": list(n.sites),
+        "hosts": [_host_doc(h) for h in n.hosts],
+    }
+
+
+def tenant_view(plan: Plan, intent: Intent, name: str, token: str | None = None) -> dict[str, Any]:
+    """A tenant as the API shows it: ``name``, ``rate`` (as written), its plan (``id``,
+    ``rate_bps``, ``transit_vni``, ``sites``, ``mtu``, ``networks`` as in ``plan --json``)
+    and, for the admin, ``token``."""
+    from polynimbus.plan.tenants import tenants_to_dict
+
+    spec = next(t for t in intent.tenants if t.name == name)
+    planned = next(t for t in plan.tenants if t.name == name)
+    view = tenants_to_dict((planned,), plan.tenant_mtu)[0]
+    view["rate"] = spec.rate
+    if token is not None:
+        view["token"] = token
+    return view
+
+
+def network_view(plan: Plan, intent: Intent, tenant: str, network: str) -> dict[str, Any]:
+    """One network of ``tenant`` as in ``plan --json`` (``name``, ``subnet``, ``vni``,
+    ``sites``, ``layer2``, ``router``, ``hosts`` with ``site``, ``name``, ``address`` and
+    ``mac``)."""
+    for n in tenant_view(plan, intent, tenant)["networks"]:
+        if n["name"] == network:
+            return dict(n)
+    raise _not_found(f"no network {network!r} in tenant {tenant!r}")
+
+
+# -------------------------------------------------------------------- the application
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": Message, "description": "no bearer token, or an unknown one"},
+    404: {"model": Message, "description": "no such object (or another tenant's)"},
+    409: {"model": Message, "description": "the lab is down or busy, or a conflict"},
+    422: {"model": Problems, "description": "invalid request or intent, every problem"},
+    503: {"model": Message, "description": "the lab could not be changed"},
+}
+_ADMIN_ERRORS = _ERRORS | {
+    403: {"model": Message, "description": "a tenant's token on an admin endpoint"}
+}
+
+
+_bearer = HTTPBearer(auto_error=False, description="The admin token, or a tenant's.")
+
+
+def _caller(
+    request: Request,
+    creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Caller:
+    controller: Controller = request.app.state.controller
+    return controller.authenticate(creds.credentials if creds else None)
+
+
+def _admin(who: Annotated[Caller, Depends(_caller)]) -> Caller:
+    if who.tenant is not None:
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN, "this endpoint needs the admin token, not a tenant's"
+        )
+    return who
+
+
+def _tenant_scope(tenant: str, who: Annotated[Caller, Depends(_caller)]) -> Caller:
+    """The admin, or the tenant the path names; anyone else gets the 404 of a tenant that
+    does not exist."""
+    if who.tenant is not None and who.tenant != tenant:
+        raise _not_found(f"no tenant {tenant!r}")
+    return who
+
+
+Admin = Annotated[Caller, Depends(_admin)]
+Scoped = Annotated[Caller, Depends(_tenant_scope)]
+
+
+def create_app(controller: Controller) -> FastAPI:
+    """The FastAPI application over ``controller`` (OpenAPI at ``/openapi.json``,
+    interactive documentation at ``/docs``)."""
+    app = FastAPI(
+        title="polynimbus",
+        version=__version__,
+        summary="The controller's REST API: admin (tenants, sites, peering) and tenant "
+        "(networks, hosts) APIs over one lab.",
+        description=(__doc__ or "").split("\n\n", 1)[1],
+    )
+    app.state.controller = controller
+
+    @app.exception_handler(RequestValidationError)
+    def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = []
+        for e in exc.errors():
+            loc = tuple(p for p in e.get("loc", ()) if isinstance(p, str | int))
+            problems.append(
+                {
+                    "path": format_path(loc),
+                    "message": str(e.get("msg", "invalid")),
+                    "hint": _request_hint(e),
+                }
+            )
+        return JSONResponse({"detail": problems}, status_code=422)
+
+    @app.exception_handler(Exception)
+    def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return JSONResponse(
+            {"detail": f"internal error ({type(exc).__name__}); see the server's log"},
+            status_code=500,
+        )
+
+    adm = APIRouter(prefix="/v1/admin", tags=["admin"], responses=_ADMIN_ERRORS)
+    ten = APIRouter(prefix="/v1/tenants", tags=["tenant"], responses=_ERRORS)
+
+    # ------------------------------------------------------------ admin: tenants
+    @adm.get("/tenants", summary="List tenants with their rates and tokens")
+    def list_tenants(who: Admin) -> list[dict[str, Any]]:
+        """Every tenant: name, rate, plan (networks, addresses, MACs) and token."""
+        intent = controller.current()
+        plan = controller.plan(intent)
+        tokens = controller.store.tokens()
+        return [tenant_view(plan, intent, t.name, tokens.get(t.name, "")) for t in intent.tenants]
+
+    @adm.post(
+        "/tenants", status_code=status.HTTP_201_CREATED, summary="Create a tenant (and its token)"
+    )
+    def create_tenant(body: TenantBody, who: Admin) -> Applied:
+        """Add a tenant with its rate and networks; the answer's ``tenant`` holds its token.
+        A name already taken is a 422 on ``tenants[N].name``."""
+        doc_tenant: dict[str, Any] = {"name": body.name}
+        if body.rate is not None:
+            doc_tenant["rate"] = body.rate
+        doc_tenant["networks"] = [_network_doc(n) for n in body.networks]
+
+        def change(doc: dict[str, Any]) -> None:
+            doc.setdefault("tenants", []).append(doc_tenant)
+
+        def after(new: Intent) -> dict[str, Any]:
+            token = controller.store.tokens().get(body.name, "")
+            return {"tenant": tenant_view(build_plan(new), new, body.name, token)}
+
+        return controller.write(who, f"create tenant {body.name}", change, after)
+
+    @adm.get("/tenants/{tenant}", summary="Read a tenant (with its token)")
+    def read_tenant(tenant: str, who: Admin) -> dict[str, Any]:
+        intent = controller.current()
+        if tenant not in {t.name for t in intent.tenants}:
+            raise _not_found(f"no tenant {tenant!r}")
+        token = controller.store.tokens().get(tenant, "")
+        return tenant_view(controller.plan(intent), intent, tenant, token)
+
+    @adm.patch("/tenants/{tenant}", summary="Change a tenant's rate")
+    def change_rate(tenant: str, body: RateBody, who: Admin) -> Applied:
+        """Set the tenant's guaranteed rate (``null``: none). Checked like the intent: the
+        sites' underlay rates must leave room for it."""
+
+        def change(doc: dict[str, Any]) -> None:
+            t = doc["tenants"][_tenant_index(doc, tenant)]
+            t.pop("rate", None)
+            if body.rate is not None:
+                t["rate"] = body.rate
+
+        return controller.write(who, f"rate of tenant {tenant}: {body.rate}", change)
+
+    @adm.delete("/tenants/{tenant}", summary="Delete a tenant, its networks and its token")
+    def delete_tenant(tenant: str, who: Admin) -> Applied:
+        def change(doc: dict[str, Any]) -> None:
+            del doc["tenants"][_tenant_index(doc, tenant)]
+
+        answer = controller.write(who, f"delete tenant {tenant}", change)
+        controller.store.drop_token(tenant)
+        return answer
+
+    # ------------------------------------------------------------ admin: sites
+    @adm.get("/sites", summary="List sites")
+    def list_sites(who: Admin) -> list[dict[str, Any]]:
+        """Every site as in ``plan --json``: block, gateway, peers, routes, hosts, underlay."""
+        return list(controller.plan(controller.current()).to_dict()["sites"])
+
+    @adm.get("/sites/{site}", summary="Read a site")
+    def read_site(site: str, who: Admin) -> dict[str, Any]:
+        for s in controller.plan(controller.current()).to_dict()["sites"]:
+            if s["name"] == site:
+                return dict(s)
+        raise _not_found(f"no site {site!r}")
+
+    @adm.post(
+        "/sites/{site}/hosts",
+        status_code=status.HTTP_201_CREATED,
+        summary="Add a provider host to a site",
+    )
+    def add_site_host(site: str, body: SiteHostBody, who: Admin) -> Applied:
+        def change(doc: dict[str, Any]) -> None:
+            s = doc["sites"][_site_index(doc, site)]
+            host = {"name": body.name} | ({"address": body.address} if body.address else {})
+            s.setdefault("hosts", []).append(host)
+
+        return controller.write(who, f"add host {site}/{body.name}", change)
+
+    @adm.delete("/sites/{site}/hosts/{host}", summary="Remove a provider host from a site")
+    def remove_site_host(site: str, host: str, who: Admin) -> Applied:
+        def change(doc: dict[str, Any]) -> None:
+            s = doc["sites"][_site_index(doc, site)]
+            hosts = s.get("hosts", [])
+            for i, h in enumerate(hosts):
+                if h["name"] == host:
+                    del hosts[i]
+                    return
+            raise _not_found(f"no host {host!r} on site {site!r}")
+
+        return controller.write(who, f"remove host {site}/{host}", change)
+
+    # ------------------------------------------------------------ admin: peering
+    @adm.get("/peering", summary="The peering: topology, hub and tunnels")
+    def read_peering(who: Admin) -> dict[str, Any]:
+        """``topology``, ``hub``, ``transport`` and the planned ``tunnels`` (``a``, ``b``,
+        ``distance_km``, ``vni``)."""
+        d = controller.plan(controller.current()).to_dict()
+        ov = d["overlay"]
+        return {
+            "topology": ov["topology"],
+            "hub": ov["hub"],
+            "transport": ov["transport"],
+            "tunnels": d["tunnels"],
+        }
+
+    @adm.put("/peering", summary="Change the topology (and hub)")
+    def change_peering(body: PeeringBody, who: Admin) -> Applied:
+        def change(doc: dict[str, Any]) -> None:
+            ov = doc.setdefault("overlay", {})
+            ov["topology"] = body.topology
+            ov.pop("hub", None)
+            if body.hub is not None:
+                ov["hub"] = body.hub
+
+        return controller.write(who, f"topology {body.topology}", change)
+
+    # ------------------------------------------------------------ admin: versions
+    @adm.get("/versions", summary="Intent versions, oldest first")
+    def list_versions(who: Admin) -> list[VersionInfo]:
+        """Version 1 is the intent file ``serve`` first started with; then one version per
+        change through the API or found in the lab."""
+        return [
+            VersionInfo(version=v.version, time=v.time, who=v.who)
+            for v in controller.store.versions()
+        ]
+
+    @adm.get("/versions/{version}", summary="One intent version, with its YAML")
+    def read_version(version: int, who: Admin) -> VersionInfo:
+        v = controller.store.version(version)
+        if v is None:
+            raise _not_found(f"no version {version}")
+        return VersionInfo(version=v.version, time=v.time, who=v.who, yaml=v.yaml)
+
+    @adm.get(
+        "/intent",
+        summary="The lab's current intent as YAML",
+        response_class=PlainTextResponse,
+        responses={200: {"content": {"application/yaml": {}}}},
+    )
+    def read_intent(who: Admin) -> PlainTextResponse:
+        """What ``polynimbus export`` prints."""
+        from polynimbus.orchestrate import intent_yaml
+
+        return PlainTextResponse(intent_yaml(controller.current()), media_type="application/yaml")
+
+    # ------------------------------------------------------------ tenant API
+    @ten.get("/{tenant}", summary="Read your tenant")
+    def tenant_self(tenant: str, who: Scoped) -> dict[str, Any]:
+        """Name, rate and networks (the token is not shown here)."""
+        intent = controller.current()
+        if tenant not in {t.name for t in intent.tenants}:
+            raise _not_found(f"no tenant {tenant!r}")
+        return tenant_view(controller.plan(intent), intent, tenant)
+
+    @ten.get("/{tenant}/networks", summary="List your networks")
+    def list_networks(tenant: str, who: Scoped) -> list[dict[str, Any]]:
+        return list(tenant_self(tenant, who)["networks"])
+
+    @ten.post("/{tenant}/networks", status_code=status.HTTP_201_CREATED, summary="Create a network")
+    def create_network(tenant: str, body: NetworkBody, who: Scoped) -> Applied:
+        """A network on one site (routed) or several (one layer-2 domain, seed 004)."""
+
+        def change(doc: dict[str, Any]) -> None:
+            t = doc["tenants"][_tenant_index(doc, tenant)]
+            t.setdefault("networks", []).append(_network_doc(body))
+
+        def after(new: Intent) -> dict[str, Any]:
+            return {"network": network_view(build_plan(new), new, tenant, body.name)}
+
+        return controller.write(who, f"create network {tenant}/{body.name}", change, after)
+
+    @ten.get("/{tenant}/networks/{network}", summary="Read a network")
+    def read_network(tenant: str, network: str, who: Scoped) -> dict[str, Any]:
+        intent = controller.current()
+        if tenant not in {t.name for t in intent.tenants}:
+            raise _not_found(f"no tenant {tenant!r}")
+        return network_view(controller.plan(intent), intent, tenant, network)
+
+    @ten.delete("/{tenant}/networks/{network}", summary="Delete a network and its hosts")
+    def delete_network(tenant: str, network: str, who: Scoped) -> Applied:
+        def change(doc: dict[str, Any]) -> None:
+            t = doc["tenants"][_tenant_index(doc, tenant)]
+            del t["networks"][_network_index(t, network)]
+
+        return controller.write(who, f"delete network {tenant}/{network}", change)
+
+    def _net_after(tenant: str, network: str) -> Callable[[Intent], dict[str, Any]]:
+        def after(new: Intent) -> dict[str, Any]:
+            return {"network": network_view(build_plan(new), new, tenant, network)}
+
+        return after
+
+    @ten.post(
+        "/{tenant}/networks/{network}/sites",
+        summary="Extend a network to another site (layer 2)",
+    )
+    def extend_network(tenant: str, network: str, body: SiteBody, who: Scoped) -> Applied:
+        """Seed 004's main operation: the network's broadcast domain is stretched into
+        ``site`` (VXLAN inside the encrypted tunnels); its hosts keep their addresses."""
+
+        def change(doc: dict[str, Any]) -> None:
+            t = doc["tenants"][_tenant_index(doc, tenant)]
+            n = t["networks"][_network_index(t, network)]
+            if body.site in n["sites"]:
+                raise HTTPException(
+                    status.HTTP_409_CONFLICT,
+                    f"network {network!r} already spans site {body.site!r}",
+                )
+            n["sites"].append(body.site)
+
+        return controller.write(
+            who, f"extend {tenant}/{network} to {body.site}", change, _net_after(tenant, network)
+        )
+
+    @ten.delete("/{tenant}/networks/{network}/sites/{site}", summary="Stop spanning a site")
+    def shrink_network(tenant: str, network: str, site: str, who: Scoped) -> Applied:
+        """The network leaves ``site``; a host still there is a 422 (detach or move it)."""
+
+        def change(doc: dict[str, Any]) -> None:
+            t = doc["tenants"][_tenant_index(doc, tenant)]
+            n = t["networks"][_network_index(t, network)]
+            if site not in n["sites"]:
+                raise _not_found(f"network {network!r} does not span site {site!r}")
+            n["sites"].remove(site)
+
+        return controller.write(
+            who, f"shrink {tenant}/{network} off {site}", change, _net_after(tenant, network)
+        )
+
+    @ten.post(
+        "/{tenant}/networks/{network}/hosts",
+        status_code=status.HTTP_201_CREATED,
+        summary="Attach a host",
+    )
+    def attach_host(tenant: str, network: str, body: HostBody, who: Scoped) -> Applied:
+        """``name`` is ``SITE/HOST`` on a site the network spans; without ``address`` the
+        host takes the next free address of the subnet."""
+
+        def change(doc: dict[str, Any]) -> None:
+            t = doc["tenants"][_tenant_index(doc, tenant)]
+            n = t["networks"][_network_index(t, network)]
+            n.setdefault("hosts", []).append(_host_doc(body))
+
+        return controller.write(
+            who, f"attach {body.name} to {tenant}/{network}", change, _net_after(tenant, network)
+        )
+
+    @ten.delete("/{tenant}/networks/{network}/hosts/{site}/{host}", summary="Detach a host")
+    def detach_host(tenant: str, network: str, site: str, host: str, who: Scoped) -> Applied:
+        def change(doc: dict[str, Any]) -> None:
+            t = doc["tenants"][_tenant_index(doc, tenant)]
+            n = t["networks"][_network_index(t, network)]
+            del n["hosts"][_host_index(n, f"{site}/{host}")]
+
+        return controller.write(
+            who,
+            f"detach {site}/{host} from {tenant}/{network}",
+            change,
+            _net_after(tenant, network),
+        )
+
+    @ten.post(
+        "/{tenant}/networks/{network}/hosts/{site}/{host}/move",
+        summary="Move a host to another site of its network",
+    )
+    def move_host(
+        tenant: str, network: str, site: str, host: str, body: MoveBody, who: Scoped
+    ) -> Applied:
+        """The host keeps its address and MAC (seed 001's migration); the target site must
+        be one the network spans (else 422 saying how to extend it)."""
+        return _move(controller, who, tenant, network, f"{site}/{host}", body.to_site)
+
+    app.include_router(adm)
+    app.include_router(ten)
+    return app
+
+
+def _request_hint(error: Any) -> str | None:
+    kind = error.get("type", "")
+    if kind == "missing":
+        return "add it to the request"
+    if kind == "extra_forbidden":
+        return "remove it: the request does not take that key"
+    if kind == "json_invalid":
+        return "send a JSON document with Content-Type: application/json"
+    return None
+
+
+def _move(
+    controller: Controller, who: Caller, tenant: str, network: str, key: str, to_site: str
+) -> Applied:
+    """Move tenant host ``key`` of ``tenant``/``network`` to ``to_site``: the host's entry
+    becomes ``TO_SITE/HOST`` with its current address pinned (its MAC follows from the
+    address), applied like any other change.
+
+    ``polynimbus.move.move_host`` (live migration of processes and connections) is used
+    when present and the API drives the lab (see docs/api.md).
+    """
+    intent = controller.current()
+    plan = controller.plan(intent)
+    if tenant not in {t.name for t in intent.tenants}:
+        raise _not_found(f"no tenant {tenant!r}")
+    view = network_view(plan, intent, tenant, network)
+    current = {f"{h['site']}/{h['name']}": h for h in view["hosts"]}
+    if key not in current:
+        raise _not_found(f"no host {key!r} in network {network!r}")
+    site, _, name = key.partition("/")
+    if to_site == site:
+        raise HTTPException(status.HTTP_409_CONFLICT, f"{key} is already on site {to_site!r}")
+    ti = next(i for i, t in enumerate(intent.tenants) if t.name == tenant)
+    ni = next(i for i, n in enumerate(intent.tenants[ti].networks) if n.name == network)
+    hi = next(i for i, h in enumerate(intent.tenants[ti].networks[ni].hosts) if h.name == key)
+    if to_site not in view["sites"]:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            [
+                {
+                    "path": f"tenants[{ti}].networks[{ni}].hosts[{hi}].name",
+                    "message": f"network {network!r} does not span site {to_site!r}",
+                    "hint": f"extend it first: POST /v1/tenants/{tenant}/networks/{network}/"
+                    f'sites with {{"site": "{to_site}"}}',
+                }
+            ],
+        )
+    address = current[key]["address"]
+    mac = current[key]["mac"]
+    live = _live_move()
+    if live is not None and controller.applier.target == "lab":
+        return _live(controller, who, live, intent, tenant, key, to_site, address, mac)
+
+    def change(doc: dict[str, Any]) -> None:
+        hosts = doc["tenants"][ti]["networks"][ni]["hosts"]
+        hosts[hi] = {"name": f"{to_site}/{name}", "address": address}
+
+    def after(new: Intent) -> dict[str, Any]:
+        moved = {"from": key, "to": f"{to_site}/{name}", "address": address, "mac": mac}
+        return {"network": network_view(build_plan(new), new, tenant, network), "moved": moved}
+
+    return controller.write(who, f"move {tenant}:{key} to {to_site}", change, after)
+
+
+def _live_move() -> Callable[..., Any] | None:
+    """``polynimbus.move.move_host`` when that module exists."""
+    if importlib.util.find_spec("polynimbus.move") is None:
+        return None
+    module = importlib.import_module("polynimbus.move")
+    fn = getattr(module, "move_host", None)
+    return fn if callable(fn) else None
+
+
+def _live(
+    controller: Controller,
+    who: Caller,
+    move_host: Callable[..., Any],
+    intent: Intent,
+    tenant: str,
+    key: str,
+    to_site: str,
+    address: str,
+    mac: str,
+) -> Applied:
+    """A live migration through ``polynimbus.move.move_host`` (the lab only)."""
+    with controller.write_lock:
+        controller.note("found in the lab")
+        try:
+            result = move_host(intent, tenant, key, to_site, state_dir=controller.applier.state_dir)
+        except IntentError as exc:
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_CONTENT,
+                [{"path": p.path, "message": p.message, "hint": p.hint} for p in exc.problems],
+            ) from None
+        except (StateError, LabNotFoundError) as exc:
+            raise HTTPException(status.HTTP_409_CONFLICT, _with_hint(exc)) from None
+        except PolynimbusError as exc:
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, _with_hint(exc)) from None
+        version = controller._note(who, f"move {tenant}:{key} to {to_site}")
+        changes = list(getattr(result, "changes", []) or [])
+        described = [c.describe() if hasattr(c, "describe") else str(c) for c in changes]
+        counts = {"create": 0, "update": 0, "delete": 0}
+        for c in changes:
+            action = getattr(c, "action", None)
+            if action in counts:
+                counts[action] += 1
+        moved: dict[str, Any] = {
+            "from": key,
+            "to": f"{to_site}/{key.partition('/')[2]}",
+            "address": address,
+            "mac": mac,
+            "live": True,
+        }
+        downtime = getattr(result, "downtime", None)
+        if downtime is not None:
+            moved["downtime_s"] = downtime
+        return Applied(version=version, changes=described, counts=counts, moved=moved)
+
+
+__all__ = ["Caller", "Controller", "create_app"]
