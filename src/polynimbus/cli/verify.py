@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -11,7 +12,7 @@ from rich.markup import escape
 from rich.progress import Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from polynimbus.cli.app import IntentFile, Seconds, StateDir, app, err, handle_errors, out
+from polynimbus.cli.app import Seconds, StateDir, app, err, handle_errors, out
 from polynimbus.intent import load_intent
 from polynimbus.orchestrate import lab_drift
 from polynimbus.plan import Plan, build_plan
@@ -241,7 +242,17 @@ def run_and_print(
 @app.command()
 @handle_errors
 def verify(
-    file: IntentFile,
+    file: Annotated[
+        Path | None,
+        typer.Argument(
+            help="The intent YAML file (default: the running lab's own intent, as its "
+            "last up, move or API change left it).",
+            show_default=False,
+        ),
+    ] = None,
+    lab: Annotated[
+        str | None, typer.Option("--lab", help="Without FILE: the lab, when several are up.")
+    ] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     throughput: Annotated[
         bool,
@@ -271,7 +282,9 @@ def verify(
 
     Drift: what differs between the running lab and the plan (a firewall table changed
     by hand, a missing route...), read from the kernel and compared item by item; 'up'
-    repairs it.
+    repairs it. A node of the plan missing from the lab is reported before any probe.
+
+    Without FILE, the running lab's own intent is verified ('polynimbus verify --lab L').
 
     Needs root, the lab up, and at least two hosts (--throughput: two sites).
 
@@ -281,7 +294,12 @@ def verify(
     than two hosts, a probe that failed or timed out), with an error: line on stderr and
     no report; **2** an invalid intent or command line (e.g. --seconds 0.5).
     """
-    intent = load_intent(file)
+    if file is None:
+        from polynimbus.cli.trace import running_intent
+
+        intent = running_intent(lab)
+    else:
+        intent = load_intent(file)
     plan = build_plan(intent)
     drift = lab_drift(intent, state_dir) if list_lab_namespaces(plan.name) else []
     report = run_and_print(plan, throughput, seconds, json_, drift=drift)

@@ -11,8 +11,9 @@ shaping on shared tunnels). On each site a tenant uses:
   routers. Its VXLAN devices are made in the gateway's namespace and moved in: their
   UDP sockets stay with the gateway, so their packets ride the gateway's tunnels between
   gateway overlay addresses (:data:`~polynimbus.plan.tenants.TENANT_VXLAN_PORT`), while no
-  tenant address ever exists in the gateway. Frames from the anycast MAC never leave
-  through a VXLAN port (each site answers its own hosts). TCP MSS is clamped to the route
+  tenant address ever exists in the gateway. ARP from the anycast MAC never leaves
+  through a VXLAN port (each site answers its own hosts, and no router learns a remote
+  host's MAC: it routes to it over the transit network). TCP MSS is clamped to the route
   MTU.
 - each **host** has one interface with its MAC, address and default route; IPv6 is off.
 - the **gateway** accepts tenant VXLAN only from peer gateways (never from its LAN, which
@@ -175,7 +176,8 @@ def _router_ruleset(networks: list[NetworkPlan]) -> tuple[str, str]:
         if n.layer2:
             rules += (
                 f'\t\toifname "{names.tenant_vxlan_if(n.index)}" ether saddr {n.router_mac} '
-                f'drop comment "anycast gateway of {n.name} stays on its site"\n'
+                f'ether type arp drop comment "anycast gateway of {n.name} answers on its '
+                'site only"\n'
             )
     bridge = ""
     if rules:

@@ -29,8 +29,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from polynimbus import capabilities
-from polynimbus.errors import LabNotFoundError
+from polynimbus import capabilities, names
+from polynimbus.errors import LabNotFoundError, VerifyError
 from polynimbus.plan.model import Plan
 from polynimbus.targets.lab import list_lab_namespaces
 from polynimbus.verify.chains import ChainResult, IsolationResult, verify_chains
@@ -153,8 +153,24 @@ def run_verify(
         require_site_pairs(plan)
     capabilities.require_root("verify")
     capabilities.require_tools(["ip", "fping"] + (["iperf3", "nft"] if throughput else []))
-    if not list_lab_namespaces(plan.name):
+    present = set(list_lab_namespaces(plan.name))
+    if not present:
         raise LabNotFoundError(f"the lab {plan.name!r} is not up", "run: polynimbus up FILE")
+    wanted = {names.host_ns(plan.name, s.name, h.name) for s in plan.sites for h in s.hosts}
+    wanted |= {
+        names.tenant_host_ns(plan.name, h.site, t.name, h.name)
+        for t in plan.tenants
+        for _, h in t.hosts()
+    }
+    missing = sorted(wanted - present)
+    if missing:
+        raise VerifyError(
+            f"the lab {plan.name!r} does not match this intent: no namespace "
+            + ", ".join(missing[:5])
+            + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""),
+            "verify the lab's own intent (polynimbus verify --lab "
+            f"{plan.name}; a move or an API change updates it), or run: polynimbus up FILE",
+        )
     provider_hosts = sum(len(s.hosts) for s in plan.sites)
     report = VerifyReport(
         plan.name,
