@@ -54,7 +54,9 @@ Lab = Annotated[
 ]
 Name = Annotated[
     str,
-    typer.Argument(help="The snapshot's name (a DNS-like label).", show_default=False),
+    typer.Argument(
+        metavar="NAME", help="The snapshot's name (a DNS-like label).", show_default=False
+    ),
 ]
 Json = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
 
@@ -224,10 +226,12 @@ def print_diff(d: SnapshotDiff, verbose: bool = False) -> None:
 
 @snapshot_app.command("diff")
 def diff_cmd(
-    a: Annotated[str, typer.Argument(help="The older snapshot.", show_default=False)],
+    a: Annotated[str, typer.Argument(metavar="A", help="The older snapshot.", show_default=False)],
     b: Annotated[
         str | None,
-        typer.Argument(help="The newer snapshot [default: the live lab].", show_default=False),
+        typer.Argument(
+            metavar="B", help="The newer snapshot [default: the live lab].", show_default=False
+        ),
     ] = None,
     lab: Lab = None,
     state_dir: StateDir = None,
