@@ -4,6 +4,7 @@
     tests/golden/<example>/<site>.wg.conf       WireGuard config (fixed test keys)
     tests/golden/<example>/<site>.nft           the gateway's nftables ruleset
     tests/golden/<example>/<site>.node.json     the gateway's node model (payloads left out)
+    tests/golden/<example>/<site>.<tenant>.router.<family>.nft   a tenant router's tables
 
 The cases are the bundled examples and the extra intents in tests/golden/cases/.
 
@@ -23,6 +24,7 @@ from polynimbus.keys import KeyPair, from_private
 from polynimbus.node import NftTable
 from polynimbus.plan import Plan, build_plan
 from polynimbus.render.gateway import render_gateway
+from polynimbus.render.tenants import render_tenant_site
 from polynimbus.tunnels.wireguard import render_wg_config
 
 HERE = Path(__file__).resolve().parent
@@ -57,6 +59,12 @@ def render_all(example: Path) -> dict[str, str]:
         for table in model.of(NftTable):  # the gateway's table, and pn-srv6 with chains
             suffix = "" if table.table == "polynimbus" else f".{table.table}"
             files[f"{site.name}{suffix}.nft"] = table.ruleset
+    for tenant in plan.tenants:
+        for name in tenant.sites:
+            for r in render_tenant_site(plan, tenant, plan.site(name)):
+                if isinstance(r.item, NftTable):
+                    t = r.item
+                    files[f"{name}.{tenant.name}.router.{t.family}.nft"] = t.ruleset
     return files
 
 

@@ -192,7 +192,6 @@ def _tenant(
                         "reuse them)",
                     )
                 )
-                subnet_ok = False
                 break
         subnets.append((subnet, j))
         asked: list[IPv4Address | None] = []
@@ -329,8 +328,8 @@ def _rates(intent: Intent) -> list[Problem]:
                 out.append(
                     Problem(
                         f"tenants[{i}].rate",
-                        f"{_mbit(bps)} is above site {s!r}'s underlay rate {_mbit(cap)}",
-                        f"guarantee at most {_mbit(cap)}, or raise {s!r}'s underlay rate",
+                        f"{_mbit(bps)} is above the underlay rate of site {s!r} ({_mbit(cap)})",
+                        f"guarantee at most {_mbit(cap)}, or raise the site's underlay rate",
                     )
                 )
             else:
