@@ -58,7 +58,7 @@ def shaped(text: str, name: str, transport: str) -> str:
 
 CASES = [
     (e, t)
-    for e in ("prestocloud", "federation", "aws-regions", "service-chain")
+    for e in ("prestocloud", "federation", "aws-regions", "service-chain", "tenants")
     for t in ("wireguard", "vxlan")
 ]
 
