@@ -32,6 +32,7 @@ from typing import Annotated, Any
 
 import yaml
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, status
+from fastapi import Path as FastApiPath
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -142,13 +143,22 @@ class Controller:
             if admin and secrets.compare_digest(admin.encode(), token.encode()):
                 return Caller(None)
             tenant = self.store.tenant_of(token)
-            if tenant is not None:
+            if tenant is not None and self._tenant_exists(tenant):
                 return Caller(tenant)
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
             "missing or unknown bearer token (send Authorization: Bearer TOKEN)",
             headers={"WWW-Authenticate": "Bearer"},
         )
+
+    def _tenant_exists(self, tenant: str) -> bool:
+        """Whether the lab's intent has ``tenant`` (a token outlives its tenant when a
+        ``snapshot restore`` removes it, and works again if it comes back). When the
+        intent cannot be read, the request goes on to answer why (409)."""
+        try:
+            return tenant in {t.name for t in self.current().tenants}
+        except HTTPException:
+            return True
 
     # ---------------------------------------------------------------- writing
     def write(
@@ -277,9 +287,7 @@ def _site_index(doc: dict[str, Any], name: str) -> int:
     raise _not_found(f"no site {name!r}")
 
 
-def _host_doc(h: HostBody | str) -> dict[str, Any]:
-    if isinstance(h, str):
-        return {"name": h}
+def _host_doc(h: HostBody) -> dict[str, Any]:
     return {"name": h.name} | ({"address": h.address} if h.address is not None else {})
 
 
@@ -532,7 +540,9 @@ def create_app(controller: Controller) -> FastAPI:
         ]
 
     @adm.get("/versions/{version}", summary="One intent version, with its YAML")
-    def read_version(version: int, who: Admin) -> VersionInfo:
+    def read_version(
+        version: Annotated[int, FastApiPath(ge=1, le=2**62)], who: Admin
+    ) -> VersionInfo:
         v = controller.store.version(version)
         if v is None:
             raise _not_found(f"no version {version}")
@@ -733,7 +743,8 @@ def _move(
     mac = current[key]["mac"]
     live = _live_move()
     if live is not None and controller.applier.target == "lab":
-        return _live(controller, who, live, intent, tenant, key, to_site, address, mac)
+        path = f"tenants[{ti}].networks[{ni}].hosts[{hi}].name"
+        return _live(controller, who, live, intent, tenant, key, to_site, address, mac, path)
 
     def change(doc: dict[str, Any]) -> None:
         hosts = doc["tenants"][ti]["networks"][ni]["hosts"]
@@ -765,20 +776,28 @@ def _live(
     to_site: str,
     address: str,
     mac: str,
+    host_path: str,
 ) -> Applied:
     """A live migration through ``polynimbus.move.move_host`` (the lab only)."""
     with controller.write_lock:
         controller.note("found in the lab")
         try:
-            result = move_host(intent, tenant, key, to_site, state_dir=controller.applier.state_dir)
+            result = move_host(
+                intent, f"{tenant}:{key}", to_site, state_dir=controller.applier.state_dir
+            )
         except IntentError as exc:
             raise HTTPException(
                 status.HTTP_422_UNPROCESSABLE_CONTENT,
                 [{"path": p.path, "message": p.message, "hint": p.hint} for p in exc.problems],
             ) from None
-        except (StateError, LabNotFoundError) as exc:
-            raise HTTPException(status.HTTP_409_CONFLICT, _with_hint(exc)) from None
         except PolynimbusError as exc:
+            if type(exc).__name__ == "MoveError":
+                raise HTTPException(
+                    status.HTTP_422_UNPROCESSABLE_CONTENT,
+                    [{"path": host_path, "message": exc.message, "hint": exc.hint}],
+                ) from None
+            if isinstance(exc, StateError | LabNotFoundError):
+                raise HTTPException(status.HTTP_409_CONFLICT, _with_hint(exc)) from None
             raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, _with_hint(exc)) from None
         version = controller._note(who, f"move {tenant}:{key} to {to_site}")
         changes = list(getattr(result, "changes", []) or [])
@@ -795,9 +814,9 @@ def _live(
             "mac": mac,
             "live": True,
         }
-        downtime = getattr(result, "downtime", None)
+        downtime = getattr(result, "downtime_ms", None)
         if downtime is not None:
-            moved["downtime_s"] = downtime
+            moved["downtime_ms"] = downtime
         return Applied(version=version, changes=described, counts=counts, moved=moved)
 
 

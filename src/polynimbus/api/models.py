@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Name = Annotated[str, Field(max_length=64, examples=["acme"])]
 Text = Annotated[str, Field(max_length=128)]
@@ -27,6 +27,11 @@ class HostBody(_Body):
     name: Annotated[str, Field(max_length=130, examples=["i3s/web-3"])]
     address: Annotated[str | None, Field(max_length=64, examples=["192.168.1.20"])] = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _from_str(cls, data: Any) -> Any:
+        return {"name": data} if isinstance(data, str) else data
+
 
 class NetworkBody(_Body):
     """A tenant network to create (seed 004 §III-A: the user API's network)."""
@@ -35,7 +40,8 @@ class NetworkBody(_Body):
     subnet: Annotated[str, Field(max_length=64, examples=["10.20.0.0/24"])]
     sites: Annotated[list[Name], Field(max_length=64, examples=[["i3s"]])]
     hosts: Annotated[
-        list[HostBody | Annotated[str, Field(max_length=130)]], Field(max_length=256)
+        list[HostBody],
+        Field(max_length=256, description='each ``"SITE/HOST"`` or ``{"name", "address"}``'),
     ] = []
 
 
