@@ -21,6 +21,7 @@ PACKAGE_STAGE = {
     "apply": "apply",
     "targets": "apply",
     "orchestrate": "apply",
+    "move": "apply",  # an operation on the running lab, like orchestrate
     "verify": "verify",
     "snapshot": "verify",  # save/diff/restore read the lab and apply through orchestrate
 }

@@ -289,12 +289,30 @@ def test_run_verify_stores_drift(monkeypatch):
     good = [PairResult("a/h1", "b/h2", True, 0.5, 0.0), PairResult("b/h2", "a/h1", True, 0.4, 0)]
     monkeypatch.setattr(report.capabilities, "require_root", lambda what: None)
     monkeypatch.setattr(report.capabilities, "require_tools", lambda tools: None)
-    monkeypatch.setattr(report, "list_lab_namespaces", lambda lab: ["pn.vf-unit.a.h1"])
+    monkeypatch.setattr(
+        report, "list_lab_namespaces", lambda lab: ["pn.vf-unit.a.h1", "pn.vf-unit.b.h2"]
+    )
     monkeypatch.setattr(report, "ping_all", lambda plan: good)
     plan = plan_of(TWO_SITES)
     assert run_verify(plan).ok
     drifted = run_verify(plan, drift=["b: missing route 10.1.0.0/24"])
     assert not drifted.ok and drifted.drift == ["b: missing route 10.1.0.0/24"]
+
+
+def test_run_verify_names_missing_nodes_before_probing(monkeypatch):
+    """A lab that does not match the intent (a host moved, or a different file) is named
+    as such, before any probe runs into a missing namespace."""
+    monkeypatch.setattr(report.capabilities, "require_root", lambda what: None)
+    monkeypatch.setattr(report.capabilities, "require_tools", lambda tools: None)
+    monkeypatch.setattr(report, "list_lab_namespaces", lambda lab: ["pn.vf-unit.a.h1"])
+
+    def no_probe(plan):
+        raise AssertionError("probed a lab that does not match")
+
+    monkeypatch.setattr(report, "ping_all", no_probe)
+    with pytest.raises(VerifyError, match="no namespace pn.vf-unit.b.h2") as e:
+        run_verify(plan_of(TWO_SITES))
+    assert "verify --lab vf-unit" in (e.value.hint or "")
 
 
 def test_cli_prints_drift_and_warnings(monkeypatch):
