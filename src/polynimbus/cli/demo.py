@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from polynimbus.cli.app import Seconds, StateDir, app, err, handle_errors, out
-from polynimbus.cli.plan import print_plan, print_srv6
+from polynimbus.cli.plan import print_plan, print_srv6, print_tenants_plan
 from polynimbus.cli.trace import print_trace
 from polynimbus.cli.up import run_up
 from polynimbus.cli.verify import run_and_print
@@ -37,13 +37,17 @@ def demo(
     state_dir: StateDir = None,
 ) -> None:
     """Run the three-site PrEstoCloud lab end to end (up, verify --throughput, down), then
-    the service-chain lab (up, verify, trace, down).
+    the service-chain lab (up, verify, trace, down), then the tenants lab (up, verify,
+    move, verify, down).
 
     The bundled examples/prestocloud.yaml: a private OpenStack, AWS Frankfurt and Azure
     West Europe joined by WireGuard in a full mesh (seed 003, chapter 3). Then
     examples/service-chain.yaml: a client in one AWS region reaching a server in another
     through an SR-unaware firewall and an SR-aware function in a third, steered with SRv6
-    in both directions, IPv4 inside IPv6 and all-IPv6 (seeds 000 and 002). Needs root.
+    in both directions, IPv4 inside IPv6 and all-IPv6 (seeds 000 and 002). Then
+    examples/tenants.yaml: two tenants with the same address ranges over the three sites,
+    one network stretched at layer 2 over two of them, a host moved live (seeds 001 and
+    004). Needs root.
     """
     path = bundled_example()
     intent = load_intent(path)
@@ -85,6 +89,9 @@ def demo(
     chains_dir = None if state_dir is None else state_dir.with_name(state_dir.name + "-chains")
     if not chains_demo(keep, chains_dir):
         ok = False
+    tenants_dir = None if state_dir is None else state_dir.with_name(state_dir.name + "-tenants")
+    if not tenants_demo(keep, tenants_dir):
+        ok = False
     if not ok:
         raise typer.Exit(1)
 
@@ -120,6 +127,52 @@ def chains_demo(keep: bool, state_dir: Path | None) -> bool:
             out.print(
                 f"the lab is still up: polynimbus trace {path} web-v4; "
                 f"remove it with: polynimbus down {path}"
+            )
+        else:
+            out.rule("down")
+            lab_down(plan.name, state_dir)
+            out.print(f"lab {plan.name!r} removed")
+    return ok
+
+
+def tenants_demo(keep: bool, state_dir: Path | None) -> bool:
+    """The tenants part of the demo; returns whether every check passed."""
+    from polynimbus.move import move_host
+
+    path = bundled_example("tenants.yaml")
+    intent = load_intent(path)
+    plan = build_plan(intent)
+    out.rule(f"tenants: {path.name}")
+    print_tenants_plan(plan)
+    ok = False
+    try:
+        out.rule("up")
+        run_up(intent, state_dir)
+        out.rule("verify (each tenant's matrix; isolation between tenants)")
+        report = run_and_print(plan, throughput=False, seconds=1, as_json=False)
+        out.rule("move acme:i3s/c1 aws-fra (live: its TCP connections stay)")
+        moved = move_host(intent, "acme:i3s/c1", "aws-fra", state_dir)
+        out.print(
+            f"moved to aws-fra in {moved.total_s:.1f} s; downtime "
+            f"{moved.downtime_ms if moved.downtime_ms is not None else '?'} ms seen from "
+            f"{moved.correspondent} (ping every 10 ms)"
+        )
+        out.rule("verify after the move")
+        after = run_and_print(build_plan(moved.intent), throughput=False, seconds=1, as_json=False)
+        ok = report.ok and after.ok and moved.downtime_ms is not None
+        out.rule("summary")
+        pairs = after.tenant_pairs
+        out.print(
+            f"{len(plan.tenants)} tenants; {sum(p.reachable for p in pairs)}/{len(pairs)} "
+            "tenant host pairs reachable; isolation "
+            + ("held" if all(i.ok for i in after.tenant_isolation) else "[red]FAILED[/]")
+            + ("" if ok else " [red](FAILED)[/]")
+        )
+    finally:
+        if keep:
+            out.print(
+                "the lab is still up: polynimbus exec acme:aws-fra/c1 -- ping 192.168.1.1; "
+                f"remove it with: polynimbus down --lab {plan.name}"
             )
         else:
             out.rule("down")

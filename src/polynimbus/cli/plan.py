@@ -66,6 +66,35 @@ def print_plan(plan: Plan) -> None:
     out.print(t)
     if plan.srv6 is not None:
         print_srv6(plan)
+    if plan.tenants:
+        print_tenants_plan(plan)
+
+
+def print_tenants_plan(plan: Plan) -> None:
+    """Each tenant's networks: subnet, VNI, sites (layer 2 when several), router and hosts."""
+    out.print(
+        f"tenants: {len(plan.tenants)}; every tenant interface has MTU {plan.tenant_mtu} "
+        f"bytes (tunnel MTU {plan.tunnel_mtu} less 50 bytes of VXLAN); TCP MSS "
+        f"{plan.tenant_mtu - 40}"
+    )
+    t = Table(
+        title="Tenant networks (router: the last usable address of each subnet)",
+        title_justify="left",
+    )
+    for col in ("tenant", "network", "subnet", "VNI", "sites", "hosts"):
+        t.add_column(col)
+    for tenant in plan.tenants:
+        rate = f"\n{tenant.rate_bps / 1e6:g} Mbit/s" if tenant.rate_bps else ""
+        for n in tenant.networks:
+            t.add_row(
+                tenant.name + rate,
+                n.name,
+                n.subnet,
+                str(n.vni),
+                "\n".join(n.sites) + ("\n(layer 2)" if n.layer2 else ""),
+                "\n".join(f"{h.key} {h.address}" for h in n.hosts) or "-",
+            )
+    out.print(t)
 
 
 def print_srv6(plan: Plan) -> None:

@@ -15,7 +15,12 @@ def validate(file: IntentFile) -> None:
     """
     intent = load_intent(file)
     hosts = sum(len(s.hosts) for s in intent.sites)
+    tenants = ""
+    if intent.tenants:
+        nets = sum(len(t.networks) for t in intent.tenants)
+        thosts = sum(len(n.hosts) for t in intent.tenants for n in t.networks)
+        tenants = f", {len(intent.tenants)} tenants with {nets} networks and {thosts} hosts"
     out.print(
-        f"{file}: valid ({len(intent.sites)} sites, {hosts} hosts, "
+        f"{file}: valid ({len(intent.sites)} sites, {hosts} hosts{tenants}, "
         f"{intent.overlay.topology}, {intent.overlay.transport})"
     )
