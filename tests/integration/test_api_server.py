@@ -236,6 +236,9 @@ def test_changes_through_the_api_are_in_the_lab(server: Server) -> None:
             json={"to_site": "aws"},
         )
         assert r.status_code == 200, r.text
+        moved = r.json()["moved"]
+        assert (moved["address"], moved["mac"]) == (web1["address"], web1["mac"])
+        print("move answer:", moved)
         ns = f"pn.{LAB}.aws.acme.web-1"
         assert ns in _namespaces() and f"pn.{LAB}.os.acme.web-1" not in _namespaces()
         link = _netns_exec(ns, "ip", "addr")

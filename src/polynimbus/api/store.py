@@ -177,21 +177,6 @@ class Store:
             )
             return int(cur.lastrowid or 0)
 
-    def note_if_changed(self, yaml_text: str, who: str) -> int:
-        """The latest version's number, after recording ``yaml_text`` as a new version
-        when it differs from the latest one (or there is none)."""
-        with self._tx() as cur:
-            row = cur.execute(
-                "SELECT version, yaml FROM intent_versions ORDER BY version DESC LIMIT 1"
-            ).fetchone()
-            if row and row[1] == yaml_text:
-                return int(row[0])
-            cur.execute(
-                "INSERT INTO intent_versions (yaml, time, who) VALUES (?, ?, ?)",
-                (yaml_text, _now(), who),
-            )
-            return int(cur.lastrowid or 0)
-
     def versions(self) -> list[Version]:
         """Every version, oldest first (texts included)."""
         with self._tx() as cur:
