@@ -27,7 +27,7 @@ from tests.integration.conftest import leftovers, three_sites
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 POLYNIMBUS = VENV_BIN / "polynimbus"
-EXAMPLE_LABS = ("prestocloud", "federation", "aws-regions", "service-chain")
+EXAMPLE_LABS = ("prestocloud", "federation", "aws-regions", "service-chain", "tenants")
 # the README and --help commands wait this long for labs of other people's tests to go
 # (exec without --lab needs the example lab to be the only one on the host)
 OTHER_LABS_WAIT_S = 120
@@ -123,6 +123,10 @@ def help_commands() -> list[str]:
         ["verify"],
         ["trace"],
         ["exec"],
+        ["move"],
+        ["snapshot"],
+        ["snapshot", "save"],
+        ["export"],
         ["down"],
         ["demo"],
     ):
@@ -200,6 +204,11 @@ def test_readme_and_help_commands_run_as_written(example_labs: dict[str, str]) -
                 continue  # run last: down and demo take the lab away
             if not list_lab_namespaces("prestocloud"):
                 ok(pn("up", "examples/prestocloud.yaml", env=env))
+            if "acme:" in line:  # a tenant host needs the tenants example's lab
+                if not list_lab_namespaces("tenants"):
+                    ok(pn("up", "examples/tenants.yaml", env=env))
+                run_doc_command(line, env, mine | {"tenants"})
+                continue
             if line.startswith("polynimbus trace"):  # a chain needs the chain example's lab
                 ok(pn("up", "examples/service-chain.yaml", env=env))
                 try:
@@ -208,10 +217,12 @@ def test_readme_and_help_commands_run_as_written(example_labs: dict[str, str]) -
                     ok(pn("down", "examples/service-chain.yaml", env=env))
                 continue
             run_doc_command(line, env, mine)
+        pn("down", "--lab", "tenants", env=env)
         for line in helps:
             if line.startswith("polynimbus down"):
                 run_doc_command(line, env, mine)
     finally:
+        pn("down", "--lab", "tenants", env=env)
         pn("down", "--lab", "prestocloud", env=env)
     assert "prestocloud" not in list_labs()
 

@@ -92,7 +92,7 @@ def exec_(
 
       polynimbus exec aws-fra/gateway -- nft list ruleset
 
-      polynimbus exec acme:i3s/web-1 -- ping -c 1 172.16.0.50
+      polynimbus exec --lab tenants acme:i3s/web-1 -- ping -c 1 172.16.0.50
 
       polynimbus exec --lab prestocloud internet -- ip route
     """

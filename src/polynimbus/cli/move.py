@@ -51,9 +51,9 @@ def move(
 
     Examples:
 
-      polynimbus move acme:i3s/c1 aws-fra
+      polynimbus move acme:i3s/c1 aws-fra --lab tenants
 
-      polynimbus move acme:aws-fra/c1 i3s --from acme:i3s/web-1
+      polynimbus move acme:aws-fra/c1 i3s --lab tenants --from acme:i3s/web-1
     """
     from polynimbus.cli.trace import running_intent
     from polynimbus.move import move_host
