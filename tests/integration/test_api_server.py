@@ -276,6 +276,39 @@ def test_changes_through_the_api_are_in_the_lab(server: Server) -> None:
     assert "aws/web-2" in out.stdout and "hub: os" in out.stdout
 
 
+def _pn(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([POLYNIMBUS, *args], capture_output=True, text=True, timeout=300)
+
+
+def test_snapshot_restore_after_an_api_change_gives_back_the_lab(server: Server) -> None:
+    """Issue 7, done means 7: a snapshot, a change through the API, a restore: the lab is
+    the earlier one again (snapshot diff and verify agree), and the API sees it."""
+    saved = _pn("snapshot", "save", "before-api", "--lab", LAB)
+    assert saved.returncode == 0, saved.stderr
+    with httpx.Client(base_url=server.url, timeout=120) as c:
+        tokens = {
+            t["name"]: t["token"] for t in c.get("/v1/admin/tenants", headers=server.admin).json()
+        }
+        acme = {"Authorization": f"Bearer {tokens['acme']}"}
+        r = c.post("/v1/tenants/acme/networks/lan/hosts", headers=acme, json={"name": "os/web-9"})
+        assert r.status_code == 201, r.text
+        ns = f"pn.{LAB}.os.acme.web-9"
+        assert ns in _namespaces()
+        differs = _pn("snapshot", "diff", "before-api", "--lab", LAB)
+        assert differs.returncode == 1, differs.stdout + differs.stderr
+        assert "web-9" in differs.stdout
+        restored = _pn("snapshot", "restore", "before-api", "--lab", LAB)
+        assert restored.returncode == 0, restored.stdout + restored.stderr
+        assert ns not in _namespaces()
+        same = _pn("snapshot", "diff", "before-api", "--lab", LAB)
+        assert same.returncode == 0, same.stdout + same.stderr
+        verified = _pn("verify", "--lab", LAB)
+        assert verified.returncode == 0, verified.stdout[-3000:] + verified.stderr
+        # the API reads the restored intent: web-9 is gone from the network
+        hosts = c.get("/v1/tenants/acme/networks/lan", headers=acme).json()["hosts"]
+        assert "web-9" not in {h["name"] for h in hosts}
+
+
 def test_ctrl_c_stops_cleanly(server: Server) -> None:
     """Last: stops the module's server (the fixture then takes the lab down)."""
     server.proc.send_signal(signal.SIGINT)
