@@ -81,6 +81,41 @@ def test_tenant_matrices_pmtu_and_a_live_move(lab, tmp_path: Path) -> None:
         assert big.returncode != 0
         assert f"mtu={plan.tenant_mtu}" in (big.stdout + big.stderr), big.stdout + big.stderr
 
+    # layer 2 across sites: c1 resolves c2 by ARP to c2's own MAC (no proxy in between),
+    # and c1's broadcast reaches c2 on the other site
+    c2 = names.tenant_host_ns(name, "aws-fra", "acme", "c2")
+    c2_mac = acme.host("aws-fra/c2")[1].mac
+    neigh = in_ns(c1, "ip", "neigh", "show", "172.16.0.50").stdout
+    assert c2_mac in neigh.lower(), neigh
+    cap = subprocess.Popen(
+        [
+            "ip",
+            "netns",
+            "exec",
+            c2,
+            "tcpdump",
+            "-n",
+            "-i",
+            "eth0",
+            "-c",
+            "1",
+            "-l",
+            "icmp and dst host 172.16.0.255",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _wait_listening(cap)
+        in_ns(c1, "ping", "-b", "-c", "3", "-i", "0.2", "-W", "1", "172.16.0.255")
+        got, _ = cap.communicate(timeout=10)
+    finally:
+        if cap.poll() is None:
+            cap.kill()
+            cap.wait()
+    assert "172.16.0.1 > 172.16.0.255" in got, got
+
     # move c1 to aws-fra while web-1 holds a TCP connection to it
     server = subprocess.Popen(
         ["ip", "netns", "exec", c1, "iperf3", "-s", "-1", "-p", "5399"],
@@ -146,6 +181,17 @@ def test_tenant_matrices_pmtu_and_a_live_move(lab, tmp_path: Path) -> None:
     assert "does not span 'azure-weu'" in refused.stderr and "add azure-weu" in refused.stderr
     assert "Traceback" not in refused.stderr
     del acme
+
+
+def _wait_listening(proc: subprocess.Popen[str]) -> None:
+    """Wait for tcpdump's "listening on" line (it writes it to stderr when capturing)."""
+    assert proc.stderr is not None
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if "listening on" in line:
+            return
+    raise AssertionError("tcpdump did not start")
 
 
 def _write(path: Path, text: str) -> Path:
