@@ -19,6 +19,7 @@ from polynimbus.render.gateway import render_gateway
 from polynimbus.render.tenants import (
     DEFAULT_CLASS,
     ROOT_CLASS,
+    class_rates,
     render_tenant_site,
     tunnel_capacity,
 )
@@ -157,10 +158,12 @@ def test_gateway_shapes_each_tenant_with_a_class_and_a_priority_rule() -> None:
     assert cap is not None and 0.9 * 200e6 < cap < 200e6 * 1440 / 1514
     acme, globex = plan.tenants
     assert classes[ROOT_CLASS].rate_bps == classes[ROOT_CLASS].ceil_bps == cap
-    assert classes[acme.tenant_id].rate_bps == 100_000_000
-    assert classes[globex.tenant_id].rate_bps == 50_000_000
+    # a rate counts the tenant's packets: the class adds their VXLAN headers (1440/1390)
+    assert classes[acme.tenant_id].rate_bps == 100_000_000 * 1440 // 1390 // 8 * 8
+    assert classes[globex.tenant_id].rate_bps == 50_000_000 * 1440 // 1390 // 8 * 8
     assert classes[acme.tenant_id].ceil_bps == cap  # borrows up to the capacity
-    assert classes[DEFAULT_CLASS].rate_bps == cap - 150_000_000
+    tenants = classes[acme.tenant_id].rate_bps + classes[globex.tenant_id].rate_bps
+    assert classes[DEFAULT_CLASS].rate_bps == (cap - tenants) // 8 * 8
     table = next(i for i in items if isinstance(i, NftTable) and i.table == "pn-tenants")
     assert f"meta priority set 1:{acme.tenant_id:x}" in table.ruleset
     assert str(acme.networks[1].vni) in table.ruleset
@@ -230,3 +233,18 @@ def test_a_site_outside_a_stretched_network_routes_only_what_its_origin_lacks() 
         ("172.16.0.0/24", transit_address(0)),
         ("172.16.0.50/32", transit_address(1)),
     ]
+
+
+def test_oversubscribed_rates_are_scaled_in_proportion() -> None:
+    """Rates may add up to the underlay rate (validation), which exceeds what the tunnel
+    carries once headers are counted: every class shrinks by the same factor."""
+    data = example()
+    data["tenants"][0]["rate"] = "150mbit"
+    data["tenants"][1]["rate"] = "50mbit"
+    plan = build_plan(intent_of(data))
+    site = plan.site("aws-fra")
+    cap = tunnel_capacity(plan, site)
+    assert cap is not None
+    rates = class_rates(plan, list(plan.tenants), cap)
+    assert sum(rates.values()) <= cap * 95 // 100
+    assert rates["acme"] / rates["globex"] == pytest.approx(3.0, rel=1e-3)

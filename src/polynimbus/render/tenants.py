@@ -144,8 +144,8 @@ def gateway_tenant_items(plan: Plan, site: SitePlan) -> list[Item]:
     )
     items: list[Item] = [NftTable("inet", GATEWAY_TABLE, ruleset)]
     if capacity and shaped:
-        guaranteed = sum(t.rate_bps or 0 for t in shaped)
-        rest = max(capacity - guaranteed, capacity // 100)
+        rates = class_rates(plan, shaped, capacity)
+        rest = max(capacity - sum(rates.values()), capacity // 100)
         rest -= rest % 8
         for dev in _tunnel_devices(plan, site):
             items += [
@@ -154,10 +154,25 @@ def gateway_tenant_items(plan: Plan, site: SitePlan) -> list[Item]:
                 TrafficClass(dev, DEFAULT_CLASS, ROOT_CLASS, rest, capacity),
             ]
             for t in shaped:
-                assert t.rate_bps
-                rate = min(t.rate_bps, capacity)
-                items.append(TrafficClass(dev, t.tenant_id, ROOT_CLASS, rate, capacity))
+                items.append(TrafficClass(dev, t.tenant_id, ROOT_CLASS, rates[t.name], capacity))
     return items
+
+
+def class_rates(plan: Plan, tenants: list[TenantPlan], capacity: int) -> dict[str, int]:
+    """The htb rate of each tenant's class on a tunnel interface, bit/s (whole bytes).
+
+    A tenant's ``rate`` counts its own packets; on the tunnel interface each carries
+    :data:`~polynimbus.plan.tenants.VXLAN_OVERHEAD` bytes more, so the class gets
+    ``rate * tunnel_mtu / tenant_mtu`` (a full-size packet's ratio; smaller packets get a
+    little less). When those add up to more than 95 % of ``capacity`` (the rest stays for
+    the provider overlay), all are scaled down in proportion: every tenant still gets the
+    same share of what there is.
+    """
+    want = {t.name: (t.rate_bps or 0) * plan.tunnel_mtu // plan.tenant_mtu for t in tenants}
+    room = capacity * 95 // 100
+    total = sum(want.values())
+    scale = min(1.0, room / total) if total else 1.0
+    return {name: max(8, int(v * scale) // 8 * 8) for name, v in want.items()}
 
 
 def _router_ruleset(networks: list[NetworkPlan]) -> tuple[str, str]:
