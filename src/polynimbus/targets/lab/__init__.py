@@ -65,6 +65,22 @@ def _errors_as_apply(what: str, fn: Callable[[], Any]) -> Any:
         raise ApplyError(f"{what}: {exc.strerror or exc}", RETRY_HINT) from None
 
 
+def _planned_peers(desired: Sequence[Resource]) -> dict[str, list[str]]:
+    """The namespaces each namespace's links lead to in ``desired`` (veth peers both ways,
+    VXLAN underlays): where observe looks first to name a link's other end."""
+    peers: dict[str, list[str]] = {}
+    for r in desired:
+        item = r.item
+        if not isinstance(item, Link):
+            continue
+        if item.peer is not None:
+            peers.setdefault(r.node, []).append(item.peer.node)
+            peers.setdefault(item.peer.node, []).append(r.node)
+        if item.vxlan is not None and item.vxlan.underlay:
+            peers.setdefault(r.node, []).append(item.vxlan.underlay)
+    return peers
+
+
 @TARGETS.register("lab")
 class LabTarget:
     """Namespaces, veth, bridges, tunnels, firewalls and daemons on this host.
@@ -80,9 +96,7 @@ class LabTarget:
     def canonicalise(self, desired: Sequence[Resource]) -> list[Resource]:
         """``desired`` with the fields only the target can compute filled in (the
         kernel's form of each nftables table)."""
-        tables = {r.item for r in desired if isinstance(r.item, NftTable)}
-        with ThreadPoolExecutor(max_workers=WORKERS) as pool:
-            done = dict(zip(tables, pool.map(firewall.with_canonical, tables), strict=True))
+        done = firewall.canonicalise_all(r.item for r in desired if isinstance(r.item, NftTable))
         return [
             Resource(r.node, done[r.item]) if isinstance(r.item, NftTable) else r for r in desired
         ]
@@ -108,10 +122,13 @@ class LabTarget:
         argvs = frozenset(tuple(r.item.argv) for r in desired if isinstance(r.item, Process))
         running = processes.observe(spaces, out, argvs)
 
+        peers = _planned_peers(desired)
+
         def read_netlink(ns: str) -> tuple[netlink.NodeLinks, dict[Key, Resource]]:
             found: dict[Key, Resource] = {}
             by_if = {p.argv[-1]: p.argv for p in running.get(ns, [])}
-            return netlink.observe_node(ns, spaces, by_if, found), found
+            likely = peers.get(ns, [])
+            return netlink.observe_node(ns, spaces, by_if, found, likely), found
 
         nodes = {}
         with ThreadPoolExecutor(max_workers=WORKERS) as pool:

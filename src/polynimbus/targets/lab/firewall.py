@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Iterable
 from typing import Any
 
 from polynimbus.errors import ApplyError
@@ -73,6 +74,65 @@ def with_canonical(item: NftTable) -> NftTable:
     )
 
 
+BATCH_TABLE_PREFIX = "pncanon"
+"""Name prefix of the tables loaded side by side by :func:`canonicalise_all`."""
+
+
+def canonicalise_all(items: Iterable[NftTable]) -> dict[NftTable, NftTable]:
+    """Each of ``items`` with its ``canonical`` field, by item.
+
+    All tables are loaded together into one throw-away namespace, each renamed
+    ``pncanonN`` (tables of one name would collide), read back with one
+    ``nft -j list ruleset`` and renamed back: two ``nft`` runs in all instead of two per
+    table (a plan of 100 tenants has about 110 distinct tables; about 10 ms each). The
+    result equals :func:`with_canonical`'s, which remains the fallback for a ruleset that
+    does not start with its own ``table`` line, or when the batch is refused (it then
+    names the culprit).
+
+    Raises:
+        ApplyError: nft rejects a ruleset (a bug in its renderer).
+    """
+    todo = list(dict.fromkeys(items))
+    done: dict[NftTable, NftTable] = {}
+    batch: dict[str, NftTable] = {}
+    texts = []
+    for item in todo:
+        header = f"table {item.family} {item.table} {{"
+        if item.ruleset.startswith(header):
+            alias = f"{BATCH_TABLE_PREFIX}{len(batch)}"
+            batch[alias] = item
+            texts.append(f"table {item.family} {alias} {{" + item.ruleset[len(header) :])
+    if len(batch) > 1:
+        script = "nft -f - && nft -j list ruleset"
+        res = netns.run(["unshare", "--net", "sh", "-c", script], "\n".join(texts) + "\n")
+        if res.returncode == 0:
+            tables = _tables_of(res.stdout)
+            for alias, item in batch.items():
+                entries = tables.get((item.family, alias))
+                if entries is not None:
+                    done[item] = NftTable(
+                        item.family,
+                        item.table,
+                        item.ruleset,
+                        canonical(json.dumps({"nftables": _renamed(entries, item.table)})),
+                    )
+    for item in todo:
+        if item not in done:
+            done[item] = with_canonical(item)
+    return done
+
+
+def _renamed(entries: list[Any], table: str) -> list[Any]:
+    """``nft -j`` entries of one table, given the table's name ``table`` (the name field
+    of its ``table`` entry, the ``table`` field of the others)."""
+    out = []
+    for entry in entries:
+        ((kind, body),) = entry.items()
+        key = "name" if kind == "table" else "table"
+        out.append({kind: {**body, key: table}})
+    return out
+
+
 def owned(name: str) -> bool:
     """Whether a table called ``name`` is polynimbus's (``polynimbus`` or ``pn-*``)."""
     return name == "polynimbus" or name.startswith("pn-")
@@ -80,26 +140,36 @@ def owned(name: str) -> bool:
 
 def observe_owned(ns: str) -> list[NftTable]:
     """Every table of polynimbus's (:func:`owned`) live in ``ns``, with one ``nft`` run:
-    also those the plan no longer has (a table left behind is then deleted by ``up``)."""
-    res = netns.run(["ip", "netns", "exec", ns, "nft", "-j", "list", "ruleset"])
+    also those the plan no longer has (a table left behind is then deleted by ``up``).
+
+    ``nft`` is started from a thread that entered ``ns`` (a child process inherits its
+    creator's namespace), which spares the ``ip netns exec`` process."""
+    res = netns.in_netns(ns, lambda: netns.run(["nft", "-j", "list", "ruleset"]))
     if res.returncode != 0:
         return []
+    return [
+        NftTable(family, table, "", canonical(json.dumps({"nftables": items})))
+        for (family, table), items in sorted(_tables_of(res.stdout).items())
+        if owned(table)
+    ]
+
+
+def _tables_of(listing: str) -> dict[tuple[str, str], list[Any]]:
+    """The entries of ``nft -j list ruleset`` output by table ``(family, name)``, in their
+    order (an unreadable listing has none)."""
     try:
-        entries = json.loads(res.stdout).get("nftables", [])
+        entries = json.loads(listing).get("nftables", [])
     except ValueError:
-        return []
+        return {}
     tables: dict[tuple[str, str], list[Any]] = {}
     for entry in entries:
         if "metainfo" in entry:
             continue
         ((kind, body),) = entry.items()
         name = body.get("name") if kind == "table" else body.get("table")
-        if isinstance(name, str) and owned(name):
+        if isinstance(name, str):
             tables.setdefault((body.get("family", ""), name), []).append(entry)
-    return [
-        NftTable(family, table, "", canonical(json.dumps({"nftables": items})))
-        for (family, table), items in sorted(tables.items())
-    ]
+    return tables
 
 
 def create(ns: str, item: NftTable) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,14 +80,21 @@ def idx(ipr: IPRoute, ifname: str) -> int:
 
 # ---------------------------------------------------------------------------- observe
 def observe_node(
-    ns: str, spaces: list[str], processes: dict[str, tuple[str, ...]], out: dict[Key, Resource]
+    ns: str,
+    spaces: list[str],
+    processes: dict[str, tuple[str, ...]],
+    out: dict[Key, Resource],
+    likely_peers: Sequence[str] = (),
 ) -> NodeLinks:
     """Read everything netlink knows about namespace ``ns`` into ``out``.
 
     Args:
-        spaces: the lab's namespaces (to name veth peers).
+        spaces: the lab's namespaces (to name veth peers and VXLAN underlays).
         processes: for this namespace, process command lines by the last argument (the
             interface a TUN daemon serves).
+        likely_peers: namespaces to ask about first when naming peers (those the plan
+            connects ``ns`` to); only an order: every namespace of ``spaces`` is asked
+            if need be, so a peer the plan does not expect is still named.
 
     Returns:
         the namespace's raw link facts (links are added to ``out`` by :func:`add_links`).
@@ -102,7 +110,7 @@ def observe_node(
             for link in raw
             if link.get("IFLA_LINK_NETNSID") is not None
         }
-        nsids = _nsid_map(ipr, ns, spaces, wanted) if wanted else {}
+        nsids = _nsid_map(ipr, ns, spaces, wanted, likely_peers) if wanted else {}
         for link in raw:
             name = link.get("ifname")
             li = link.get_attr("IFLA_LINKINFO")
@@ -144,11 +152,14 @@ def observe_node(
     return node
 
 
-def _nsid_map(ipr: IPRoute, ns: str, spaces: list[str], wanted: set[int]) -> dict[int, str]:
+def _nsid_map(
+    ipr: IPRoute, ns: str, spaces: list[str], wanted: set[int], likely: Sequence[str] = ()
+) -> dict[int, str]:
     """Names of the namespaces behind the ids ``wanted`` (as ``ns`` numbers its peers).
 
-    Asks the kernel one namespace at a time, likeliest peers first (the longest shared
-    dotted prefix: a host's gateway, a gateway's hosts), and stops when all are named.
+    Asks the kernel one namespace at a time (about 0.3 ms each): ``likely`` first, then
+    the others by likelihood (the longest shared dotted prefix: a host's gateway, a
+    gateway's hosts), and stops when all are named.
     """
     out: dict[int, str] = {}
 
@@ -156,7 +167,13 @@ def _nsid_map(ipr: IPRoute, ns: str, spaces: list[str], wanted: set[int]) -> dic
         a, b = ns.split("."), other.split(".")
         return -next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), 0)
 
-    for other in sorted((o for o in spaces if o != ns), key=closeness):
+    def candidates() -> Iterator[str]:
+        first = [o for o in dict.fromkeys(likely) if o != ns]
+        yield from first
+        asked = set(first)
+        yield from sorted((o for o in spaces if o != ns and o not in asked), key=closeness)
+
+    for other in candidates():
         try:
             fd = os.open(f"/var/run/netns/{other}", os.O_RDONLY)
         except OSError:
