@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from polynimbus.node import Address, Link, Route
+from polynimbus.targets import lab
 from polynimbus.targets.lab import LabTarget, netlink, netns
 
 LAB = f"nsread{os.getpid() % 100000}"
@@ -61,9 +62,13 @@ def test_ipr_reads_its_namespace_from_any_thread(spaces: list[str]) -> None:
             assert not any(f"d{j}" in seen[ns] for j in range(COUNT) if j != i)
 
 
-def test_observe_reads_each_namespace(spaces: list[str], tmp_path: Path) -> None:
+@pytest.mark.parametrize("processes", [False, True], ids=["threads", "processes"])
+def test_observe_reads_each_namespace(
+    spaces: list[str], tmp_path: Path, processes: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The target's observe (threads or worker processes alike) puts every namespace's
     links, addresses and routes on that namespace, and names veth peers correctly."""
+    monkeypatch.setattr(lab, "PROCESS_MIN_NAMESPACES", 2 if processes else 10**6)
     found = LabTarget(state_dir=tmp_path).observe(LAB, [])
     by_node: dict[str, set[object]] = {ns: set() for ns in spaces}
     for r in found.values():

@@ -152,6 +152,23 @@ def observe_node(
     return node
 
 
+NodeRead = tuple[str, dict[str, tuple[str, ...]], list[str]]
+"""What :func:`observe_nodes` needs per namespace: its name, its processes' command lines
+by interface, its likely peers (see :func:`observe_node`)."""
+
+
+def observe_nodes(
+    jobs: Sequence[NodeRead], spaces: list[str]
+) -> list[tuple[NodeLinks, dict[Key, Resource]]]:
+    """:func:`observe_node` for each of ``jobs``, in order, with what each found (a
+    module-level function, so that a worker process can run it)."""
+    done = []
+    for ns, processes, likely in jobs:
+        found: dict[Key, Resource] = {}
+        done.append((observe_node(ns, spaces, processes, found, likely), found))
+    return done
+
+
 def _nsid_map(
     ipr: IPRoute, ns: str, spaces: list[str], wanted: set[int], likely: Sequence[str] = ()
 ) -> dict[int, str]:
