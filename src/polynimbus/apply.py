@@ -44,9 +44,11 @@ class Target(Protocol):
         :meth:`observe`'s output."""
         ...
 
-    def observe(self, lab: str, desired: Sequence[Resource]) -> dict[Key, Resource]:
+    def observe(
+        self, lab: str, desired: Sequence[Resource], nodes: set[str] | None = None
+    ) -> dict[Key, Resource]:
         """What exists now for ``lab``, as resources (scoped by ``desired`` where reading
-        everything would be costly, e.g. sysctls)."""
+        everything would be costly, e.g. sysctls); only on ``nodes`` when given."""
         ...
 
     def create(self, resource: Resource) -> None:
@@ -209,20 +211,47 @@ def execute(
     return result
 
 
+def changed_nodes(before: Sequence[Resource], after: Sequence[Resource]) -> set[str]:
+    """The nodes whose desired resources differ between ``before`` and ``after`` (a
+    resource added, removed or changed, payloads included), with both ends of every veth
+    pair that changed (a pair is one resource, on its smaller end, but it changes both
+    namespaces)."""
+    old = {r.key: r for r in before}
+    new = {r.key: r for r in after}
+    changed = [new.get(k) or old[k] for k in old.keys() ^ new.keys()]
+    # whole items, payloads too: two desired states are compared before the target has
+    # canonicalised them (a firewall table's text is its payload)
+    differ = [k for k in old.keys() & new.keys() if old[k].item != new[k].item]
+    changed += [new[k] for k in differ] + [old[k] for k in differ]
+    nodes = {r.node for r in changed}
+    for r in changed:
+        peer = getattr(r.item, "peer", None)
+        if peer is not None:
+            nodes.add(peer.node)
+    return nodes
+
+
 def apply(
     target: Target,
     lab: str,
     desired: Sequence[Resource],
     progress: Progress | None = None,
     dry_run: bool = False,
+    nodes: set[str] | None = None,
 ) -> ApplyResult:
     """Observe ``target``, diff against ``desired`` and make the changes.
 
     Args:
         dry_run: compute and return the changes without making them.
+        nodes: only observe and change these nodes (e.g. :func:`changed_nodes` of the
+            previous and the new desired state: drift elsewhere is then left alone).
     """
+    if nodes is not None:
+        desired = [r for r in desired if r.node in nodes]
     desired = target.canonicalise(desired)
-    actual = target.observe(lab, desired)
+    actual = (
+        target.observe(lab, desired, nodes) if nodes is not None else target.observe(lab, desired)
+    )
     changes = diff(desired, actual)
     if dry_run:
         return ApplyResult(changes=changes)

@@ -360,7 +360,7 @@ def move_host(
         gratuitous_arp(new_ns, names.HOST_IF, h.mac, h.address)
         result.switch_ms = round((time.monotonic() - t0) * 1000, 1)
         say("converging the routers")
-        applied = lab_up(new_intent, state_dir=state_dir)
+        applied = lab_up(new_intent, state_dir=state_dir, only_changes=True)
         result.changes = applied.changes
         if probe is not None:
             time.sleep(0.5)  # replies after the move

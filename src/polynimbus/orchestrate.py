@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from polynimbus import capabilities, state
-from polynimbus.apply import ApplyResult, Progress, apply
+from polynimbus.apply import ApplyResult, Progress, apply, changed_nodes
 from polynimbus.errors import StateError
 from polynimbus.intent.models import Intent
 from polynimbus.keys import KeyPair, KeyStore, generate
@@ -123,8 +123,14 @@ def lab_up(
     rotate_keys: bool = False,
     progress: Progress | None = None,
     dry_run: bool = False,
+    only_changes: bool = False,
 ) -> ApplyResult:
     """Build or converge the lab of ``intent``; a second run with no change changes nothing.
+
+    With ``only_changes`` (the API's writes, ``move``), only the nodes whose desired state
+    differs from that of the intent the lab's state directory keeps (the last one
+    applied) are observed and changed: the cost follows the change, not the lab's size.
+    Drift elsewhere is left for a plain ``up``. Without a kept intent it is a plain up.
 
     Raises:
         CapabilityError: not root, or a tool is missing.
@@ -143,15 +149,39 @@ def lab_up(
         found = state.peek(sdir, plan.name)  # refuses a foreign directory, writes nothing
         if plan.name in present:
             _check_same_state_dir(plan.name, sdir, found)
+        kept = None
+        if only_changes and plan.name in present and found == "ours":
+            kept = _changed_since_kept(plan, sdir, rotate_keys, dry_run)
         if not dry_run:
             state.prepare(sdir, plan.name)
             state.record_state_dir(plan.name, sdir)
             state.save_intent(sdir, intent_yaml(intent))
         desired, warnings = desired_lab(plan, sdir, rotate_keys, dry_run)
+        nodes = changed_nodes(kept, desired) if kept is not None else None
         target = get_target("lab", state_dir=sdir)
-        result = apply(target, plan.name, desired, progress=progress, dry_run=dry_run)
+        result = apply(target, plan.name, desired, progress=progress, dry_run=dry_run, nodes=nodes)
     result.warnings = warnings + result.warnings
     return result
+
+
+def _changed_since_kept(
+    plan: Plan, sdir: Path, rotate_keys: bool, dry_run: bool
+) -> list[Resource] | None:
+    """The desired resources of the intent kept in ``sdir`` (the last applied), or
+    ``None`` when there is none that still loads (then everything is observed)."""
+    from polynimbus.errors import PolynimbusError
+    from polynimbus.intent.load import load_intent_text
+
+    text = state.saved_intent(sdir)
+    if text is None or rotate_keys:
+        return None
+    try:
+        kept = build_plan(load_intent_text(text))
+    except PolynimbusError:
+        return None
+    if kept.name != plan.name:
+        return None
+    return desired_lab(kept, sdir, False, dry_run)[0]
 
 
 def lab_drift(intent: Intent, state_dir: Path | None = None) -> list[str]:

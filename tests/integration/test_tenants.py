@@ -183,6 +183,57 @@ def test_tenant_matrices_pmtu_and_a_live_move(lab, tmp_path: Path) -> None:
     del acme
 
 
+def test_an_intent_change_applied_to_its_nodes_only_is_complete(lab) -> None:
+    """``lab_up(only_changes=True)`` (the API's writes): a new tenant host and a new tenant
+    are built by reading and changing only the nodes they touch; a full up afterwards finds
+    nothing to do, and drift elsewhere is left for that full up."""
+    name = "it-tsc"
+    data = yaml.safe_load(text_named(name))
+    intent = lab.intent(yaml.safe_dump(data))
+    sdir = lab.state(name)
+    lab_up(intent, sdir)
+    # drift elsewhere: a route of globex's router on azure-weu goes missing
+    router = names.tenant_router_ns(name, "azure-weu", "globex")
+    assert in_ns(router, "ip", "route", "del", "192.168.1.0/24").returncode == 0
+    data["tenants"][0]["networks"][1]["hosts"].append("aws-fra/c3")
+    data["tenants"].append(
+        {
+            "name": "initech",
+            "networks": [
+                {
+                    "name": "n",
+                    "subnet": "10.9.0.0/24",
+                    "sites": ["i3s", "azure-weu"],
+                    "hosts": ["i3s/a", "azure-weu/b"],
+                }
+            ],
+        }
+    )
+    changed = lab.intent(yaml.safe_dump(data))
+    scoped = lab_up(changed, sdir, only_changes=True)
+    touched = {c.resource.node for c in scoped.changes}
+    assert names.tenant_host_ns(name, "aws-fra", "acme", "c3") in touched
+    assert router not in touched
+    ping = in_ns(
+        names.tenant_host_ns(name, "i3s", "initech", "a"), "ping", "-c", "1", "-W", "2", "10.9.0.2"
+    )
+    assert ping.returncode == 0, ping.stdout
+    c3 = in_ns(
+        names.tenant_host_ns(name, "aws-fra", "acme", "c3"),
+        "ping",
+        "-c",
+        "1",
+        "-W",
+        "2",
+        "172.16.0.1",
+    )
+    assert c3.returncode == 0, c3.stdout
+    full = lab_up(changed, sdir)
+    assert [c.describe() for c in full.changes] == [
+        f"create route 192.168.1.0/24 on {router}: missing"
+    ]
+
+
 def _wait_listening(proc: subprocess.Popen[str]) -> None:
     """Wait for tcpdump's "listening on" line (it writes it to stderr when capturing)."""
     assert proc.stderr is not None
@@ -212,6 +263,9 @@ def test_move_api_keeps_a_connection_and_measures_downtime(lab, tmp_path: Path) 
     back = move_host(there.intent, "acme:aws-fra/c1", "i3s", sdir)
     assert back.correspondent == "acme:aws-fra/c2"  # its network's other host
     assert back.downtime_ms is not None and back.downtime_ms < 1000
+    # the moves converged only the nodes they changed: a full up finds nothing left to do
+    full = lab_up(back.intent, sdir)
+    assert not full.changed, [c.describe() for c in full.changes]
     ns = names.tenant_host_ns(name, "i3s", "acme", "c1")
     ping = in_ns(ns, "ping", "-c", "1", "-W", "2", "192.168.1.1")
     assert ping.returncode == 0

@@ -139,3 +139,39 @@ def test_duplicate_desired_keys_are_rejected():
     r = Resource("n", Netns())
     with pytest.raises(ValueError):
         diff([r, r], {})
+
+
+def test_scoped_apply_changes_what_changed_and_leaves_drift_elsewhere():
+    """``apply(nodes=changed_nodes(old, new))``: the change is made in full (both ends of a
+    new veth pair), the rest of the lab is neither read nor touched (drift there stays for
+    a plain apply)."""
+    from polynimbus.apply import changed_nodes
+
+    text = (EXAMPLES / "prestocloud.yaml").read_text()
+    plan, want = desired(text)
+    t = FakeTarget()
+    apply(t, plan.name, want)
+    # drift on another site: a route goes missing
+    victim = next(r for r in want if r.kind == "route" and "i3s" in r.node)
+    del t.state[victim.key]
+    plan2, want2 = desired(text.replace("hosts: [worker-3]", "hosts: [worker-3, worker-4]"))
+    nodes = changed_nodes(want, want2)
+    assert nodes == {"pn.prestocloud.azure-weu.gateway", "pn.prestocloud.azure-weu.worker-4"}
+    scoped = apply(t, plan2.name, want2, nodes=nodes)
+    assert scoped.counts() == {"create": 5, "update": 0, "delete": 0}
+    assert victim.key not in t.state  # not this change's business
+    full = apply(t, plan2.name, want2)
+    assert [c.resource.key for c in full.changes] == [victim.key]
+    assert changed_nodes(want2, want2) == set()
+
+
+def test_changed_nodes_sees_a_payload_change():
+    """Desired states are compared before canonicalisation: a firewall table whose text
+    changed is a change of its node (its compared field is still empty then)."""
+    from polynimbus.apply import changed_nodes
+    from polynimbus.node import NftTable
+
+    a = [Resource("gw", NftTable("inet", "t", "table inet t {}\n"))]
+    b = [Resource("gw", NftTable("inet", "t", "table inet t { chain c {} }\n"))]
+    assert changed_nodes(a, b) == {"gw"}
+    assert changed_nodes(a, a) == set()

@@ -44,7 +44,9 @@ class LabApplier:
         self.state_dir = state_dir
 
     def apply(self, intent: Intent, progress: Progress | None = None) -> ApplyResult:
-        return lab_up(intent, self.state_dir, progress=progress)
+        # only the nodes the change touches: a write costs what it changes, not the lab's
+        # size (drift elsewhere is for polynimbus up)
+        return lab_up(intent, self.state_dir, progress=progress, only_changes=True)
 
 
 class FakeApplier:

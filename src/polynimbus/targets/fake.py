@@ -62,10 +62,13 @@ class FakeTarget:
             out.append(r)
         return out
 
-    def observe(self, lab: str, desired: Sequence[Resource]) -> dict[Key, Resource]:
+    def observe(
+        self, lab: str, desired: Sequence[Resource], nodes: set[str] | None = None
+    ) -> dict[Key, Resource]:
         out = {}
         for key, (kind, node, record) in self.state.items():
-            out[key] = Resource(node, _rebuild(kind, record))
+            if nodes is None or node in nodes:
+                out[key] = Resource(node, _rebuild(kind, record))
         return out
 
     def _put(self, action: str, r: Resource) -> None:

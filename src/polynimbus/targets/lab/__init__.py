@@ -149,20 +149,28 @@ class LabTarget:
             Resource(r.node, done[r.item]) if isinstance(r.item, NftTable) else r for r in desired
         ]
 
-    def observe(self, lab: str, desired: Sequence[Resource]) -> dict[Key, Resource]:
+    def observe(
+        self, lab: str, desired: Sequence[Resource], nodes: set[str] | None = None
+    ) -> dict[Key, Resource]:
         """What exists for ``lab``: namespaces, links, addresses, routes and rules of
         polynimbus (any table, IPv4 and IPv6), FDB entries, root qdiscs, daemons, and for
         the nodes where ``desired`` has them, sysctls, WireGuard configurations, SRv6
         tunnel sources and every nftables table of polynimbus's (``polynimbus``, ``pn-*``:
-        also one the plan no longer has, so that ``up`` removes it).
+        also one the plan no longer has, so that ``up`` removes it). Only the namespaces
+        in ``nodes``, when given (veth peers are named whatever namespace they are in).
 
         Raises:
             ApplyError: netlink or a command failed while reading.
         """
-        return _errors_as_apply(f"cannot read the lab {lab!r}", lambda: self._observe(lab, desired))
+        return _errors_as_apply(
+            f"cannot read the lab {lab!r}", lambda: self._observe(lab, desired, nodes)
+        )
 
-    def _observe(self, lab: str, desired: Sequence[Resource]) -> dict[Key, Resource]:
-        spaces = list_lab_namespaces(lab)
+    def _observe(
+        self, lab: str, desired: Sequence[Resource], nodes: set[str] | None = None
+    ) -> dict[Key, Resource]:
+        every = list_lab_namespaces(lab)
+        spaces = every if nodes is None else [ns for ns in every if ns in nodes]
         out: dict[Key, Resource] = {}
         for ns in spaces:
             r = Resource(ns, Netns())
@@ -176,14 +184,18 @@ class LabTarget:
             for ns in spaces
         ]
         # netlink first: with worker processes it runs while this one reads the rest
-        with _NetlinkReads(jobs, spaces) as netlink_reads:
+        with _NetlinkReads(jobs, every) as netlink_reads:
             others = self._observe_others(spaces, desired)
-            nodes = {}
+            read: dict[str, netlink.NodeLinks] = {}
             for links, found in netlink_reads.results():
-                nodes[links.ns] = links
+                read[links.ns] = links
                 out.update(found)
-        netlink.add_links(nodes, out)
+        if nodes is not None:
+            netlink.fetch_missing_peers(read)
+        netlink.add_links(read, out)
         out.update(others)
+        if nodes is not None:  # a pair reported from an end outside the scope is not ours
+            out = {k: r for k, r in out.items() if r.node in nodes}
         return out
 
     @staticmethod

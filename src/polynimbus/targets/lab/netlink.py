@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pyroute2 import IPRoute
+from pyroute2 import IPRoute, NetlinkError
 
 from polynimbus.errors import ApplyError
 from polynimbus.node import (
@@ -378,6 +378,40 @@ def _observe_qdiscs(
             )
             res = Resource(ns, tc_item)
             out[res.key] = res
+
+
+def fetch_missing_peers(nodes: dict[str, NodeLinks]) -> None:
+    """Complete ``nodes`` (namespaces read in full) with the far ends of their veth pairs
+    that lie in namespaces not read, one link each, so that every pair with an end in a
+    read namespace is seen whole (an apply scoped to some nodes reads only those)."""
+    wanted: dict[str, set[int]] = {}
+    for node in nodes.values():
+        for d in node.info.values():
+            peer_ns = d.get("peer_ns")
+            if d["kind"] == "veth" and peer_ns and peer_ns not in nodes:
+                wanted.setdefault(peer_ns, set()).add(int(d["peer_index"]))
+    for ns, indices in wanted.items():
+        if not netns.exists(ns):
+            continue
+        partial = NodeLinks(ns)
+        with netns.ipr(ns) as ipr:
+            for index in indices:
+                try:
+                    link = ipr.get_links(index)[0]
+                except NetlinkError:
+                    continue  # gone meanwhile
+                master = link.get("IFLA_MASTER")
+                partial.info[link.get("ifname")] = {
+                    "index": index,
+                    "kind": "veth",
+                    "mtu": link.get("mtu"),
+                    "up": bool(link["flags"] & IFF_UP),
+                    "master": ipr.get_links(master)[0].get("ifname") if master else None,
+                    "mac": _managed_mac(link.get_attr("IFLA_ADDRESS")),
+                    "peer_index": link.get("IFLA_LINK"),
+                    "peer_ns": None,  # partial: only read to pair with a read end
+                }
+        nodes[ns] = partial
 
 
 def add_links(nodes: dict[str, NodeLinks], out: dict[Key, Resource]) -> None:
