@@ -394,11 +394,14 @@ class TenantSpec(_Model):
             e.g. ``100mbit``); it may borrow up to the tunnel's capacity when others are
             idle. Needs ``underlay.rate`` on the tenant's sites (the capacity).
         networks: the tenant's networks.
+        id: the tenant's id, 1-32767 (its traffic class on the tunnels); by default hashed
+            from its name. Give one when two tenants' hashed ids collide.
     """
 
     name: str
     rate: str | None = None
     networks: list[NetworkSpec] = Field(default_factory=list)
+    id: int | None = Field(default=None, ge=1, le=0x7FFF)
 
     @field_validator("name")
     @classmethod

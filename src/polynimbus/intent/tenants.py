@@ -94,14 +94,16 @@ def tenant_problems(intent: Intent) -> list[Problem]:
             )
             continue
         seen[tenant.name] = i
-        tid = tenant_id(tenant.name)
+        tid = tenant.id if tenant.id is not None else tenant_id(tenant.name)
         if tid in ids:
+            taken = set(ids) | {t.id for t in intent.tenants if t.id is not None}
+            free = next(i for i in range(1, 0x8000) if i not in taken)
             out.append(
                 Problem(
-                    f"{path}.name",
-                    f"tenant {tenant.name!r} has the same id as tenant {ids[tid]!r} "
-                    "(ids are hashed from names)",
-                    "rename one of the two tenants",
+                    f"{path}.id" if tenant.id is not None else f"{path}.name",
+                    f"tenant {tenant.name!r} has the same id ({tid}) as tenant {ids[tid]!r}"
+                    + ("" if tenant.id is not None else " (ids are hashed from names)"),
+                    f"give one of them another id: (e.g. id: {free}), or rename it",
                 )
             )
         ids[tid] = tenant.name

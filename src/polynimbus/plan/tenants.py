@@ -174,7 +174,7 @@ def build_tenants(intent: Intent, site_order: list[str]) -> tuple[TenantPlan, ..
         out.append(
             TenantPlan(
                 name=t.name,
-                tenant_id=tenant_id(t.name),
+                tenant_id=t.id if t.id is not None else tenant_id(t.name),
                 rate_bps=t.rate_bps - t.rate_bps % 8 if t.rate_bps else None,
                 transit_vni=vni_of(f"{t.name}/"),
                 sites=tuple(s for s in site_order if s in used),
