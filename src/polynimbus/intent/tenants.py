@@ -106,7 +106,7 @@ def tenant_problems(intent: Intent) -> list[Problem]:
                     f"give one of them another id: (e.g. id: {free}), or rename it",
                 )
             )
-        ids[tid] = tenant.name
+        ids.setdefault(tid, tenant.name)
         for key in [tenant.name + "/", *(f"{tenant.name}/{n.name}" for n in tenant.networks)]:
             v = vni_of(key)
             if v in vnis and vnis[v] != key:
