@@ -234,6 +234,82 @@ def test_an_intent_change_applied_to_its_nodes_only_is_complete(lab) -> None:
     ]
 
 
+INJECT = r"""
+import socket, struct, sys
+src, dst, vni, target, mac = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
+def csum(b):
+    s = sum(struct.unpack("!%dH" % (len(b) // 2), b)); s = (s >> 16) + (s & 0xffff)
+    return ~(s + (s >> 16)) & 0xffff
+hw = bytes.fromhex(mac.replace(":", ""))
+arp = struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1) + hw + socket.inet_aton("172.16.0.99")
+arp += b"\0" * 6 + socket.inet_aton(target)
+frame = b"\xff" * 6 + hw + struct.pack("!H", 0x0806) + arp
+payload = struct.pack("!BBHI", 0x08, 0, 0, vni << 8) + frame
+udp = struct.pack("!HHHH", 40000, 8472, 8 + len(payload), 0) + payload
+ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0x1234, 0, 64, 17, 0,
+                 socket.inet_aton(src), socket.inet_aton(dst))
+ip = ip[:10] + struct.pack("!H", csum(ip)) + ip[12:]
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+for _ in range(5):
+    s.sendto(ip + udp, (dst, 0))
+"""
+
+HUB = """name: {name}
+overlay: {{topology: hub, hub: h, transport: wireguard}}
+sites:
+  - {{name: a, provider: aws, location: {{lat: 50.1, lon: 8.7}}, hosts: [q]}}
+  - {{name: b, provider: azure, location: {{lat: 52.4, lon: 4.9}}, hosts: [r]}}
+  - {{name: h, provider: openstack, location: {{lat: 43.6, lon: 7.0}}, hosts: [p]}}
+tenants:
+  - name: t
+    networks:
+      - {{name: net, subnet: 172.16.0.0/24, sites: [a, b], hosts: [a/x, b/y]}}
+"""
+
+
+def test_no_host_can_inject_tenant_vxlan_only_a_gateway_can(lab, tmp_path: Path) -> None:
+    """Tenant VXLAN forged by a site host (on the target's LAN, on the transit hub, on the
+    far site), with a peer gateway's source address and the tenant's VNI, never reaches the
+    tenant; the same bytes from the real peer gateway do (the positive control)."""
+    import sys
+
+    name = "it-tinj"
+    intent = lab.intent(HUB.format(name=name))
+    lab_up(intent, lab.state(name))
+    plan = build_plan(intent)
+    vni = plan.tenant("t").networks[0].vni
+    a_gw, b_gw = plan.site("a").gateway_address, plan.site("b").gateway_address
+    script = tmp_path / "inject.py"
+    script.write_text(INJECT)
+    x = names.tenant_host_ns(name, "a", "t", "x")
+    cap = subprocess.Popen(
+        ["ip", "netns", "exec", x, "tcpdump", "-n", "-e", "-l", "-i", "eth0", "arp"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    forgers = {
+        "02:de:ad:00:00:01": names.host_ns(name, "h", "p"),  # the transit hub's LAN
+        "02:de:ad:00:00:02": names.host_ns(name, "a", "q"),  # the target site's LAN
+        "02:de:ad:00:00:03": names.host_ns(name, "b", "r"),  # the far site's LAN
+    }
+    control = "02:de:ad:00:00:0c"
+    try:
+        _wait_listening(cap)
+        for mac, ns in forgers.items():
+            res = in_ns(ns, sys.executable, str(script), b_gw, a_gw, str(vni), "172.16.0.1", mac)
+            assert res.returncode == 0, res.stderr
+        gw = names.gateway_ns(name, "b")
+        res = in_ns(gw, sys.executable, str(script), b_gw, a_gw, str(vni), "172.16.0.1", control)
+        assert res.returncode == 0, res.stderr
+        time.sleep(1.5)
+    finally:
+        cap.terminate()
+        seen, _ = cap.communicate(timeout=10)
+    macs = {m for m in re.findall(r"(02:de:ad:00:00:[0-9a-f]{2})", seen)}
+    assert macs == {control}, seen
+
+
 def _wait_listening(proc: subprocess.Popen[str]) -> None:
     """Wait for tcpdump's "listening on" line (it writes it to stderr when capturing)."""
     assert proc.stderr is not None

@@ -28,6 +28,32 @@ from polynimbus.numbering import tenant_mac
 TRANSIT_RANGE = IPv4Network("169.254.0.0/16")
 """IPv4 link-local range used between a tenant's routers (RFC 3927); tenants cannot use it."""
 RESERVED_TENANT_HOST_NAMES = frozenset({"router"})
+TENANT_VXLAN_PORT = 8472
+"""UDP port of tenant VXLAN between gateways (Linux's historical VXLAN port): never the
+same socket as a VXLAN transport on 4789; ``overlay.port`` may not take it."""
+VXLAN_OVERHEAD = 50
+"""Bytes VXLAN over IPv4 adds to an Ethernet payload: IPv4 20 + UDP 8 + VXLAN 8 + inner
+Ethernet 14 (RFC 7348 §5)."""
+ETHERNET_HEADER = 14
+"""Bytes of Ethernet header an underlay link's shaper counts on each frame."""
+SHAPING_MARGIN = 0.98
+"""Share of the computed tunnel capacity the htb root class takes, so that its queue,
+not the underlay link's, is the one that fills (then the tenants' shares hold)."""
+TENANT_SHARE = 0.95
+"""Most of a tunnel's capacity the tenants' classes may take together (the rest stays for
+the provider overlay)."""
+
+
+def tenant_capacity(underlay_bps: int, underlay_mtu: int, tunnel_overhead: int) -> int:
+    """What a site's tunnels carry for tenants, in bit/s of the tenants' own IP packets:
+    the underlay rate, less the WireGuard (or other transport) and VXLAN headers of a
+    full-size packet and the underlay's Ethernet header, less :data:`SHAPING_MARGIN` and
+    :data:`TENANT_SHARE`. 200 Mbit/s over WireGuard on a 1500-byte underlay: 171 Mbit/s."""
+    tenant_mtu = underlay_mtu - tunnel_overhead - VXLAN_OVERHEAD
+    share = tenant_mtu / (underlay_mtu + ETHERNET_HEADER) * SHAPING_MARGIN * TENANT_SHARE
+    return int(underlay_bps * share)
+
+
 """Host names taken by a tenant's own nodes (its virtual router on each site)."""
 
 
@@ -37,7 +63,7 @@ def _close(word: str, choices: list[str]) -> str:
 
 
 def _mbit(bps: int) -> str:
-    return f"{bps / 1e6:g} Mbit/s"
+    return f"{bps / 1e6:.4g} Mbit/s"
 
 
 def router_address(subnet: IPv4Network) -> IPv4Address:
@@ -305,8 +331,21 @@ def _tenant(
 
 
 def _rates(intent: Intent) -> list[Problem]:
-    """Guaranteed rates against each site's underlay rate (the tunnels' capacity)."""
+    """Guaranteed rates against what each site's tunnels carry for tenants
+    (:func:`tenant_capacity` of its underlay rate), and the tenant VXLAN port."""
+    from polynimbus.tunnels import TRANSPORTS
+
     out: list[Problem] = []
+    if intent.tenants and intent.overlay.effective_port == TENANT_VXLAN_PORT:
+        out.append(
+            Problem(
+                "overlay.port",
+                f"UDP {TENANT_VXLAN_PORT} carries the tenants' VXLAN between gateways",
+                "choose another port for the overlay",
+            )
+        )
+    overhead = TRANSPORTS.get(intent.overlay.transport).overhead
+    mtu = intent.overlay.underlay_mtu
     rates = {s.name: (s.underlay.rate_bps if s.underlay else None) for s in intent.sites}
     totals: dict[str, list[tuple[str, int]]] = {}
     for i, tenant in enumerate(intent.tenants):
@@ -315,8 +354,8 @@ def _rates(intent: Intent) -> list[Problem]:
         if bps is None or len(used) < 2:
             continue  # a tenant on one site uses no tunnel
         for s in used:
-            cap = rates[s]
-            if cap is None:
+            under = rates[s]
+            if under is None:
                 out.append(
                     Problem(
                         f"tenants[{i}].rate",
@@ -326,11 +365,15 @@ def _rates(intent: Intent) -> list[Problem]:
                         "capacity), or remove rate:",
                     )
                 )
-            elif bps > cap:
+                continue
+            cap = tenant_capacity(under, mtu, overhead)
+            if bps > cap:
                 out.append(
                     Problem(
                         f"tenants[{i}].rate",
-                        f"{_mbit(bps)} is above the underlay rate of site {s!r} ({_mbit(cap)})",
+                        f"{_mbit(bps)} is above what the tunnels of site {s!r} carry for "
+                        f"tenants: {_mbit(cap)} of its underlay rate {_mbit(under)}, less "
+                        "the tunnel's and VXLAN's headers",
                         f"guarantee at most {_mbit(cap)}, or raise the site's underlay rate",
                     )
                 )
@@ -343,8 +386,8 @@ def _rates(intent: Intent) -> list[Problem]:
                             f"tenants[{i}].rate",
                             f"the guaranteed rates on site {s!r} ("
                             + ", ".join(f"{n} {_mbit(b)}" for n, b in totals[s])
-                            + f") add up to {_mbit(total)}, above its underlay rate "
-                            f"{_mbit(cap)}",
+                            + f") add up to {_mbit(total)}, above what its tunnels carry "
+                            f"for tenants: {_mbit(cap)} of its underlay rate {_mbit(under)}",
                             "lower the tenants' rates, or raise the site's underlay rate",
                         )
                     )

@@ -29,15 +29,16 @@ from ipaddress import IPv4Network
 from typing import Any
 
 from polynimbus.intent.models import Intent
-from polynimbus.intent.tenants import TRANSIT_RANGE, host_addresses, router_address
-from polynimbus.numbering import tenant_id, tenant_mac, vni_of
+from polynimbus.intent.tenants import (
+    TENANT_VXLAN_PORT,
+    TRANSIT_RANGE,
+    VXLAN_OVERHEAD,
+    host_addresses,
+    router_address,
+)
 
-VXLAN_OVERHEAD = 50
-"""Bytes VXLAN over IPv4 adds to an Ethernet payload: IPv4 20 + UDP 8 + VXLAN 8 + inner
-Ethernet 14 (RFC 7348 §5)."""
-TENANT_VXLAN_PORT = 8472
-"""UDP port of tenant VXLAN between gateways (Linux's historical VXLAN port): never the
-same socket as a VXLAN transport on 4789."""
+__all__ = ["TENANT_VXLAN_PORT", "VXLAN_OVERHEAD"]
+from polynimbus.numbering import tenant_id, tenant_mac, vni_of
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,6 +26,7 @@ shaping on shared tunnels). On each site a tenant uses:
 from __future__ import annotations
 
 from polynimbus import names
+from polynimbus.intent.tenants import ETHERNET_HEADER, SHAPING_MARGIN, TENANT_SHARE
 from polynimbus.node import (
     Address,
     FdbEntry,
@@ -60,10 +61,6 @@ ROOT_CLASS = 0x8000
 """Minor of the htb root class of a tunnel interface (tenant ids are below it)."""
 DEFAULT_CLASS = 0x8001
 """Minor of the htb class of everything that is not a tenant's (the provider overlay)."""
-ETHERNET_HEADER = 14
-SHAPING_MARGIN = 0.98
-"""Share of the computed capacity the htb root takes, so that its queue, not the underlay
-link's, is the one that fills (then the tenants' shares hold)."""
 COMMENT = "managed by polynimbus: changes are undone by the next up"
 
 
@@ -84,8 +81,13 @@ def tunnel_capacity(plan: Plan, site: SitePlan) -> int | None:
 
 
 def shaped_tenants(plan: Plan, site: SitePlan) -> list[TenantPlan]:
-    """Tenants with a rate that use ``site``'s tunnels (on it and on another site)."""
-    return [t for t in plan.tenants if t.rate_bps and site.name in t.sites and len(t.sites) > 1]
+    """Tenants with a rate whose traffic may leave through ``site``'s tunnels: those on
+    it and on another site, and with a topology other than a full mesh (where a gateway
+    may be the transit between two others) every tenant that spans sites."""
+    spanning = [t for t in plan.tenants if t.rate_bps and len(t.sites) > 1]
+    if plan.topology == "full-mesh":
+        return [t for t in spanning if site.name in t.sites]
+    return spanning
 
 
 def _tunnel_devices(plan: Plan, site: SitePlan) -> list[str]:
@@ -96,21 +98,28 @@ def _tunnel_devices(plan: Plan, site: SitePlan) -> list[str]:
 
 
 def gateway_tenant_items(plan: Plan, site: SitePlan) -> list[Item]:
-    """The gateway's share of the tenants on ``site`` (nothing without tenants there).
+    """The gateway's share of the tenants (nothing in a lab without tenants).
 
     Returns:
-        the ``inet pn-tenants`` table (tenant VXLAN admitted only from peer gateways,
-        priorities set by VNI) and, when tenants have rates and the site an underlay rate,
-        an htb root qdisc on each tunnel interface with a root class at
-        :func:`tunnel_capacity`, a class per tenant (rate: its guarantee; ceil: the
-        capacity) and a default class for the rest.
+        the ``inet pn-tenants`` table, on every gateway of a lab with tenants (a gateway
+        without tenants of its own may still be their transit): tenant VXLAN is taken, or
+        forwarded, only when it arrived through a tunnel and, when it is for this gateway,
+        from another gateway's overlay address (never from a LAN, an NFV node or an
+        address a host could take); its packets' priority is set to their tenant's class by
+        VNI on their way out (``postrouting``: sent here or forwarded in transit). When
+        tenants with rates use the site's tunnels and the site has an underlay rate, an htb
+        root qdisc on each tunnel interface with a root class at :func:`tunnel_capacity`,
+        a class per tenant (rate: :func:`class_rates`; ceil: the capacity) and a default
+        class for the rest.
     """
-    here = [t for t in plan.tenants if site.name in t.sites and len(t.sites) > 1]
-    if not here:
+    if not plan.tenants:
         return []
-    peers: set[str] = set()
-    for t in here:
-        peers.update(plan.site(s).gateway_address for s in t.sites if s != site.name)
+    backend = get_transport(plan.transport)
+    tun = backend.ifname_pattern(plan, site)
+    others = sorted(
+        (s.gateway_address for s in plan.sites if s.name != site.name),
+        key=lambda a: tuple(int(x) for x in a.split(".")),
+    )
     capacity = tunnel_capacity(plan, site)
     shaped = shaped_tenants(plan, site) if capacity else []
     priorities = ""
@@ -120,24 +129,30 @@ def gateway_tenant_items(plan: Plan, site: SitePlan) -> list[Item]:
             f"\t\tudp dport {TENANT_VXLAN_PORT} @th,96,24 {{ {vnis} }} "
             f'meta priority set 1:{t.tenant_id:x} comment "tenant {t.name}"\n'
         )
-    addrs = ", ".join(sorted(peers, key=lambda a: tuple(int(x) for x in a.split("."))))
+    port = TENANT_VXLAN_PORT
+    if others:
+        from_gateways = (
+            f"\t\tudp dport {port} ip saddr != {{ {', '.join(others)} }} drop "
+            'comment "tenant VXLAN only from gateways"\n'
+        )
+    else:
+        from_gateways = f'\t\tudp dport {port} drop comment "no other gateway"\n'
     ruleset = (
         f"table inet {GATEWAY_TABLE} {{\n"
         f'\tcomment "{COMMENT}"\n\n'
         "\tchain input {\n"
         "\t\ttype filter hook input priority filter - 1; policy accept;\n"
-        f'\t\tiifname "{names.LAN_BRIDGE}" udp dport {TENANT_VXLAN_PORT} drop '
-        'comment "tenant VXLAN never from the LAN"\n'
-        f"\t\tudp dport {TENANT_VXLAN_PORT} ip saddr != {{ {addrs} }} drop "
-        'comment "tenant VXLAN only from peer gateways"\n'
+        f'\t\tiifname != "{tun}" udp dport {port} drop '
+        'comment "tenant VXLAN only through the tunnels"\n'
+        f"{from_gateways}"
         "\t}\n\n"
         "\tchain forward {\n"
         "\t\ttype filter hook forward priority filter - 1; policy accept;\n"
-        f'\t\tiifname "{names.LAN_BRIDGE}" udp dport {TENANT_VXLAN_PORT} drop '
-        'comment "tenant VXLAN never from the LAN"\n'
+        f'\t\tiifname != "{tun}" udp dport {port} drop '
+        'comment "tenant VXLAN never from a LAN or an NFV node"\n'
         "\t}\n\n"
-        "\tchain output {\n"
-        "\t\ttype filter hook output priority filter; policy accept;\n"
+        "\tchain postrouting {\n"
+        "\t\ttype filter hook postrouting priority filter; policy accept;\n"
         f"{priorities}"
         "\t}\n"
         "}\n"
@@ -164,12 +179,13 @@ def class_rates(plan: Plan, tenants: list[TenantPlan], capacity: int) -> dict[st
     A tenant's ``rate`` counts its own packets; on the tunnel interface each carries
     :data:`~polynimbus.plan.tenants.VXLAN_OVERHEAD` bytes more, so the class gets
     ``rate * tunnel_mtu / tenant_mtu`` (a full-size packet's ratio; smaller packets get a
-    little less). When those add up to more than 95 % of ``capacity`` (the rest stays for
-    the provider overlay), all are scaled down in proportion: every tenant still gets the
-    same share of what there is.
+    little less). When those add up to more than :data:`TENANT_SHARE` of ``capacity`` (the
+    rest stays for the provider overlay), all are scaled down in proportion: every tenant
+    still gets the same share of what there is (validation keeps the tenants of a site
+    within it; a transit site may carry more tenants than its own).
     """
     want = {t.name: (t.rate_bps or 0) * plan.tunnel_mtu // plan.tenant_mtu for t in tenants}
-    room = capacity * 95 // 100
+    room = int(capacity * TENANT_SHARE)
     total = sum(want.values())
     scale = min(1.0, room / total) if total else 1.0
     return {name: max(8, int(v * scale) // 8 * 8) for name, v in want.items()}
