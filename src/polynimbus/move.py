@@ -128,8 +128,8 @@ def moved_intent(intent: Intent, tenant: str, site: str, host: str, to_site: str
             f"{', '.join(net.sites)}): a host keeps its address only within its layer-2 "
             "network",
             f"extend the network first: add {to_site} to sites: of network {net.name!r} in "
-            f"the intent and run up (or through the API: POST /tenant/networks/{net.name}"
-            f"/sites), then move",
+            f"the intent and run up (or through the API: POST /v1/tenants/{tenant}/networks/"
+            f"{net.name}/sites), then move",
         )
     data = intent.model_dump(mode="json", by_alias=True, exclude_none=True)
     ti = next(i for i, x in enumerate(intent.tenants) if x.name == tenant)
@@ -229,15 +229,21 @@ def _correspondent(plan: Plan, tenant: str, key: str, chosen: str | None) -> tup
     return f"{tenant}:{h.key}", names.tenant_host_ns(plan.name, h.site, tenant, h.name)
 
 
-def downtime_from(text: str, interval_ms: float = PROBE_INTERVAL_MS) -> tuple[int, float | None]:
+def downtime_from(
+    text: str, interval_ms: float = PROBE_INTERVAL_MS, end: float | None = None
+) -> tuple[int, float | None]:
     """Replies and downtime from ``ping -D`` output: the longest gap between two replies'
-    timestamps, less one interval, in ms (0.0 when none was missed); ``None`` without two
-    replies."""
+    timestamps, or between the last reply and ``end`` (when the probe stopped, wall-clock
+    seconds: a host that never came back has a long last gap), less one interval, in ms
+    (0.0 when none was missed); ``None`` without two replies."""
     stamps = [float(m) for m in re.findall(r"^\[(\d+\.\d+)\].*bytes from", text, re.M)]
-    if len(stamps) < 2:
-        return len(stamps), None
+    received = len(stamps)
+    if received < 2:
+        return received, None
+    if end is not None:
+        stamps.append(max(end, stamps[-1]))
     gap = max(b - a for a, b in zip(stamps, stamps[1:], strict=False)) * 1000
-    return len(stamps), round(max(gap - interval_ms, 0.0), 1)
+    return received, round(max(gap - interval_ms, 0.0), 1)
 
 
 def move_host(
@@ -262,16 +268,36 @@ def move_host(
         IntentError: the moved intent is invalid.
         CapabilityError, StateError, ApplyError: as :func:`polynimbus.orchestrate.lab_up`.
     """
-    from polynimbus import capabilities
+    from polynimbus import capabilities, state
+    from polynimbus.orchestrate import check_lab_state, lab_locks
+
+    capabilities.require_root("move")
+    tenant, site, host = parse_target(target)
+    new_intent = moved_intent(intent, tenant, site, host, to_site)
+    lab = intent.name
+    if state_dir is None:  # where the running lab keeps its state, like up found it
+        state_dir = state.recorded_state_dir(lab) or state.resolve(lab, None)
+    with lab_locks(lab):  # no up, restore or API write between the rename and the end
+        check_lab_state(lab, state.resolve(lab, state_dir))  # before anything changes
+        return _move(intent, new_intent, target, to_site, state_dir, progress, correspondent)
+
+
+def _move(
+    intent: Intent,
+    new_intent: Intent,
+    target: str,
+    to_site: str,
+    state_dir: Path,
+    progress: Progress | None,
+    correspondent: str | None,
+) -> MoveResult:
     from polynimbus.node import VethPeer
     from polynimbus.orchestrate import lab_up
     from polynimbus.targets.lab import netlink, netns
 
     say = progress or (lambda _: None)
-    capabilities.require_root("move")
     start = time.monotonic()
     tenant, site, host = parse_target(target)
-    new_intent = moved_intent(intent, tenant, site, host, to_site)
     old_plan, new_plan = build_plan(intent), build_plan(new_intent)
     lab = old_plan.name
     net, h = old_plan.tenant(tenant).host(f"{site}/{host}")
@@ -282,6 +308,11 @@ def move_host(
     result = MoveResult(new_intent, f"{tenant}:{to_site}/{host}")
     probe: subprocess.Popen[str] | None = None
     corr = _correspondent(old_plan, tenant, f"{site}/{host}", correspondent)
+    if corr is not None and not netns.exists(corr[1]):
+        raise MoveError(
+            f"no host {corr[0]} in the lab {lab!r} to ping from",
+            "give --from another host of the tenant, TENANT:SITE/HOST",
+        )
     if corr is not None and corr[0] != target:
         result.correspondent = corr[0]
         say(f"pinging {h.address} from {corr[0]} every {PROBE_INTERVAL_MS} ms")
@@ -360,12 +391,13 @@ def move_host(
         gratuitous_arp(new_ns, names.HOST_IF, h.mac, h.address)
         result.switch_ms = round((time.monotonic() - t0) * 1000, 1)
         say("converging the routers")
-        applied = lab_up(new_intent, state_dir=state_dir, only_changes=True)
+        applied = lab_up(new_intent, state_dir=state_dir, only_changes=True, locked=True)
         result.changes = applied.changes
         if probe is not None:
             time.sleep(0.5)  # replies after the move
     finally:
         if probe is not None:
+            end = time.time()  # ping -D stamps are wall-clock seconds
             probe.send_signal(signal.SIGINT)
             try:
                 text, _ = probe.communicate(timeout=5)
@@ -375,7 +407,7 @@ def move_host(
             m = re.search(r"(\d+) packets transmitted, (\d+) received", text)
             if m:
                 result.sent = int(m.group(1))
-            result.received, result.downtime_ms = downtime_from(text)
+            result.received, result.downtime_ms = downtime_from(text, end=end)
     result.total_s = round(time.monotonic() - start, 2)
     return result
 

@@ -86,6 +86,34 @@ def _locks(lab: str, dry_run: bool) -> Iterator[None]:
         yield
 
 
+def lab_locks(lab: str) -> contextlib.AbstractContextManager[None]:
+    """The lab's lock and its tag's lock, held for the block (see :func:`lab_up`'s
+    ``locked``).
+
+    Raises:
+        StateError: another command holds one of them.
+    """
+    return _locks(lab, False)
+
+
+def check_lab_state(lab: str, sdir: Path) -> tuple[list[str], str]:
+    """What ``up`` checks before it changes anything: no other lab's tag collides, the
+    state directory is polynimbus's (or absent), and a running lab uses this one.
+
+    Returns:
+        the labs up, and what :func:`polynimbus.state.peek` found in ``sdir``.
+
+    Raises:
+        StateError: any of those does not hold (with a hint naming the right directory).
+    """
+    present = list_labs()
+    state.check_tag_collision(lab, present)
+    found = state.peek(sdir, lab)  # refuses a foreign directory, writes nothing
+    if lab in present:
+        _check_same_state_dir(lab, sdir, found)
+    return present, found
+
+
 def _check_same_state_dir(lab: str, sdir: Path, found: str) -> None:
     """Refuse to touch running lab ``lab`` through another state directory than its own
     (its keys would be replaced, and the other directory would no longer match).
@@ -124,8 +152,12 @@ def lab_up(
     progress: Progress | None = None,
     dry_run: bool = False,
     only_changes: bool = False,
+    locked: bool = False,
 ) -> ApplyResult:
     """Build or converge the lab of ``intent``; a second run with no change changes nothing.
+
+    ``locked``: the caller holds the lab's locks already (:func:`lab_locks`), e.g. a move
+    between its switch-over and this convergence.
 
     With ``only_changes`` (the API's writes, ``move``), only the nodes whose desired state
     differs from that of the intent the lab's state directory keeps (the last one
@@ -143,12 +175,8 @@ def lab_up(
     capabilities.require_tools(lab_requirements(intent.overlay.transport))
     plan = build_plan(intent)
     sdir = state.resolve(plan.name, state_dir)
-    with _locks(plan.name, dry_run):
-        present = list_labs()
-        state.check_tag_collision(plan.name, present)
-        found = state.peek(sdir, plan.name)  # refuses a foreign directory, writes nothing
-        if plan.name in present:
-            _check_same_state_dir(plan.name, sdir, found)
+    with contextlib.nullcontext() if locked else _locks(plan.name, dry_run):
+        present, found = check_lab_state(plan.name, sdir)
         kept = None
         if only_changes and plan.name in present and found == "ours":
             kept = _changed_since_kept(plan, sdir, rotate_keys, dry_run)

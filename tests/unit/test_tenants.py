@@ -119,6 +119,10 @@ def test_downtime_is_the_longest_gap_between_replies_less_one_interval() -> None
     assert received == 5
     assert downtime == pytest.approx(60.0, abs=0.5)
     assert downtime_from("no replies at all") == (0, None)
+    # a host that never came back: replies only before the move, the probe stopped later
+    received, downtime = downtime_from(text, end=102.10)
+    assert received == 5
+    assert downtime == pytest.approx(1990.0, abs=0.5)
 
 
 def test_routes_reach_remote_networks_and_stretched_hosts_on_their_site() -> None:
