@@ -7,6 +7,7 @@ command becomes :class:`CapabilityError` naming its Debian package.
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import socket
 import subprocess
@@ -106,6 +107,11 @@ def netlink_socket(ns: str, proto: int = 0) -> socket.socket:
     """
 
     def make() -> socket.socket:
+        # never a socket in another namespace (the host's, if entering it went wrong):
+        # what it reads would be taken for this one's, and up would act on it
+        here = os.stat("/proc/thread-self/ns/net").st_ino
+        if here != os.stat(f"{NETNS_DIR}/{ns}").st_ino:
+            raise OSError(errno.EINVAL, f"this thread is not in namespace {ns}")
         sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, proto)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, NETLINK_SOCKET_BUFFER_B)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, NETLINK_SOCKET_BUFFER_B)
