@@ -253,3 +253,38 @@ def test_oversubscribed_rates_are_scaled_in_proportion() -> None:
     assert rates["acme"] / rates["globex"] == pytest.approx(2.0, rel=1e-3)
     roomy = class_rates(plan, list(plan.tenants), 1_000_000_000)
     assert roomy["acme"] == 100_000_000 * 1440 // 1390 // 8 * 8
+
+
+def test_isolation_reports_what_a_leak_delivers_and_needs_its_control(monkeypatch) -> None:
+    """verify's isolation logic on a fake lab whose counters the fake keeps: a leak from
+    globex to acme's c2 shows as received probes for that pair only; without the control
+    ping counting, every pair fails."""
+    from polynimbus.verify import tenants as vt
+
+    plan = build_plan(load_intent(EXAMPLE))
+    members = [m for ms in vt._groups(plan).values() for m in ms]
+    globex = {m.ns for m in vt._groups(plan)["globex"]}
+    c2 = names.tenant_host_ns(plan.name, "aws-fra", "acme", "c2")
+    counts: dict[str, int] = {}
+    state = {"control_counts": True}
+
+    def fake_fping(ns, targets, count, what):
+        if "control" in what and state["control_counts"]:
+            for m in members:
+                if m.control_ns == ns and m.address in targets:
+                    counts[m.ns] = counts.get(m.ns, 0) + 1
+        if ns in globex and "isolation" in what and "172.16.0.50" in targets:
+            counts[c2] = counts.get(c2, 0) + 1  # the leak
+        return {t: [None] for t in targets}
+
+    monkeypatch.setattr(vt, "_fping", fake_fping)
+    monkeypatch.setattr(vt, "in_echos", lambda ns: counts.get(ns, 0))
+    res = {(i.src, i.dst): i for i in vt.tenant_isolation(plan)}
+    assert res[("globex", "acme")].received["aws-fra/c2"] == 2  # from both globex hosts
+    assert not res[("globex", "acme")].ok
+    assert res[("acme", "globex")].ok
+    assert set(res[("(provider)", "acme")].received.values()) == {0}
+    assert all(v == 1 for v in res[("(provider)", "acme")].control.values())
+    state["control_counts"] = False
+    counts.clear()
+    assert not any(i.ok for i in vt.tenant_isolation(plan))

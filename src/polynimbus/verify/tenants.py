@@ -130,13 +130,23 @@ def tenant_reachability(plan: Plan, count: int = 3) -> list[TenantPair]:
 
 
 def in_echos(ns: str) -> int:
-    """Echo requests the namespace's kernel has received (``Icmp: InEchos``).
+    """Echo requests the namespace's kernel has received (``Icmp: InEchos`` of its
+    ``/proc/net/snmp``, read by a thread inside it).
 
     Raises:
         VerifyError: the counter could not be read.
     """
-    res = run_in_ns(ns, ["cat", "/proc/net/snmp"], 10, f"reading ICMP counters in {ns}")
-    lines = [line.split() for line in res.stdout.splitlines() if line.startswith("Icmp:")]
+    from polynimbus.targets.lab.netns import in_netns
+
+    def read() -> str:
+        with open("/proc/thread-self/net/snmp", encoding="ascii") as f:
+            return f.read()
+
+    try:
+        text = in_netns(ns, read)
+    except OSError as exc:
+        raise VerifyError(f"cannot read ICMP counters in {ns}: {exc}", STUCK_HINT) from None
+    lines = [line.split() for line in text.splitlines() if line.startswith("Icmp:")]
     if len(lines) >= 2 and "InEchos" in lines[0]:
         return int(lines[1][lines[0].index("InEchos")])
     raise VerifyError(f"no ICMP counters in {ns}", STUCK_HINT)
@@ -181,35 +191,58 @@ def _groups(plan: Plan) -> dict[str, list[_Member]]:
     return groups
 
 
+def _counters(members: list[_Member]) -> dict[str, int]:
+    """``InEchos`` of each member, by namespace (host keys repeat across tenants)."""
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        counts = list(pool.map(lambda m: in_echos(m.ns), members))
+    return {m.ns: n for m, n in zip(members, counts, strict=True)}
+
+
 def tenant_isolation(plan: Plan) -> list[TenantIsolation]:
     """For each ordered pair ``(a, b)`` of tenants and the provider overlay
-    (:data:`PROVIDER`, the sites' hosts), at least one a tenant: ping every address of
-    ``b``'s hosts from every host of ``a``; count the echo requests ``b``'s hosts
-    received; then the positive control (each ``b`` host pinged by its router or gateway).
+    (:data:`PROVIDER`, the sites' hosts), at least one a tenant: every host of ``a`` pings
+    every address of ``b``'s hosts; ``b``'s hosts must count no echo request meanwhile.
+    One round per ``a`` (its hosts probe every other group at once; counters read before
+    and after, in parallel), then one control round (each host pinged by its router or
+    gateway must count it).
 
     Raises:
         VerifyError: a probe could not run.
     """
-    out: list[TenantIsolation] = []
     groups = _groups(plan)
+    everyone = [m for ms in groups.values() for m in ms]
+    out: dict[tuple[str, str], TenantIsolation] = {}
     for a, senders in groups.items():
-        for b, victims in groups.items():
-            if a == b or not senders or not victims:
+        victims = [m for g, ms in groups.items() if g != a for m in ms]
+        if not senders or not victims:
+            continue
+        targets = sorted({v.address for v in victims})
+        before = _counters(victims)
+
+        def probe(m: _Member, a: str = a, targets: list[str] = targets) -> int:
+            _fping(m.ns, targets, 1, f"isolation probe from {a}:{m.key}")
+            return len(targets)
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            list(pool.map(probe, senders))
+        after = _counters(victims)
+        for b, members in groups.items():
+            if b == a or not members:
                 continue
             res = TenantIsolation(a, b)
-            before = {v.key: in_echos(v.ns) for v in victims}
-            targets = sorted({v.address for v in victims})
+            addresses = {m.address for m in members}
+            res.probes = len(senders) * len(addresses)
+            res.received = {m.key: after[m.ns] - before[m.ns] for m in members}
+            out[(a, b)] = res
+    if out:  # the positive control: each host counts its router's (or gateway's) ping
+        before = _counters(everyone)
 
-            def probe(m: _Member, a: str = a, targets: list[str] = targets) -> int:
-                _fping(m.ns, targets, 1, f"isolation probe from {a}:{m.key}")
-                return len(targets)
+        def control(m: _Member) -> None:
+            _fping(m.control_ns, [m.address], 1, f"control probe from {m.control_ns}")
 
-            with ThreadPoolExecutor(max_workers=8) as pool:
-                res.probes = sum(pool.map(probe, senders))
-            res.received = {v.key: in_echos(v.ns) - before[v.key] for v in victims}
-            for v in victims:
-                start = in_echos(v.ns)
-                _fping(v.control_ns, [v.address], 1, f"control probe from {v.control_ns}")
-                res.control[v.key] = in_echos(v.ns) - start
-            out.append(res)
-    return out
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            list(pool.map(control, everyone))
+        after = _counters(everyone)
+        for (_, b), res in out.items():
+            res.control = {m.key: after[m.ns] - before[m.ns] for m in groups[b]}
+    return list(out.values())
