@@ -117,6 +117,7 @@ def test_tenant_matrices_pmtu_and_a_live_move(lab, tmp_path: Path) -> None:
     assert "172.16.0.1 > 172.16.0.255" in got, got
 
     # move c1 to aws-fra while web-1 holds a TCP connection to it
+    client: subprocess.Popen[str] | None = None
     server = subprocess.Popen(
         ["ip", "netns", "exec", c1, "iperf3", "-s", "-1", "-p", "5399"],
         stdout=subprocess.DEVNULL,
@@ -157,8 +158,10 @@ def test_tenant_matrices_pmtu_and_a_live_move(lab, tmp_path: Path) -> None:
         intervals = [i["sum"]["bytes"] for i in report["intervals"]]
         assert len(intervals) >= 6 and all(b > 0 for b in intervals[-3:]), intervals
     finally:
-        server.kill()
-        server.wait()
+        for proc in (server, client):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
     assert result["host"] == "acme:aws-fra/c1"
     assert result["downtime_ms"] is not None and result["downtime_ms"] < 1000, result
     assert result["received"] > 10

@@ -58,7 +58,7 @@ def move(
     from polynimbus.cli.trace import running_intent
     from polynimbus.move import move_host
 
-    intent = running_intent(lab)
+    intent = running_intent(lab, usage="polynimbus up FILE (it keeps the lab's intent)")
 
     def progress(line: str) -> None:
         if not json_:

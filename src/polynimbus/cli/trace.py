@@ -131,7 +131,7 @@ def trace(
         raise typer.Exit(1)
 
 
-def running_intent(lab: str | None) -> Intent:
+def running_intent(lab: str | None, usage: str = "polynimbus trace FILE CHAIN") -> Intent:
     """The intent of a running lab (``lab``, or the only one up), as its last ``up``
     kept it.
 
@@ -151,6 +151,6 @@ def running_intent(lab: str | None) -> Intent:
     if text is None:
         raise LabNotFoundError(
             f"the lab {lab!r} kept no intent in its state directory",
-            "give the intent file: polynimbus trace FILE CHAIN",
+            f"give the intent file: {usage}",
         )
     return load_intent_text(text, str(sdir / state.INTENT_FILE) if sdir else None)

@@ -297,7 +297,7 @@ def verify(
     if file is None:
         from polynimbus.cli.trace import running_intent
 
-        intent = running_intent(lab)
+        intent = running_intent(lab, usage="polynimbus verify FILE")
     else:
         intent = load_intent(file)
     plan = build_plan(intent)
