@@ -348,6 +348,7 @@ def _rates(intent: Intent) -> list[Problem]:
     mtu = intent.overlay.underlay_mtu
     rates = {s.name: (s.underlay.rate_bps if s.underlay else None) for s in intent.sites}
     totals: dict[str, list[tuple[str, int]]] = {}
+    over: set[str] = set()
     for i, tenant in enumerate(intent.tenants):
         bps = tenant.rate_bps
         used = [s for s in tenant.sites if s in rates]
@@ -380,7 +381,8 @@ def _rates(intent: Intent) -> list[Problem]:
             else:
                 totals.setdefault(s, []).append((tenant.name, bps))
                 total = sum(b for _, b in totals[s])
-                if total > cap and len(totals[s]) > 1:
+                if total > cap and len(totals[s]) > 1 and s not in over:
+                    over.add(s)  # once per site, at the tenant that tips it over
                     out.append(
                         Problem(
                             f"tenants[{i}].rate",
