@@ -16,13 +16,16 @@ time (a ``snapshot restore`` or an ``up`` may change it while the API runs).
 Error answers: 422 ``{"detail": [{"path", "message", "hint"}, ...]}`` (an invalid intent
 or request); 401/403/404/409/503 ``{"detail": "..."}``. 409: the lab is not up, or another
 command holds its lock, or the change conflicts with what exists; 503: the lab could not
-be changed (the message says why; the intent was kept and a retry completes it).
+be changed (the message says why; the change is kept in the lab's intent, so the same
+request again is a 409/422: ``polynimbus up`` with ``polynimbus export``'s output
+completes it, a later write applies only what it changes itself). A tenant's 422
+shows the problems about its own objects, and one generic problem for any other (other
+tenants' names and rates do not leak); its write answers list the changes on its own
+nodes only.
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import logging
 import threading
 from collections.abc import Callable
@@ -37,7 +40,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from polynimbus import __version__, state
+from polynimbus import __version__, names, state
 from polynimbus.api.applier import Applier
 from polynimbus.api.models import (
     Applied,
@@ -54,9 +57,12 @@ from polynimbus.api.models import (
     VersionInfo,
 )
 from polynimbus.api.store import Store, read_admin_token
+from polynimbus.apply import Change
 from polynimbus.errors import IntentError, LabNotFoundError, PlanError, PolynimbusError, StateError
 from polynimbus.intent.load import format_path, load_intent_text
 from polynimbus.intent.models import Intent
+from polynimbus.move import MoveError, move_host, moved_intent
+from polynimbus.numbering import tenant_id
 from polynimbus.plan import Plan, build_plan
 
 log = logging.getLogger("polynimbus.api")
@@ -167,12 +173,14 @@ class Controller:
         what: str,
         change: Callable[[dict[str, Any]], None],
         after: Callable[[Intent], dict[str, Any]] | None = None,
+        network: str | None = None,
     ) -> Applied:
         """Apply ``change`` (which edits the intent document in place) to the lab.
 
         Validates the new document like an intent file, applies it with the applier,
         records the new version and returns what was done. ``after`` may add fields to
-        the answer, from the new intent.
+        the answer, from the new intent. ``network`` names the caller's network the
+        change is about (where a tenant's 422 about other tenants points).
 
         Raises:
             HTTPException: 404/409 raised by ``change``; 422 for an invalid new intent (all
@@ -182,49 +190,96 @@ class Controller:
         with self.write_lock:
             intent = self.current()
             self.note("found in the lab")
-            doc = intent.model_dump(mode="json", by_alias=True, exclude_none=True)
+            doc = _dump_intent(intent)
             change(doc)
-            text = yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
-            try:
-                new = load_intent_text(text, "api")
-                build_plan(new)
-            except IntentError as exc:
-                raise HTTPException(
-                    status.HTTP_422_UNPROCESSABLE_CONTENT,
-                    [{"path": p.path, "message": p.message, "hint": p.hint} for p in exc.problems],
-                ) from None
-            except PlanError as exc:
-                raise HTTPException(
-                    status.HTTP_422_UNPROCESSABLE_CONTENT,
-                    [{"path": "", "message": exc.message, "hint": exc.hint}],
-                ) from None
-            try:
-                result = self.applier.apply(new)
-            except (StateError, LabNotFoundError) as exc:
-                raise HTTPException(status.HTTP_409_CONFLICT, _with_hint(exc)) from None
-            except PolynimbusError as exc:
-                self._note(caller, what + " (failed)")
-                raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, _with_hint(exc)) from None
-            version = self._note(caller, what)
-            self.store.ensure_tokens([t.name for t in new.tenants])
-            counts = result.counts()
-            log.info(
-                "%s: %s: %d created, %d updated, %d deleted (version %d)",
-                caller.who,
-                what,
-                counts["create"],
-                counts["update"],
-                counts["delete"],
-                version,
-            )
-            extra = after(new) if after else {}
-            return Applied(
-                version=version,
-                changes=[c.describe() for c in result.changes],
-                counts=counts,
-                warnings=list(result.warnings),
-                **extra,
-            )
+            new = self.checked(caller, doc, network)
+            return self.commit(caller, what, new, after)
+
+    def checked(self, caller: Caller, doc: dict[str, Any], network: str | None = None) -> Intent:
+        """``doc`` loaded and planned like an intent file.
+
+        Raises:
+            HTTPException: 422 with every problem (for a tenant, only those about its own
+                objects: see :meth:`problems`).
+        """
+        try:
+            new = load_intent_text(_dump(doc), "api")
+            build_plan(new)
+        except IntentError as exc:
+            raise self.invalid(caller, doc, _problem_dicts(exc), network) from None
+        except PlanError as exc:
+            problem = {"path": "", "message": exc.message, "hint": exc.hint}
+            raise self.invalid(caller, doc, [problem], network) from None
+        return new
+
+    def invalid(
+        self,
+        caller: Caller,
+        doc: dict[str, Any],
+        problems: list[dict[str, Any]],
+        network: str | None = None,
+    ) -> HTTPException:
+        """The 422 answer for ``problems`` of the intent document ``doc``, as ``caller``
+        may see them (see :func:`tenant_problems`)."""
+        if caller.tenant is not None:
+            problems = tenant_problems(doc, caller.tenant, problems, network)
+        return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, problems)
+
+    def commit(
+        self,
+        caller: Caller,
+        what: str,
+        new: Intent,
+        after: Callable[[Intent], dict[str, Any]] | None = None,
+    ) -> Applied:
+        """Apply the checked intent ``new`` and record it (the write lock is held).
+
+        Raises:
+            HTTPException: 409 when another command holds the lab; 503 when the lab could
+                not be changed.
+        """
+        try:
+            result = self.applier.apply(new)
+        except (StateError, LabNotFoundError) as exc:
+            raise HTTPException(status.HTTP_409_CONFLICT, _with_hint(exc)) from None
+        except PolynimbusError as exc:
+            self._note(caller, what + " (failed)")
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, _with_hint(exc)) from None
+        version = self._note(caller, what)
+        self.store.ensure_tokens([t.name for t in new.tenants])
+        extra = after(new) if after else {}
+        return self.answer(caller, what, version, new, result.changes, result.warnings, extra)
+
+    def answer(
+        self,
+        caller: Caller,
+        what: str,
+        version: int,
+        new: Intent,
+        changes: list[Change],
+        warnings: list[str],
+        extra: dict[str, Any],
+    ) -> Applied:
+        """The answer to a write: for a tenant, only the changes on its own nodes."""
+        counts = _counts(changes)
+        log.info(
+            "%s: %s: %d created, %d updated, %d deleted (version %d)",
+            caller.who,
+            what,
+            counts["create"],
+            counts["update"],
+            counts["delete"],
+            version,
+        )
+        if caller.tenant is not None:
+            changes = own_changes(new, caller.tenant, changes)
+        return Applied(
+            version=version,
+            changes=[c.describe() for c in changes],
+            counts=_counts(changes),
+            warnings=list(warnings),
+            **extra,
+        )
 
     def _note(self, caller: Caller | None, what: str) -> int:
         return self.note(f"{caller.who}: {what}" if caller else what)
@@ -248,6 +303,87 @@ def same_intent(a: str, b: str) -> bool:
         return load_intent_text(a, "a") == load_intent_text(b, "b")
     except IntentError:
         return False
+
+
+def _dump(doc: dict[str, Any]) -> str:
+    return yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
+
+
+def _problem_dicts(exc: IntentError) -> list[dict[str, Any]]:
+    return [{"path": p.path, "message": p.message, "hint": p.hint} for p in exc.problems]
+
+
+def _counts(changes: list[Change]) -> dict[str, int]:
+    out = {"create": 0, "update": 0, "delete": 0}
+    for c in changes:
+        out[c.action] += 1
+    return out
+
+
+GENERIC_MESSAGE = "this change conflicts with the lab's configuration"
+GENERIC_HINT = "ask the lab's administrator"
+
+
+def _under(path: str, prefix: str) -> bool:
+    return path == prefix or path.startswith((prefix + ".", prefix + "["))
+
+
+def tenant_problems(
+    doc: dict[str, Any], tenant: str, problems: list[dict[str, Any]], network: str | None = None
+) -> list[dict[str, Any]]:
+    """``problems`` of the intent document ``doc`` as tenant ``tenant`` may see them.
+
+    A problem is shown as it is only when it is under the tenant's own ``tenants[i]`` and
+    the same problem (path, message and hint) is found in the intent made of the lab and
+    that tenant alone: then it can say nothing of another tenant. Every other problem
+    (a VNI or id collision with another tenant, rates that add up above a site's underlay
+    rate with another tenant's, a problem of the lab's) is replaced by one generic problem
+    at the tenant's object (``tenants[i].networks[j]`` for ``network``, else
+    ``tenants[i]``), so that neither the other tenants' existence, names nor rates leak.
+    """
+    tenants = doc.get("tenants") or []
+    i = next((k for k, t in enumerate(tenants) if t.get("name") == tenant), None)
+    if i is None:
+        return [{"path": "tenants", "message": GENERIC_MESSAGE, "hint": GENERIC_HINT}]
+    own_path = f"tenants[{i}]"
+    focus = own_path
+    nets = tenants[i].get("networks") or []
+    j = next((k for k, n in enumerate(nets) if n.get("name") == network), None)
+    if network is not None and j is not None:
+        focus = f"{own_path}.networks[{j}]"
+    alone = dict(doc, tenants=[tenants[i]])
+    try:
+        found = []
+        build_plan(load_intent_text(_dump(alone), "api"))
+    except IntentError as exc:
+        found = _problem_dicts(exc)
+    except PlanError as exc:
+        found = [{"path": "", "message": exc.message, "hint": exc.hint}]
+
+    def mapped(text: str | None) -> str | None:
+        return None if text is None else text.replace("tenants[0]", own_path)
+
+    own = {
+        (mapped(p["path"]), mapped(p["message"]), mapped(p["hint"]))
+        for p in found
+        if _under(p["path"], "tenants[0]")
+    }
+    shown = [
+        p
+        for p in problems
+        if _under(p["path"], own_path) and (p["path"], p["message"], p["hint"]) in own
+    ]
+    if len(shown) < len(problems):
+        shown.append({"path": focus, "message": GENERIC_MESSAGE, "hint": GENERIC_HINT})
+    return shown
+
+
+def own_changes(intent: Intent, tenant: str, changes: list[Change]) -> list[Change]:
+    """The changes on ``tenant``'s own nodes: its routers and hosts (namespaces
+    ``pn.LAB.SITE.TENANT.*``, :func:`polynimbus.names.tenant_router_ns` and
+    :func:`~polynimbus.names.tenant_host_ns`) on any site of the lab."""
+    prefixes = tuple(names.tenant_host_ns(intent.name, s.name, tenant, "") for s in intent.sites)
+    return [c for c in changes if c.resource.node.startswith(prefixes)]
 
 
 def _with_hint(exc: PolynimbusError) -> str:
@@ -420,14 +556,21 @@ def create_app(controller: Controller) -> FastAPI:
     )
     def create_tenant(body: TenantBody, who: Admin) -> Applied:
         """Add a tenant with its rate and networks; the answer's ``tenant`` holds its token.
-        A name already taken is a 422 on ``tenants[N].name``."""
+        A name already taken is a 422 on ``tenants[N].name``. When the id hashed from the
+        name is another tenant's, the new tenant gets an explicit ``id:``, the smallest
+        free one."""
         doc_tenant: dict[str, Any] = {"name": body.name}
         if body.rate is not None:
             doc_tenant["rate"] = body.rate
         doc_tenant["networks"] = [_network_doc(n) for n in body.networks]
 
         def change(doc: dict[str, Any]) -> None:
-            doc.setdefault("tenants", []).append(doc_tenant)
+            tenants = doc.setdefault("tenants", [])
+            taken = {t.get("id") or tenant_id(t["name"]) for t in tenants}
+            if tenant_id(body.name) in taken:
+                # ids are hashed from names and may collide: the smallest free one
+                doc_tenant["id"] = next(i for i in range(1, 0x8000) if i not in taken)
+            tenants.append(doc_tenant)
 
         def after(new: Intent) -> dict[str, Any]:
             token = controller.store.tokens().get(body.name, "")
@@ -584,7 +727,9 @@ def create_app(controller: Controller) -> FastAPI:
         def after(new: Intent) -> dict[str, Any]:
             return {"network": network_view(build_plan(new), new, tenant, body.name)}
 
-        return controller.write(who, f"create network {tenant}/{body.name}", change, after)
+        return controller.write(
+            who, f"create network {tenant}/{body.name}", change, after, network=body.name
+        )
 
     @ten.get("/{tenant}/networks/{network}", summary="Read a network")
     def read_network(tenant: str, network: str, who: Scoped) -> dict[str, Any]:
@@ -599,7 +744,7 @@ def create_app(controller: Controller) -> FastAPI:
             t = doc["tenants"][_tenant_index(doc, tenant)]
             del t["networks"][_network_index(t, network)]
 
-        return controller.write(who, f"delete network {tenant}/{network}", change)
+        return controller.write(who, f"delete network {tenant}/{network}", change, network=network)
 
     def _net_after(tenant: str, network: str) -> Callable[[Intent], dict[str, Any]]:
         def after(new: Intent) -> dict[str, Any]:
@@ -626,7 +771,11 @@ def create_app(controller: Controller) -> FastAPI:
             n["sites"].append(body.site)
 
         return controller.write(
-            who, f"extend {tenant}/{network} to {body.site}", change, _net_after(tenant, network)
+            who,
+            f"extend {tenant}/{network} to {body.site}",
+            change,
+            _net_after(tenant, network),
+            network=network,
         )
 
     @ten.delete("/{tenant}/networks/{network}/sites/{site}", summary="Stop spanning a site")
@@ -641,7 +790,11 @@ def create_app(controller: Controller) -> FastAPI:
             n["sites"].remove(site)
 
         return controller.write(
-            who, f"shrink {tenant}/{network} off {site}", change, _net_after(tenant, network)
+            who,
+            f"shrink {tenant}/{network} off {site}",
+            change,
+            _net_after(tenant, network),
+            network=network,
         )
 
     @ten.post(
@@ -659,7 +812,11 @@ def create_app(controller: Controller) -> FastAPI:
             n.setdefault("hosts", []).append(_host_doc(body))
 
         return controller.write(
-            who, f"attach {body.name} to {tenant}/{network}", change, _net_after(tenant, network)
+            who,
+            f"attach {body.name} to {tenant}/{network}",
+            change,
+            _net_after(tenant, network),
+            network=network,
         )
 
     @ten.delete("/{tenant}/networks/{network}/hosts/{site}/{host}", summary="Detach a host")
@@ -674,6 +831,7 @@ def create_app(controller: Controller) -> FastAPI:
             f"detach {site}/{host} from {tenant}/{network}",
             change,
             _net_after(tenant, network),
+            network=network,
         )
 
     @ten.post(
@@ -706,118 +864,80 @@ def _request_hint(error: Any) -> str | None:
 def _move(
     controller: Controller, who: Caller, tenant: str, network: str, key: str, to_site: str
 ) -> Applied:
-    """Move tenant host ``key`` of ``tenant``/``network`` to ``to_site``: the host's entry
-    becomes ``TO_SITE/HOST`` with its current address pinned (its MAC follows from the
-    address), applied like any other change.
+    """Move tenant host ``key`` (``SITE/HOST``) of ``tenant``/``network`` to ``to_site``,
+    keeping its address and MAC.
 
-    ``polynimbus.move.move_host`` (live migration of processes and connections) is used
-    when present and the API drives the lab (see docs/api.md).
+    The intent is read under the write lock. :func:`polynimbus.move.moved_intent` checks
+    the move (its :class:`~polynimbus.move.MoveError`: 409 for the site the host is on,
+    else 422 at the host's path, with its message and hint). On the lab,
+    :func:`polynimbus.move.move_host` moves it live (its namespace, processes and TCP
+    connections; ``moved.downtime_ms``); on the fake target the moved intent is applied
+    like any other change.
     """
-    intent = controller.current()
-    plan = controller.plan(intent)
-    if tenant not in {t.name for t in intent.tenants}:
-        raise _not_found(f"no tenant {tenant!r}")
-    view = network_view(plan, intent, tenant, network)
-    current = {f"{h['site']}/{h['name']}": h for h in view["hosts"]}
-    if key not in current:
-        raise _not_found(f"no host {key!r} in network {network!r}")
     site, _, name = key.partition("/")
-    if to_site == site:
-        raise HTTPException(status.HTTP_409_CONFLICT, f"{key} is already on site {to_site!r}")
-    ti = next(i for i, t in enumerate(intent.tenants) if t.name == tenant)
-    ni = next(i for i, n in enumerate(intent.tenants[ti].networks) if n.name == network)
-    hi = next(i for i, h in enumerate(intent.tenants[ti].networks[ni].hosts) if h.name == key)
-    if to_site not in view["sites"]:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT,
-            [
-                {
-                    "path": f"tenants[{ti}].networks[{ni}].hosts[{hi}].name",
-                    "message": f"network {network!r} does not span site {to_site!r}",
-                    "hint": f"extend it first: POST /v1/tenants/{tenant}/networks/{network}/"
-                    f'sites with {{"site": "{to_site}"}}',
-                }
-            ],
-        )
-    address = current[key]["address"]
-    mac = current[key]["mac"]
-    live = _live_move()
-    if live is not None and controller.applier.target == "lab":
-        path = f"tenants[{ti}].networks[{ni}].hosts[{hi}].name"
-        return _live(controller, who, live, intent, tenant, key, to_site, address, mac, path)
-
-    def change(doc: dict[str, Any]) -> None:
-        hosts = doc["tenants"][ti]["networks"][ni]["hosts"]
-        hosts[hi] = {"name": f"{to_site}/{name}", "address": address}
-
-    def after(new: Intent) -> dict[str, Any]:
-        moved = {"from": key, "to": f"{to_site}/{name}", "address": address, "mac": mac}
-        return {"network": network_view(build_plan(new), new, tenant, network), "moved": moved}
-
-    return controller.write(who, f"move {tenant}:{key} to {to_site}", change, after)
-
-
-def _live_move() -> Callable[..., Any] | None:
-    """``polynimbus.move.move_host`` when that module exists."""
-    if importlib.util.find_spec("polynimbus.move") is None:
-        return None
-    module = importlib.import_module("polynimbus.move")
-    fn = getattr(module, "move_host", None)
-    return fn if callable(fn) else None
-
-
-def _live(
-    controller: Controller,
-    who: Caller,
-    move_host: Callable[..., Any],
-    intent: Intent,
-    tenant: str,
-    key: str,
-    to_site: str,
-    address: str,
-    mac: str,
-    host_path: str,
-) -> Applied:
-    """A live migration through ``polynimbus.move.move_host`` (the lab only)."""
     with controller.write_lock:
+        intent = controller.current()
         controller.note("found in the lab")
+        ti = next((i for i, t in enumerate(intent.tenants) if t.name == tenant), None)
+        if ti is None:
+            raise _not_found(f"no tenant {tenant!r}")
+        nets = intent.tenants[ti].networks
+        ni = next((i for i, n in enumerate(nets) if n.name == network), None)
+        if ni is None:
+            raise _not_found(f"no network {network!r} in tenant {tenant!r}")
+        hi = next((i for i, h in enumerate(nets[ni].hosts) if h.name == key), None)
+        if hi is None:
+            raise _not_found(f"no host {key!r} in network {network!r}")
+        host_path = f"tenants[{ti}].networks[{ni}].hosts[{hi}].name"
+        view = network_view(controller.plan(intent), intent, tenant, network)
+        host = next(h for h in view["hosts"] if f"{h['site']}/{h['name']}" == key)
+        moved: dict[str, Any] = {
+            "from": key,
+            "to": f"{to_site}/{name}",
+            "address": host["address"],
+            "mac": host["mac"],
+        }
+        try:
+            new = moved_intent(intent, tenant, site, name, to_site)
+        except MoveError as exc:
+            if to_site == site:
+                raise HTTPException(status.HTTP_409_CONFLICT, _with_hint(exc)) from None
+            # about the caller's own host, network and the lab's sites (the tenant exists)
+            problem = {"path": host_path, "message": exc.message, "hint": exc.hint}
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, [problem]) from None
+        except IntentError as exc:
+            # the problems are the moved intent's: where the host's entry names to_site
+            doc = _dump_intent(intent)
+            entry = {"name": moved["to"], "address": host["address"]}
+            doc["tenants"][ti]["networks"][ni]["hosts"][hi] = entry
+            raise controller.invalid(who, doc, _problem_dicts(exc), network) from None
+        what = f"move {tenant}:{key} to {to_site}"
+
+        def after(now: Intent) -> dict[str, Any]:
+            return {"network": network_view(build_plan(now), now, tenant, network), "moved": moved}
+
+        if controller.applier.target != "lab":
+            return controller.commit(who, what, controller.checked(who, _dump_intent(new)), after)
         try:
             result = move_host(
                 intent, f"{tenant}:{key}", to_site, state_dir=controller.applier.state_dir
             )
-        except IntentError as exc:
-            raise HTTPException(
-                status.HTTP_422_UNPROCESSABLE_CONTENT,
-                [{"path": p.path, "message": p.message, "hint": p.hint} for p in exc.problems],
-            ) from None
-        except PolynimbusError as exc:
-            if type(exc).__name__ == "MoveError":
-                raise HTTPException(
-                    status.HTTP_422_UNPROCESSABLE_CONTENT,
-                    [{"path": host_path, "message": exc.message, "hint": exc.hint}],
-                ) from None
-            if isinstance(exc, StateError | LabNotFoundError):
-                raise HTTPException(status.HTTP_409_CONFLICT, _with_hint(exc)) from None
+        except (StateError, LabNotFoundError) as exc:
+            raise HTTPException(status.HTTP_409_CONFLICT, _with_hint(exc)) from None
+        except PolynimbusError as exc:  # MoveError, IntentError: checked above; the lab
+            controller._note(who, what + " (failed)")
             raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, _with_hint(exc)) from None
-        version = controller._note(who, f"move {tenant}:{key} to {to_site}")
-        changes = list(getattr(result, "changes", []) or [])
-        described = [c.describe() if hasattr(c, "describe") else str(c) for c in changes]
-        counts = {"create": 0, "update": 0, "delete": 0}
-        for c in changes:
-            action = getattr(c, "action", None)
-            if action in counts:
-                counts[action] += 1
-        moved: dict[str, Any] = {
-            "from": key,
-            "to": f"{to_site}/{key.partition('/')[2]}",
-            "address": address,
-            "mac": mac,
-            "live": True,
-        }
-        downtime = getattr(result, "downtime_ms", None)
-        if downtime is not None:
-            moved["downtime_ms"] = downtime
-        return Applied(version=version, changes=described, counts=counts, moved=moved)
+        version = controller._note(who, what)
+        moved["live"] = True
+        if result.downtime_ms is not None:
+            moved["downtime_ms"] = result.downtime_ms
+        return controller.answer(
+            who, what, version, result.intent, result.changes, [], after(result.intent)
+        )
+
+
+def _dump_intent(intent: Intent) -> dict[str, Any]:
+    return intent.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
 __all__ = ["Caller", "Controller", "create_app"]
