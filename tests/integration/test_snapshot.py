@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
 from pathlib import Path
 
 from polynimbus.targets.lab import list_lab_namespaces
+from tests.conftest import EXAMPLES
 
 VENV_BIN = Path(sys.executable).parent
 POLYNIMBUS = VENV_BIN / "polynimbus"
@@ -136,8 +138,122 @@ def test_save_change_diff_restore(lab) -> None:
     assert "no snapshot named 'nope'" in res.stderr and "hint: snapshots: after, before" in (
         res.stderr
     )
-    rc(pn("snapshot", "restore", "Bad_Name", "--lab", NAME), 1)
+    # a corrupt snapshot is trouble too (2), named with what is wrong, before the lab is read
+    corrupt = json.loads(path.read_text())
+    corrupt["name"] = "corrupt"
+    corrupt["live"][0]["spec"] = ["not", "a", "mapping"]
+    (sdir / "snapshots" / "corrupt.json").write_text(json.dumps(corrupt))
+    res = rc(pn("snapshot", "diff", "corrupt", "--lab", NAME), 2)
+    assert f"snapshot 'corrupt' ({sdir / 'snapshots' / 'corrupt.json'}) cannot be used" in (
+        res.stderr
+    )
+    assert "live[0]" in res.stderr and "'spec'" in res.stderr
+    corrupt["live"][0]["spec"] = {}
+    corrupt["intent"] = "name: [unclosed\n"
+    (sdir / "snapshots" / "corrupt.json").write_text(json.dumps(corrupt))
+    res = rc(pn("snapshot", "diff", "corrupt", "--lab", NAME), 2)
+    assert "field 'intent' is not YAML" in res.stderr
+    rc(pn("snapshot", "restore", "corrupt", "--lab", NAME), 2)
+    # an invalid name is a bad command line: 2 in every subcommand
+    for cmd in ("save", "restore", "diff"):
+        res = rc(pn("snapshot", cmd, "Bad_Name", "--lab", NAME), 2)
+        assert "error: 'Bad_Name' is not a snapshot name" in res.stderr
 
     # down removes the snapshots with the rest of the state (the fixture checks leftovers)
     rc(pn("down", "--lab", NAME, "--state-dir", sdir), 0)
     assert not (sdir / "snapshots").exists()
+
+
+# ---------------------------------------------------------------------------- --help examples
+HELP_SUBCOMMANDS: tuple[list[str], ...] = ([], ["save"], ["list"], ["diff"], ["restore"])
+"""In the order the README/--help test runs them (``snapshot``, then ``snapshot save``),
+then the others."""
+
+
+def help_examples(lab: str) -> list[list[str]]:
+    """The ``polynimbus snapshot ...`` example lines of the help texts, in order, as the
+    README/--help test extracts them (cut at two spaces), with ``--lab prestocloud`` made
+    ``--lab LAB``."""
+    out = []
+    for sub in HELP_SUBCOMMANDS:
+        text = rc(pn("snapshot", *sub, "--help"), 0).stdout
+        for raw in text.splitlines():
+            line = raw.strip().strip("│").strip()
+            if line.startswith("polynimbus snapshot "):
+                argv = re.split(r"\s{2,}", line)[0].split()
+                assert "--lab" in argv and "prestocloud" in argv, line
+                out.append([lab if a == "prestocloud" else a for a in argv])
+    return out
+
+
+def test_help_examples_run_in_order_on_an_unchanged_lab(lab) -> None:
+    name = "snap-help"
+    path = lab.write(INTENT.replace(f"name: {NAME}", f"name: {name}"), "help.yaml")
+    sdir = lab.state(name)
+    rc(pn("up", path, "--state-dir", sdir), 0)
+    examples = help_examples(name)
+    assert len(examples) >= 8, examples
+    for argv in examples:
+        # every example exits 0 when run in this order: no name saved twice without
+        # --force, and the lab did not change, so each diff finds nothing
+        res = rc(pn(*argv[1:]), 0)
+        if argv[2] == "diff" and "--json" not in argv:
+            assert "no differences" in res.stdout
+    rc(pn("down", "--lab", name, "--state-dir", sdir), 0)
+
+
+# ---------------------------------------------------------------------------- tenants
+TENANTS_LAB = "snapten"
+
+
+def test_snapshot_of_a_lab_with_tenants_move_and_restore(lab) -> None:
+    """Tenant routers and hosts are namespaces of the lab like any other: a move shows in
+    the diff, and restore brings the host back to its site."""
+    text = (
+        (EXAMPLES / "tenants.yaml")
+        .read_text()
+        .replace("\nname: tenants\n", f"\nname: {TENANTS_LAB}\n")
+    )
+    path = lab.write(text, "tenants.yaml")
+    sdir = lab.state(TENANTS_LAB)
+    rc(pn("up", path, "--state-dir", sdir), 0)
+    res = rc(pn("snapshot", "save", "before", "--lab", TENANTS_LAB), 0)
+    assert "2 tenants" in res.stdout
+    doc = json.loads((sdir / "snapshots" / "before.json").read_text())
+    old_c1, new_c1 = f"pn.{TENANTS_LAB}.i3s.acme.c1", f"pn.{TENANTS_LAB}.aws-fra.acme.c1"
+    assert old_c1 in {e["node"] for e in doc["live"]}
+    assert f"pn.{TENANTS_LAB}.i3s.acme.router" in {e["node"] for e in doc["live"]}
+    rc(pn("snapshot", "diff", "before", "--lab", TENANTS_LAB), 0)
+
+    rc(pn("move", "acme:i3s/c1", "aws-fra", "--lab", TENANTS_LAB), 0)
+    res = rc(pn("snapshot", "diff", "before", "--lab", TENANTS_LAB), 1)
+    assert "~ network acme/shared" in res.stdout
+    assert f"+ {new_c1}: namespace added" in res.stdout
+    assert f"- {old_c1}: namespace removed" in res.stdout
+
+    res = rc(pn("snapshot", "restore", "before", "--lab", TENANTS_LAB), 0)
+    assert "the live lab equals the snapshot" in res.stdout
+    assert old_c1 in list_lab_namespaces(TENANTS_LAB)
+    assert new_c1 not in list_lab_namespaces(TENANTS_LAB)
+    res = rc(pn("snapshot", "diff", "before", "--lab", TENANTS_LAB), 0)
+    assert "no differences" in res.stdout
+    rc(pn("verify", "--lab", TENANTS_LAB), 0)
+    # c1 is back on i3s and reaches c2 (aws-fra) across the stretched network
+    rc(
+        pn(
+            "exec",
+            "--lab",
+            TENANTS_LAB,
+            "acme:i3s/c1",
+            "--",
+            "ping",
+            "-c",
+            "1",
+            "-W",
+            "2",
+            "172.16.0.50",
+        ),
+        0,
+    )
+    rc(pn("down", "--lab", TENANTS_LAB, "--state-dir", sdir), 0)
+    assert not list_lab_namespaces(TENANTS_LAB)

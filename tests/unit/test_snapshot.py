@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import re
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner, Result
 
 from polynimbus import state
+from polynimbus.cli import app
 from polynimbus.node import Address, Link, Netns, NftTable, Route, VethPeer, WireGuardConfig
 from polynimbus.resources import Resource
 from polynimbus.snapshot import store
@@ -266,3 +272,156 @@ def test_down_removes_the_snapshots(sdir: Path) -> None:
     assert removal.kept == []
     assert str(sdir / "snapshots" / "x.json") in removal.removed
     assert not sdir.exists()
+
+
+# ---------------------------------------------------------------------------- corrupt
+def corrupt_variants() -> list[tuple[str, dict, str]]:
+    """(what, a corrupt document, a fragment of the problem check_document names)."""
+    good = doc("x", serialise(resources()))
+    first = good["live"][0]
+
+    def with_entry(**change: object) -> dict:
+        return {**good, "live": [{**first, **change}, *good["live"][1:]]}
+
+    no_spec = {k: v for k, v in first.items() if k != "spec"}
+    return [
+        ("spec a list", with_entry(spec=[1, 2]), "live[0]"),
+        ("spec a string", with_entry(spec="x"), "'spec'"),
+        ("node not a string", with_entry(node=7), "'node'"),
+        (
+            "kind missing",
+            {**good, "live": [{k: v for k, v in first.items() if k != "kind"}]},
+            "'kind'",
+        ),
+        ("spec missing", {**good, "live": [no_spec]}, "'spec'"),
+        ("id not a list", with_entry(id={"a": 1}), "'id'"),
+        ("label not a string", with_entry(label=3), "'label'"),
+        ("entry not an object", {**good, "live": [3]}, "live[0]"),
+        ("duplicate entry", {**good, "live": [first, first]}, "twice"),
+        ("intent not YAML", {**good, "intent": "name: t\nsites: [\n"}, "'intent' is not YAML"),
+        ("intent a list", {**good, "intent": "- a\n- b\n"}, "not a YAML mapping"),
+        ("intent of another lab", {**good, "intent": "name: u\n"}, "lab 'u'"),
+        ("plan a list", {**good, "plan": [1]}, "'plan'"),
+        ("plan missing", {k: v for k, v in good.items() if k != "plan"}, "'plan'"),
+    ]
+
+
+@pytest.mark.parametrize(("what", "bad", "fragment"), corrupt_variants())
+def test_check_document_names_what_is_wrong(what: str, bad: dict, fragment: str) -> None:
+    problem = check_document(bad)
+    assert problem is not None, what
+    assert fragment in problem, (what, problem)
+
+
+def test_check_document_accepts_empty_intent_sections() -> None:
+    assert check_document(doc("x", [], intent="name: t\n")) is None
+    assert check_document(doc("x", serialise(resources()), intent=INTENT_B)) is None
+
+
+def test_diff_survives_odd_intent_shapes() -> None:
+    # valid YAML mappings whose sections have unexpected shapes: compared, never a crash
+    odd = "name: t\noverlay: [1]\nsites: 3\nservices: {a: 1}\ntenants: [{name: x, networks: 5}]\n"
+    odd2 = "name: t\nsites: [{name: a, hosts: [1, {name: h}]}]\ntenants: x\n"
+    d = diff_documents(doc("a", [], intent=odd), doc("b", [], intent=odd2), "A", "B")
+    assert not d.identical
+    assert intent_counts(odd) == {"sites": 0, "hosts": 0, "tenants": 1, "networks": 0}
+    assert intent_counts(odd2)["hosts"] == 2
+
+
+runner = CliRunner()
+
+
+def cli(*args: str | Path) -> Result:
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_diff_of_a_corrupt_snapshot_is_trouble_not_a_traceback(sdir: Path) -> None:
+    store.write(sdir, doc("good", serialise(resources())))
+    good = json.loads(store.path_of(sdir, "good").read_text())
+    for i, (what, bad, fragment) in enumerate(corrupt_variants()):
+        bad = {**bad, "name": f"bad{i}"}
+        path = sdir / "snapshots" / f"bad{i}.json"
+        path.write_text(json.dumps(bad))
+        for args in ((f"bad{i}", "good"), ("good", f"bad{i}")):
+            res = cli("snapshot", "diff", *args, "--lab", "t", "--state-dir", sdir)
+            assert res.exit_code == 2, (what, res.output, res.exception)
+            assert not isinstance(res.exception, Exception) or isinstance(
+                res.exception, SystemExit
+            ), (what, res.exception)
+            assert f"error: snapshot 'bad{i}' ({path}) cannot be used" in res.output, what
+            assert fragment in res.output, (what, res.output)
+        # restore refuses it the same way, before touching anything (no root needed)
+        res = cli("snapshot", "restore", f"bad{i}", "--lab", "t", "--state-dir", sdir)
+        assert res.exit_code == 2, (what, res.output)
+        assert "cannot be used" in res.output
+    # list warns about each and lists the good one
+    res = cli("snapshot", "list", "--lab", "t", "--state-dir", sdir, "--json")
+    assert res.exit_code == 0, res.output
+    listed = json.loads(res.stdout)
+    assert [d["name"] for d in listed["snapshots"]] == [good["name"]]
+    assert len(listed["problems"]) == len(corrupt_variants())
+
+
+def test_diff_of_snapshots_of_different_labs_is_refused(sdir: Path) -> None:
+    store.write(sdir, doc("mine", serialise(resources())))
+    other = {**doc("theirs", serialise(resources()), intent="name: u\n"), "lab": "u"}
+    store.write(sdir, other)
+    res = cli("snapshot", "diff", "mine", "theirs", "--lab", "t", "--state-dir", sdir)
+    assert res.exit_code == 2, res.output
+    assert "different labs" in res.output and "'u'" in res.output
+    assert "no differences" not in res.output
+    # the lab field edited by hand (the intent still says t): not a usable snapshot
+    edited = {**doc("edited", serialise(resources())), "lab": "u"}
+    (sdir / "snapshots" / "edited.json").write_text(json.dumps(edited))
+    res = cli("snapshot", "diff", "mine", "edited", "--lab", "t", "--state-dir", sdir)
+    assert res.exit_code == 2, res.output
+    assert "no differences" not in res.output
+
+
+@pytest.mark.parametrize("command", ["save", "restore", "diff"])
+def test_an_invalid_snapshot_name_is_a_bad_command_line(command: str, tmp_path: Path) -> None:
+    res = cli("snapshot", command, "Bad_Name", "--lab", "t", "--state-dir", tmp_path / "t")
+    assert res.exit_code == 2, res.output
+    assert "error: 'Bad_Name' is not a snapshot name" in res.output
+    assert "hint:" in res.output
+
+
+# ---------------------------------------------------------------------------- --help examples
+def help_example_lines() -> list[list[str]]:
+    """The ``polynimbus snapshot`` example lines of the help texts, in the order the
+    README/--help test runs them (``snapshot``, ``snapshot save``), then list, diff and
+    restore; cut at two spaces like that test."""
+    bin_ = Path(sys.executable).parent / "polynimbus"
+    env = dict(os.environ, COLUMNS="200", NO_COLOR="1", TERM="dumb")
+    out = []
+    for sub in ([], ["save"], ["list"], ["diff"], ["restore"]):
+        text = subprocess.run(
+            [str(bin_), "snapshot", *sub, "--help"],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=True,
+        ).stdout
+        for raw in text.splitlines():
+            line = raw.strip().strip("│").strip()
+            if line.startswith("polynimbus snapshot "):
+                out.append(re.split(r"\s{2,}", line)[0].split())
+    return out
+
+
+def test_help_examples_can_run_in_order() -> None:
+    saved: set[str] = set()
+    lines = help_example_lines()
+    assert len(lines) >= 8, lines
+    for argv in lines:
+        command = argv[2]
+        names_ = list(itertools.takewhile(lambda a: not a.startswith("-"), argv[3:]))
+        if command == "save":
+            (name,) = names_
+            assert "--force" in argv or name not in saved, f"saved twice: {' '.join(argv)}"
+            saved.add(name)
+        elif command in ("diff", "restore"):
+            assert set(names_) <= saved, f"not saved before: {' '.join(argv)}"
+    # the --force example comes after the plain save of the same name
+    forced = [a for a in lines if a[2] == "save" and "--force" in a]
+    assert forced and all(a[3] in saved for a in forced)

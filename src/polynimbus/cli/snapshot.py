@@ -106,12 +106,13 @@ def save_cmd(
 
     Examples:
 
-      polynimbus snapshot save before --lab prestocloud
+      polynimbus snapshot save after --lab prestocloud
 
-      polynimbus snapshot save before --lab prestocloud --force
+      polynimbus snapshot save after --lab prestocloud --force
 
     Exit status: 0 saved; 1 not saved (not root, the lab not up, the name taken without
-    --force), with an error: line and a hint; 2 a bad command line.
+    --force); 2 a bad command line (e.g. an invalid NAME); each with an error: line and a
+    hint.
     """
     store.check_name(name)
     lab_name, sdir = _pick(lab, state_dir)
@@ -257,7 +258,8 @@ def diff_cmd(
       polynimbus snapshot diff before after --lab prestocloud --json
 
     Exit status, like diff(1): **0** no differences; **1** they differ; **2** trouble (no
-    such snapshot, the lab not up, not root, a bad command line), with an error: line.
+    such snapshot, a snapshot that cannot be used: corrupt, or of another lab than the
+    other side; the lab not up, not root, a bad command line), with an error: line.
     """
     try:
         _diff(a, b, lab, state_dir, json_, verbose)
@@ -314,7 +316,8 @@ def restore_cmd(
       polynimbus snapshot restore before --lab prestocloud
 
     Exit status: 0 restored, the live lab equals the snapshot; 1 the restore failed or
-    something still differs (listed); 2 a bad command line or an invalid stored intent.
+    something still differs (listed); 2 a bad command line (e.g. an invalid NAME), a
+    snapshot that cannot be used (corrupt, another lab's) or an invalid stored intent.
     """
     store.check_name(name)
     lab_name, sdir = _pick(lab, state_dir)

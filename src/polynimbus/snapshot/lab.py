@@ -30,7 +30,7 @@ from polynimbus.snapshot.model import (
     make_document,
     serialise,
 )
-from polynimbus.snapshot.store import SnapshotError
+from polynimbus.snapshot.store import SnapshotUnusableError
 from polynimbus.targets.lab import LabTarget, list_lab_namespaces
 
 Step = Callable[[str], None]
@@ -125,7 +125,8 @@ def save(
         the document and the file it was written to (0600, in ``snapshots/``, 0700).
 
     Raises:
-        SnapshotError: invalid name, or ``name`` exists and not ``force``.
+        SnapshotNameError: invalid name.
+        SnapshotError: ``name`` exists and not ``force``.
         StateError: another command holds the lab's lock; ``sdir`` is not the lab's.
         LabNotFoundError, CapabilityError, KeyFileError, ApplyError: as
             :func:`live_document`.
@@ -155,13 +156,38 @@ def diff(lab: str, a: str, b: str | None, sdir: Path, step: Step = _nothing) -> 
     is ``None``. Reads only.
 
     Raises:
-        SnapshotError: no such snapshot, or it is unreadable.
+        SnapshotError: no such snapshot.
+        SnapshotUnusableError: a snapshot is unreadable or corrupt, the two are of
+            different labs, or one is not of lab ``lab``.
         LabNotFoundError, CapabilityError, KeyFileError, ApplyError: reading the live lab
             (``b`` is ``None``).
     """
     da = store.load(sdir, a)
-    db = store.load(sdir, b) if b is not None else live_document(lab, sdir, step)
+    db = store.load(sdir, b) if b is not None else None
+    if db is not None and db["lab"] != da["lab"]:
+        raise SnapshotUnusableError(
+            f"snapshots {a!r} and {b!r} are of different labs ({da['lab']!r} and "
+            f"{db['lab']!r}): there is nothing to compare",
+            "compare snapshots of one lab, or a snapshot with its own live lab",
+        )
+    _own_lab(da, lab)
+    if db is None:
+        db = live_document(lab, sdir, step)
     return diff_documents(da, db, describe(da), describe(db))
+
+
+def _own_lab(doc: dict[str, Any], lab: str) -> None:
+    """Refuse snapshot ``doc`` when it is not of lab ``lab``.
+
+    Raises:
+        SnapshotUnusableError: it is another lab's (copied into this lab's directory, or
+            ``--state-dir`` names another lab's).
+    """
+    if doc["lab"] != lab:
+        raise SnapshotUnusableError(
+            f"snapshot {doc['name']!r} is of lab {doc['lab']!r}, not {lab!r}",
+            f"use it with its own lab: --lab {doc['lab']}",
+        )
 
 
 @dataclass
@@ -218,20 +244,17 @@ def restore(
     what differs changes), then compare the live lab with the snapshot's live state.
 
     Raises:
-        SnapshotError: no such snapshot, or it is unreadable, or it is another lab's.
+        SnapshotError: no such snapshot.
+        SnapshotUnusableError: it is unreadable or corrupt, or it is another lab's.
         IntentError: the snapshot's intent does not validate any more.
         CapabilityError, StateError, KeyFileError, ApplyError: as
             :func:`polynimbus.orchestrate.lab_up`.
     """
     doc = store.load(sdir, name)
-    if doc["lab"] != lab:
-        raise SnapshotError(
-            f"snapshot {name!r} is of lab {doc['lab']!r}, not {lab!r}",
-            f"restore it into its own lab: --lab {doc['lab']}",
-        )
+    _own_lab(doc, lab)
     intent = load_intent_text(doc["intent"], f"snapshot {name}")
     if intent.name != lab:
-        raise SnapshotError(f"snapshot {name!r} holds the intent of lab {intent.name!r}")
+        raise SnapshotUnusableError(f"snapshot {name!r} holds the intent of lab {intent.name!r}")
     step(f"converging lab {lab!r} to snapshot {name!r}")
     applied = lab_up(intent, sdir, progress=progress, dry_run=dry_run)
     result = RestoreResult(snapshot=doc, applied=applied)

@@ -88,16 +88,27 @@ def serialise(resources: Iterable[Resource]) -> list[Entry]:
     return out
 
 
+def _mapping(value: Any) -> dict[Any, Any]:
+    """``value`` when it is a mapping, else ``{}`` (a hand-edited document's odd shapes)."""
+    return value if isinstance(value, dict) else {}
+
+
+def _items(value: Any) -> list[Any]:
+    """``value`` when it is a list, else ``[]``."""
+    return value if isinstance(value, list) else []
+
+
 def intent_counts(intent_yaml: str) -> dict[str, int]:
-    """``{"sites", "hosts", "tenants", "networks"}`` counted in an intent's YAML text."""
-    data = yaml.safe_load(intent_yaml) or {}
-    sites = data.get("sites") or []
-    tenants = data.get("tenants") or []
+    """``{"sites", "hosts", "tenants", "networks"}`` counted in an intent's YAML text
+    (sections of another shape than the schema's count as empty)."""
+    data = _mapping(yaml.safe_load(intent_yaml))
+    sites = _items(data.get("sites"))
+    tenants = _items(data.get("tenants"))
     return {
         "sites": len(sites),
-        "hosts": sum(len(s.get("hosts") or []) for s in sites),
+        "hosts": sum(len(_items(_mapping(s).get("hosts"))) for s in sites),
         "tenants": len(tenants),
-        "networks": sum(len(t.get("networks") or []) for t in tenants),
+        "networks": sum(len(_items(_mapping(t).get("networks"))) for t in tenants),
     }
 
 
@@ -132,7 +143,15 @@ def make_document(
 
 
 def check_document(doc: Any) -> str | None:
-    """What is wrong with a loaded snapshot document, or ``None`` when it is usable."""
+    """What is wrong with a loaded snapshot document, or ``None`` when it is usable.
+
+    Checks the shape every reader relies on, so that a corrupt or hand-edited file is
+    refused with a reason instead of failing half-way: the top-level fields and their
+    types; ``intent`` is YAML text of a mapping whose ``name`` (when given) is the
+    snapshot's lab; ``plan`` is a mapping; every ``live`` entry is an object with a string
+    ``node`` and ``kind``, a list ``id``, a mapping ``spec`` (and a string ``label`` when
+    present), and no entry occurs twice.
+    """
     if not isinstance(doc, dict) or doc.get("tool") != "polynimbus":
         return "not a polynimbus snapshot"
     if doc.get("schema") != SCHEMA:
@@ -143,14 +162,62 @@ def check_document(doc: Any) -> str | None:
         ("version", int),
         ("created", str),
         ("intent", str),
+        ("plan", dict),
         ("live", list),
         ("counts", dict),
     ):
-        if not isinstance(doc.get(k), t):
+        if not isinstance(doc.get(k), t) or isinstance(doc.get(k), bool):
             return f"field {k!r} is missing or not a {t.__name__}"
-    for e in doc["live"]:
-        if not isinstance(e, dict) or not {"node", "kind", "id", "spec"} <= set(e):
-            return "an entry of 'live' is not a resource"
+    problem = _check_intent(doc["intent"], doc["lab"])
+    if problem is not None:
+        return problem
+    seen: set[tuple[str, str, str]] = set()
+    for i, e in enumerate(doc["live"]):
+        problem = _check_entry(e)
+        if problem is not None:
+            where = f"live[{i}]"
+            if isinstance(e, dict) and isinstance(e.get("kind"), str):
+                where += f" ({e['kind']} on {e.get('node')})"
+            return f"{where} {problem}"
+        key = entry_key(e)
+        if key in seen:
+            return f"live[{i}] ({e['kind']} {e['id']} on {e['node']}) occurs twice"
+        seen.add(key)
+    return None
+
+
+def _check_intent(text: str, lab: str) -> str | None:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        return f"field 'intent' is not YAML{where}: {first}"
+    if data is None:
+        return None
+    if not isinstance(data, dict):
+        return f"field 'intent' is not a YAML mapping (it is a {type(data).__name__})"
+    name = data.get("name")
+    if name is not None and name != lab:
+        return f"field 'intent' is the intent of lab {name!r}, the snapshot says lab {lab!r}"
+    return None
+
+
+def _check_entry(e: Any) -> str | None:
+    """What is wrong with one ``live`` entry (its index is added by the caller)."""
+    if not isinstance(e, dict):
+        return f"is not a resource object (it is a {type(e).__name__})"
+    for k, t in (("node", str), ("kind", str), ("id", list), ("spec", dict)):
+        if not isinstance(e.get(k), t):
+            what = "missing" if k not in e else f"a {type(e[k]).__name__}"
+            return f"field {k!r} is {what}, not a {t.__name__}"
+    if "label" in e and not isinstance(e["label"], str):
+        return f"field 'label' is a {type(e['label']).__name__}, not a str"
+    try:
+        entry_key(e)
+    except (TypeError, ValueError) as exc:  # pragma: no cover - JSON data always dumps
+        return f"field 'id' cannot be compared: {exc}"
     return None
 
 
@@ -299,7 +366,7 @@ def _field_changes(
     left = set(skip)
     return [
         FieldChange(k, a.get(k), b.get(k))
-        for k in sorted((set(a) | set(b)) - left)
+        for k in sorted((set(a) | set(b)) - left, key=str)
         if a.get(k) != b.get(k)
     ]
 
@@ -331,14 +398,15 @@ def diff_resources(a: list[Entry], b: list[Entry]) -> list[ResourceChange]:
 
 def _hosts(site: Mapping[str, Any]) -> dict[str, Any]:
     out = {}
-    for h in site.get("hosts") or []:
+    for h in _items(site.get("hosts")):
         h = {"name": h} if isinstance(h, str) else h
-        out[f"{site.get('name')}/{h.get('name')}"] = h
+        if isinstance(h, dict):
+            out[f"{site.get('name')}/{h.get('name')}"] = h
     return out
 
 
 def _named(items: Any) -> dict[str, Any]:
-    return {str(i.get("name")): i for i in items or [] if isinstance(i, dict)}
+    return {str(i.get("name")): i for i in _items(items) if isinstance(i, dict)}
 
 
 def _compare(
@@ -351,7 +419,7 @@ def _compare(
         elif name not in b:
             out.append(IntentChange(what, str(name), "removed"))
         else:
-            fields = _field_changes(a[name], b[name], skip)
+            fields = _field_changes(_mapping(a[name]), _mapping(b[name]), skip)
             if fields:
                 out.append(IntentChange(what, str(name), "changed", fields))
     return out
@@ -361,18 +429,19 @@ def diff_intents(a_yaml: str, b_yaml: str) -> list[IntentChange]:
     """Structured differences between two intents' YAML texts: top-level fields, the
     overlay, sites, hosts (``SITE/HOST``), services, chains, tenants and networks
     (``TENANT/NETWORK``). A site's or tenant's changed hosts or networks are listed as
-    their own objects, not as a changed field of the site or tenant.
+    their own objects, not as a changed field of the site or tenant. A text or section of
+    another shape than the schema's counts as empty here (the unified diff still shows it).
 
     Raises:
         yaml.YAMLError: a text is not YAML.
     """
-    a = yaml.safe_load(a_yaml) or {}
-    b = yaml.safe_load(b_yaml) or {}
+    a = _mapping(yaml.safe_load(a_yaml))
+    b = _mapping(yaml.safe_load(b_yaml))
     out: list[IntentChange] = []
     collections = ("overlay", "sites", "services", "chains", "tenants")
     top = _field_changes(a, b, skip=collections)
     out += [IntentChange("field", f.field, "changed", [f]) for f in top]
-    ov = _field_changes(a.get("overlay") or {}, b.get("overlay") or {})
+    ov = _field_changes(_mapping(a.get("overlay")), _mapping(b.get("overlay")))
     if ov:
         out.append(IntentChange("overlay", "", "changed", ov))
     sa, sb = _named(a.get("sites")), _named(b.get("sites"))
@@ -404,7 +473,15 @@ def unified(a_yaml: str, b_yaml: str, a_name: str, b_name: str) -> list[str]:
 
 
 def _without_comments(text: str) -> str:
-    return "".join(line for line in text.splitlines(keepends=True) if not line.startswith("#"))
+    """``text`` without its comment lines, unless that changes its meaning (a ``#`` line
+    inside a block scalar): then ``text`` as it is."""
+    stripped = "".join(line for line in text.splitlines(keepends=True) if not line.startswith("#"))
+    try:
+        if yaml.safe_load(stripped) == yaml.safe_load(text):
+            return stripped
+    except yaml.YAMLError:
+        pass
+    return text
 
 
 def diff_documents(
@@ -413,10 +490,12 @@ def diff_documents(
     """The differences from snapshot document ``a`` to ``b`` (either may describe the
     live lab: same shape, see :func:`make_document`).
 
-    Comment lines of the intents' YAML are ignored; their data is compared.
+    Comment lines of the intents' YAML are ignored; their data is compared. Both
+    documents are expected to pass :func:`check_document`.
 
     Raises:
         KeyError: a document lacks ``intent`` or ``live``.
+        yaml.YAMLError: an intent is not YAML.
     """
     ia, ib = _without_comments(a["intent"]), _without_comments(b["intent"])
     same_data = (yaml.safe_load(ia) or {}) == (yaml.safe_load(ib) or {})

@@ -38,14 +38,27 @@ class SnapshotError(StateError):
     """A snapshot is missing, exists already, is unreadable, or its name is invalid."""
 
 
+class SnapshotNameError(SnapshotError):
+    """A snapshot name that is not a DNS-like label: a bad command line (exit 2)."""
+
+    exit_code = 2
+
+
+class SnapshotUnusableError(SnapshotError):
+    """A snapshot file that is not a usable polynimbus snapshot (corrupt, hand-edited,
+    another schema, another lab's): like an invalid intent, exit 2."""
+
+    exit_code = 2
+
+
 def check_name(name: str) -> str:
     """``name`` when it is a valid snapshot name (a DNS-like label, like lab names).
 
     Raises:
-        SnapshotError: it is not.
+        SnapshotNameError: it is not.
     """
     if not names.NAME_RE.match(name):
-        raise SnapshotError(
+        raise SnapshotNameError(
             f"{name!r} is not a snapshot name",
             "use 1-32 lowercase letters, digits and inner hyphens, e.g. before-upgrade",
         )
@@ -109,8 +122,10 @@ def load(sdir: Path, name: str) -> dict[str, Any]:
     """Snapshot ``name`` of state directory ``sdir``.
 
     Raises:
-        SnapshotError: no such snapshot (the hint lists the ones there are), or it is not
-            a readable polynimbus snapshot.
+        SnapshotNameError: ``name`` is not a snapshot name.
+        SnapshotError: no such snapshot (the hint lists the ones there are).
+        SnapshotUnusableError: it is not a readable, well-formed polynimbus snapshot (the
+            message names the file and what is wrong: :func:`check_document`).
     """
     path = path_of(sdir, name)
     if not _check_dir(snapshot_dir(sdir)) or not os.path.lexists(path):
@@ -123,14 +138,14 @@ def load(sdir: Path, name: str) -> dict[str, Any]:
         )
     try:
         doc: dict[str, Any] = json.loads(_read(path))
-    except (OSError, ValueError) as exc:
-        raise SnapshotError(
+    except (OSError, ValueError, RecursionError) as exc:
+        raise SnapshotUnusableError(
             f"snapshot {name!r} ({path}) is unreadable: {exc}",
             f"save it again with --force, or delete {path}",
         ) from None
     problem = check_document(doc)
     if problem is not None:
-        raise SnapshotError(
+        raise SnapshotUnusableError(
             f"snapshot {name!r} ({path}) cannot be used: {problem}",
             f"save it again with --force, or delete {path}",
         )
