@@ -6,7 +6,10 @@ schemathesis fuzz of the app's own OpenAPI document (no 5xx)."""
 from __future__ import annotations
 
 import os
+import signal
 import stat
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -575,6 +578,43 @@ def test_down_removes_the_api_files(tmp_path: Path) -> None:
     Api(sdir).controller.store.close()
     removal = state.remove(sdir, "tenants")
     assert not sdir.exists(), removal
+
+
+def _serve_and_interrupt(state_dir: Path, host: str) -> tuple[int, str]:
+    """``polynimbus serve --target fake`` interrupted (SIGINT) as soon as it prints its
+    address; its status and its standard error."""
+    argv = [str(Path(sys.executable).with_name("polynimbus")), "serve", str(EXAMPLE)]
+    argv += ["--target", "fake"]
+    argv += ["--host", host, "--port", "0", "--state-dir", str(state_dir)]
+    env = dict(os.environ, PYTHONUNBUFFERED="1", COLUMNS="200")
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if "serving on" in line:
+                proc.send_signal(signal.SIGINT)
+                break
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode, stderr
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0"])
+def test_ctrl_c_stops_serve_with_status_0_and_a_public_host_is_warned(
+    tmp_path: Path, host: str
+) -> None:
+    """Ctrl-C right after the address is printed (before uvicorn started) is the clean
+    stop of the docs: status 0. Listening beyond loopback works, with a warning on stderr
+    (tokens in clear HTTP)."""
+    code, stderr = _serve_and_interrupt(tmp_path / "state", host)
+    assert code == 0, stderr
+    assert "stopped serving" in stderr and "interrupted" not in stderr
+    assert ("no TLS" in stderr) is (host == "0.0.0.0"), stderr
 
 
 def test_openapi_documents_every_endpoint(api: Api) -> None:

@@ -16,7 +16,7 @@ from polynimbus.cli.up import run_up
 from polynimbus.cli.verify import run_and_print
 from polynimbus.intent import load_intent
 from polynimbus.orchestrate import lab_down
-from polynimbus.plan import build_plan
+from polynimbus.plan import Plan, build_plan
 
 
 def bundled_example(name: str = "prestocloud.yaml") -> Path:
@@ -151,15 +151,25 @@ def tenants_demo(keep: bool, state_dir: Path | None) -> bool:
         out.rule("verify (each tenant's matrix; isolation between tenants)")
         report = run_and_print(plan, throughput=False, seconds=1, as_json=False)
         out.rule("move acme:i3s/c1 aws-fra (live: its TCP connections stay)")
+        flow = _TcpFlow(plan, "acme", "i3s/web-1", "i3s/c1")
         moved = move_host(intent, "acme:i3s/c1", "aws-fra", state_dir)
+        carried = flow.finish()
         out.print(
             f"moved to aws-fra in {moved.total_s:.1f} s; downtime "
             f"{moved.downtime_ms if moved.downtime_ms is not None else '?'} ms seen from "
             f"{moved.correspondent} (ping every 10 ms)"
         )
+        if carried is None:
+            out.print("[red]the TCP connection from acme:i3s/web-1 did not survive the move[/]")
+        else:
+            out.print(
+                "one TCP connection from acme:i3s/web-1, open across the move, carried "
+                + ", ".join(f"{mb:.1f}" for mb in carried)
+                + " MB in its seconds: the same connection, before and after"
+            )
         out.rule("verify after the move")
         after = run_and_print(build_plan(moved.intent), throughput=False, seconds=1, as_json=False)
-        ok = report.ok and after.ok and moved.downtime_ms is not None
+        ok = report.ok and after.ok and moved.downtime_ms is not None and carried is not None
         out.rule("summary")
         pairs = after.tenant_pairs
         out.print(
@@ -179,3 +189,65 @@ def tenants_demo(keep: bool, state_dir: Path | None) -> bool:
             lab_down(plan.name, state_dir)
             out.print(f"lab {plan.name!r} removed")
     return ok
+
+
+class _TcpFlow:
+    """An iperf3 TCP flow (10 Mbit/s, 5 s) from one tenant host to another, started now:
+    :meth:`finish` gives the MB carried in each second, or ``None`` if it broke."""
+
+    def __init__(self, plan: Plan, tenant: str, src: str, dst: str) -> None:
+        import subprocess
+        import time
+
+        from polynimbus import names
+
+        _, to = plan.tenant(tenant).host(dst)
+        _, frm = plan.tenant(tenant).host(src)
+        dst_ns = names.tenant_host_ns(plan.name, to.site, tenant, to.name)
+        src_ns = names.tenant_host_ns(plan.name, frm.site, tenant, frm.name)
+        self.server = subprocess.Popen(
+            ["ip", "netns", "exec", dst_ns, "iperf3", "-s", "-1", "-p", "5490"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(0.5)
+        self.client = subprocess.Popen(
+            [
+                "ip",
+                "netns",
+                "exec",
+                src_ns,
+                "iperf3",
+                "-c",
+                to.address,
+                "-p",
+                "5490",
+                "-t",
+                "5",
+                "-b",
+                "10M",
+                "-J",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        time.sleep(1.0)
+
+    def finish(self) -> list[float] | None:
+        import json
+        import subprocess
+
+        try:
+            text, _ = self.client.communicate(timeout=30)
+            doc = json.loads(text)
+            if self.client.returncode != 0 or "error" in doc:
+                return None
+            return [i["sum"]["bytes"] / 1e6 for i in doc["intervals"]]
+        except (subprocess.TimeoutExpired, ValueError, KeyError):
+            return None
+        finally:
+            for p in (self.client, self.server):
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()

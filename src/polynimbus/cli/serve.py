@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import ipaddress
 import logging
 import signal
 import socket
@@ -56,7 +57,12 @@ def _listen(host: str, port: int) -> socket.socket:
 def serve(
     file: IntentFile,
     host: Annotated[
-        str, typer.Option("--host", help="Address to listen on (keep it local: 127.0.0.1).")
+        str,
+        typer.Option(
+            "--host",
+            help="Address to listen on (keep it local: 127.0.0.1; plain HTTP, no TLS: "
+            "any other address gets a warning).",
+        ),
     ] = "127.0.0.1",
     port: Annotated[
         int, typer.Option("--port", help="TCP port; 0 picks a free one.", min=0, max=65535)
@@ -110,6 +116,22 @@ def serve(
         sock.close()
 
 
+def _exposure_warning(sock: socket.socket) -> str | None:
+    """A warning when ``sock`` listens on anything but a loopback address: tokens travel
+    in clear HTTP (``serve`` has no TLS)."""
+    address = sock.getsockname()[0]
+    try:
+        if ipaddress.ip_address(address.split("%")[0]).is_loopback:
+            return None
+    except ValueError:
+        pass
+    return (
+        f"warning: listening on {address}, not a loopback address: the API is plain HTTP "
+        "(no TLS), so bearer tokens and answers cross the network in clear. Keep it on "
+        "127.0.0.1, or put a TLS proxy in front."
+    )
+
+
 def _serve(application: object, sock: socket.socket, token_file: Path) -> None:
     import uvicorn
 
@@ -122,13 +144,10 @@ def _serve(application: object, sock: socket.socket, token_file: Path) -> None:
         api_log.propagate = False
     bound = sock.getsockname()
     shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
-    out.print(f"admin token: {token_file} (send: Authorization: Bearer $(cat {token_file}))")
-    out.print(f"serving on http://{shown}:{bound[1]} (OpenAPI: /docs); Ctrl-C stops", markup=False)
 
     def on_term(signum: int, frame: FrameType | None) -> None:
         raise _Stopped()
 
-    previous = signal.signal(signal.SIGTERM, on_term)
     config = uvicorn.Config(
         application,  # type: ignore[arg-type]
         log_level="info",
@@ -136,12 +155,23 @@ def _serve(application: object, sock: socket.socket, token_file: Path) -> None:
         timeout_graceful_shutdown=None,
     )
     server = uvicorn.Server(config)
+    stopped = False
+    # Ctrl-C or SIGTERM from the moment the address is printed is a clean stop (status
+    # 0), also before uvicorn has started
+    previous = signal.signal(signal.SIGTERM, on_term)
     try:
+        warning = _exposure_warning(sock)
+        if warning:
+            err.print(warning, markup=False, soft_wrap=True)
+        out.print(f"admin token: {token_file} (send: Authorization: Bearer $(cat {token_file}))")
+        out.print(
+            f"serving on http://{shown}:{bound[1]} (OpenAPI: /docs); Ctrl-C stops", markup=False
+        )
         server.run(sockets=[sock])
     except (KeyboardInterrupt, _Stopped):
-        pass
+        stopped = True
     finally:
         signal.signal(signal.SIGTERM, previous)
     err.print("stopped serving; the lab stays up ('polynimbus down FILE' removes it)")
-    if not server.started:
+    if not server.started and not stopped:
         raise PolynimbusError("the server did not start", "see the messages above")
