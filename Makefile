@@ -65,6 +65,8 @@ bench: deps venv
 	$(BIN)/python bench/throughput_ratio.py
 	$(BIN)/python bench/chain_campaign.py
 	$(BIN)/python bench/chain_rate.py
+	$(BIN)/python bench/tenants.py
+	$(BIN)/python bench/tenant_scale.py
 
 # Re-pin constraints.txt from a fresh resolution (then review the diff and run make test).
 lock:
