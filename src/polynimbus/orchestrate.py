@@ -180,14 +180,20 @@ def lab_up(
         kept = None
         if only_changes and plan.name in present and found == "ours":
             kept = _changed_since_kept(plan, sdir, rotate_keys, dry_run)
+        text = intent_yaml(intent)
         if not dry_run:
             state.prepare(sdir, plan.name)
             state.record_state_dir(plan.name, sdir)
-            state.save_intent(sdir, intent_yaml(intent))
+            state.clear_applied(sdir)  # until this apply has succeeded in full
+            state.save_intent(sdir, text)
         desired, warnings = desired_lab(plan, sdir, rotate_keys, dry_run)
-        nodes = changed_nodes(kept, desired) if kept is not None else None
+        nodes = None
+        if kept is not None:
+            nodes = scope_closure(changed_nodes(kept, desired), [*kept, *desired])
         target = get_target("lab", state_dir=sdir)
         result = apply(target, plan.name, desired, progress=progress, dry_run=dry_run, nodes=nodes)
+        if not dry_run:
+            state.mark_applied(sdir, text)
     result.warnings = warnings + result.warnings
     return result
 
@@ -200,7 +206,7 @@ def _changed_since_kept(
     from polynimbus.errors import PolynimbusError
     from polynimbus.intent.load import load_intent_text
 
-    text = state.saved_intent(sdir)
+    text = state.kept_intent_applied(sdir)  # None unless its apply succeeded in full
     if text is None or rotate_keys:
         return None
     try:
@@ -210,6 +216,23 @@ def _changed_since_kept(
     if kept.name != plan.name:
         return None
     return desired_lab(kept, sdir, False, dry_run)[0]
+
+
+def scope_closure(nodes: set[str], resources: list[Resource]) -> set[str]:
+    """``nodes`` with the nodes that changing them may disturb: the far end of every veth
+    pair with an end among them (recreating a pair drops the far end's addresses and
+    routes), and every node whose VXLAN devices ride one of them (a tenant router on its
+    gateway). One step, not transitive: the far ends' other links are only read."""
+    out = set(nodes)
+    for r in resources:
+        item = r.item
+        peer = getattr(item, "peer", None)
+        if peer is not None and (r.node in nodes or peer.node in nodes):
+            out |= {r.node, peer.node}
+        vx = getattr(item, "vxlan", None)
+        if vx is not None and vx.underlay in nodes:
+            out.add(r.node)
+    return out
 
 
 def lab_drift(intent: Intent, state_dir: Path | None = None) -> list[str]:

@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import fnmatch
+import hashlib
 import json
 import os
 import stat
@@ -62,9 +63,14 @@ SUBDIRS: dict[str, tuple[str, ...]] = {
 INTENT_FILE = "intent.yaml"
 """The intent of the lab's last ``up``, in its state directory."""
 
+APPLIED_FILE = "applied"
+"""A digest of the kept intent (and polynimbus's version) once an apply of it succeeded: a
+later apply may then read only the nodes it changes (see ``lab_up(only_changes=True)``)."""
+
 TOP_FILES: tuple[str, ...] = (
     MARKER,
     INTENT_FILE,
+    APPLIED_FILE,
     "lock",
     ".*.tmp",
     "api.sqlite",  # serve: intent versions and tenant tokens (polynimbus.api.store)
@@ -588,6 +594,34 @@ def save_intent(path: Path, text: str) -> None:
         OSError: the directory is not writable.
     """
     write_private_file(path / INTENT_FILE, text)
+
+
+def applied_digest(text: str) -> str:
+    """What :func:`mark_applied` records for an intent text: SHA-256 of polynimbus's
+    version and the text (a new version renders differently: nothing is taken as applied)."""
+    from polynimbus import __version__
+
+    return hashlib.sha256(f"{__version__}\n{text}".encode()).hexdigest()
+
+
+def mark_applied(path: Path, text: str) -> None:
+    """Record that the lab in ``path`` was brought to intent ``text`` in full."""
+    write_private_file(path / APPLIED_FILE, applied_digest(text) + "\n")
+
+
+def clear_applied(path: Path) -> None:
+    """Forget :func:`mark_applied` (before an apply that may fail halfway)."""
+    (path / APPLIED_FILE).unlink(missing_ok=True)
+
+
+def kept_intent_applied(path: Path) -> str | None:
+    """The kept intent text when the last apply of it succeeded in full, else ``None``."""
+    text = saved_intent(path)
+    try:
+        mark = (path / APPLIED_FILE).read_text(encoding="ascii").strip()
+    except OSError:
+        return None
+    return text if text is not None and mark == applied_digest(text) else None
 
 
 def saved_intent(path: Path) -> str | None:

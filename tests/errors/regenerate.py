@@ -9,14 +9,17 @@ from pathlib import Path
 
 from polynimbus.errors import IntentError
 from polynimbus.intent import load_intent
+from polynimbus.plan import build_plan
 
 HERE = Path(__file__).resolve().parent
 
 
 def render(case: Path) -> str:
     """The validation output for ``case``, with the file named relative to tests/errors."""
-    try:
-        load_intent(case.relative_to(Path.cwd()) if case.is_relative_to(Path.cwd()) else case)
+    try:  # what `polynimbus validate` checks: the intent, then what only the plan shows
+        build_plan(
+            load_intent(case.relative_to(Path.cwd()) if case.is_relative_to(Path.cwd()) else case)
+        )
     except IntentError as exc:
         exc.source = case.name
         return exc.render() + "\n"

@@ -175,3 +175,38 @@ def test_changed_nodes_sees_a_payload_change():
     b = [Resource("gw", NftTable("inet", "t", "table inet t { chain c {} }\n"))]
     assert changed_nodes(a, b) == {"gw"}
     assert changed_nodes(a, a) == set()
+
+
+def test_scope_closure_brings_far_ends_and_vxlan_riders_one_step():
+    """A pair with an end in scope brings its far end (recreating the pair drops the far
+    end's addresses); a router whose VXLAN rides a gateway in scope comes too; nothing is
+    followed further."""
+    from polynimbus.node import VethPeer, VxlanParams
+    from polynimbus.orchestrate import scope_closure
+
+    res = [
+        Resource("gw", Link("h1", "veth", peer=VethPeer("host1", "eth0", None))),
+        Resource("host1", Link("eth1", "veth", peer=VethPeer("far", "eth0", None))),
+        Resource(
+            "router", Link("v0", "vxlan", vxlan=VxlanParams(7, 8472, "10.0.0.1", underlay="gw"))
+        ),
+        Resource(
+            "other", Link("v0", "vxlan", vxlan=VxlanParams(7, 8472, "10.0.0.2", underlay="gw2"))
+        ),
+    ]
+    assert scope_closure({"gw"}, res) == {"gw", "host1", "router"}
+    assert scope_closure(set(), res) == set()
+
+
+def test_an_intent_is_taken_as_applied_only_after_its_apply_succeeded(tmp_path):
+    from polynimbus import state
+
+    state.save_intent(tmp_path, "name: x\n")
+    assert state.kept_intent_applied(tmp_path) is None  # saved, never applied
+    state.mark_applied(tmp_path, "name: x\n")
+    assert state.kept_intent_applied(tmp_path) == "name: x\n"
+    state.clear_applied(tmp_path)  # a new apply starts
+    assert state.kept_intent_applied(tmp_path) is None
+    state.mark_applied(tmp_path, "name: x\n")
+    state.save_intent(tmp_path, "name: y\n")  # changed beside polynimbus
+    assert state.kept_intent_applied(tmp_path) is None

@@ -288,3 +288,37 @@ def test_isolation_reports_what_a_leak_delivers_and_needs_its_control(monkeypatc
     state["control_counts"] = False
     counts.clear()
     assert not any(i.ok for i in vt.tenant_isolation(plan))
+
+
+def test_tenants_are_shaped_where_their_traffic_crosses() -> None:
+    """In a hub topology a tenant between two spokes is shaped at both spokes and at the
+    hub it crosses, and nowhere else (a full mesh: only at its own sites)."""
+    from polynimbus.plan.tenants import crossing_tenants
+
+    hub = {
+        "name": "hubx",
+        "overlay": {"topology": "hub", "hub": "h"},
+        "sites": [
+            {"name": n, "provider": p, "underlay": {"rate": "200mbit"}}
+            for n, p in (("h", "aws"), ("s1", "azure"), ("s2", "gcp"), ("s3", "edge"))
+        ],
+        "tenants": [
+            {
+                "name": "t1",
+                "rate": "50mbit",
+                "networks": [{"name": "n", "subnet": "10.9.0.0/24", "sites": ["s1", "s2"]}],
+            },
+            {
+                "name": "t2",
+                "rate": "50mbit",
+                "networks": [{"name": "n", "subnet": "10.9.0.0/24", "sites": ["h", "s3"]}],
+            },
+        ],
+    }
+    plan = build_plan(intent_of(hub))
+    got = {s.name: [t.name for t in crossing_tenants(plan, s.name)] for s in plan.sites}
+    assert got == {"h": ["t1", "t2"], "s1": ["t1"], "s2": ["t1"], "s3": ["t2"]}
+    hub["overlay"] = {"topology": "full-mesh"}
+    plan = build_plan(intent_of(hub))
+    got = {s.name: [t.name for t in crossing_tenants(plan, s.name)] for s in plan.sites}
+    assert got == {"h": ["t2"], "s1": ["t1"], "s2": ["t1"], "s3": ["t2"]}

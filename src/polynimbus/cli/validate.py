@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from polynimbus.cli.app import IntentFile, app, handle_errors, out
+from polynimbus.errors import IntentError
 from polynimbus.intent import load_intent
+from polynimbus.plan import build_plan
 
 
 @app.command()
@@ -14,6 +16,11 @@ def validate(file: IntentFile) -> None:
     Exits 0 when valid, 2 when not. Touches nothing.
     """
     intent = load_intent(file)
+    try:  # what only the topology shows (rates through a transit site)
+        build_plan(intent)
+    except IntentError as exc:
+        exc.source = str(file)
+        raise
     hosts = sum(len(s.hosts) for s in intent.sites)
     tenants = ""
     if intent.tenants:

@@ -169,7 +169,7 @@ def _build_plan(intent: Intent) -> Plan:
     tenant_plans: tuple[TenantPlan, ...] = ()
     if intent.tenants:
         tenant_plans = build_tenants(intent, [s.name for s in sites])
-    return Plan(
+    plan = Plan(
         name=intent.name,
         topology=ov.topology,
         transport=ov.transport,
@@ -185,3 +185,10 @@ def _build_plan(intent: Intent) -> Plan:
         srv6=srv6_plan,
         tenants=tenant_plans,
     )
+    if tenant_plans and ov.topology != "full-mesh":
+        from polynimbus.plan.tenants import transit_problems
+
+        problems = transit_problems(plan, intent)
+        if problems:
+            raise IntentError(problems)
+    return plan

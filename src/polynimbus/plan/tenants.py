@@ -26,8 +26,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from ipaddress import IPv4Network
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from polynimbus.errors import Problem
 from polynimbus.intent.models import Intent
 from polynimbus.intent.tenants import (
     TENANT_VXLAN_PORT,
@@ -35,7 +36,11 @@ from polynimbus.intent.tenants import (
     VXLAN_OVERHEAD,
     host_addresses,
     router_address,
+    tenant_capacity,
 )
+
+if TYPE_CHECKING:
+    from polynimbus.plan.model import Plan
 
 __all__ = ["TENANT_VXLAN_PORT", "VXLAN_OVERHEAD"]
 from polynimbus.numbering import tenant_id, tenant_mac, vni_of
@@ -232,3 +237,77 @@ def tenants_to_dict(tenants: tuple[TenantPlan, ...], mtu: int) -> list[dict[str,
         }
         for t in tenants
     ]
+
+
+def crossing_tenants(plan: Plan, site: str) -> list[TenantPlan]:
+    """Tenants with a rate whose traffic leaves through ``site``'s tunnels: from one of
+    their sites to another, the path (the plan's routes: direct in a full mesh, through the
+    hub or along the tree otherwise) starts at or crosses ``site``."""
+    index = {s.name: i for i, s in enumerate(plan.sites)}
+    here = index[site]
+    next_hop: dict[int, dict[int, int]] = {}
+
+    def hop(cur: int, dst: int) -> int:
+        if cur not in next_hop:
+            next_hop[cur] = {d: p.site for p in plan.sites[cur].peers for d in p.reaches}
+        return next_hop[cur][dst]
+
+    out = []
+    for t in plan.tenants:
+        if not t.rate_bps or len(t.sites) < 2:
+            continue
+        ends = [index[s] for s in t.sites]
+        crosses = False
+        for x in ends:
+            for y in ends:
+                cur, steps = x, 0
+                while cur != y and steps <= len(plan.sites) and not crosses:
+                    crosses = cur == here
+                    cur, steps = hop(cur, y), steps + 1
+        if crosses:
+            out.append(t)
+    return out
+
+
+def transit_problems(plan: Plan, intent: Intent) -> list[Problem]:
+    """Guaranteed rates through transit sites (a hub, a tree's inner sites), which
+    validation cannot see without the topology: a site carrying tenants that are not its
+    own needs an underlay rate, and the rates crossing it must fit what its tunnels carry
+    for tenants (:func:`polynimbus.intent.tenants.tenant_capacity`)."""
+    from polynimbus.tunnels import TRANSPORTS
+
+    overhead = TRANSPORTS.get(intent.overlay.transport).overhead
+    where = {t.name: i for i, t in enumerate(intent.tenants)}
+    out: list[Problem] = []
+    for s in plan.sites:
+        crossing = crossing_tenants(plan, s.name)
+        passing = [t for t in crossing if s.name not in t.sites]
+        if not passing:
+            continue  # its own tenants: validated with the intent
+        first = passing[0]
+        path = f"tenants[{where[first.name]}].rate"
+        if not s.rate_bps:
+            out.append(
+                Problem(
+                    path,
+                    f"site {s.name!r} carries tenant {first.name!r}'s traffic in transit "
+                    f"({plan.topology}) but has no underlay rate to share",
+                    f"give site {s.name!r} an underlay: {{rate: ...}}, or remove rate:",
+                )
+            )
+            continue
+        cap = tenant_capacity(s.rate_bps, plan.underlay_mtu, overhead)
+        total = sum(t.rate_bps or 0 for t in crossing)
+        if total > cap:
+            listed = ", ".join(f"{t.name} {(t.rate_bps or 0) / 1e6:.4g}" for t in crossing)
+            out.append(
+                Problem(
+                    path,
+                    f"through site {s.name!r} (a transit of the {plan.topology}) the "
+                    f"guaranteed rates ({listed} Mbit/s) add up to {total / 1e6:.4g} Mbit/s, "
+                    f"above what its tunnels carry for tenants: {cap / 1e6:.4g} Mbit/s",
+                    "lower the rates, raise the transit site's underlay rate, or use "
+                    "topology: full-mesh",
+                )
+            )
+    return out

@@ -46,6 +46,7 @@ from polynimbus.plan.tenants import (
     TENANT_VXLAN_PORT,
     NetworkPlan,
     TenantPlan,
+    crossing_tenants,
     router_routes,
     transit_address,
 )
@@ -81,13 +82,9 @@ def tunnel_capacity(plan: Plan, site: SitePlan) -> int | None:
 
 
 def shaped_tenants(plan: Plan, site: SitePlan) -> list[TenantPlan]:
-    """Tenants with a rate whose traffic may leave through ``site``'s tunnels: those on
-    it and on another site, and with a topology other than a full mesh (where a gateway
-    may be the transit between two others) every tenant that spans sites."""
-    spanning = [t for t in plan.tenants if t.rate_bps and len(t.sites) > 1]
-    if plan.topology == "full-mesh":
-        return [t for t in spanning if site.name in t.sites]
-    return spanning
+    """Tenants with a rate whose traffic leaves through ``site``'s tunnels
+    (:func:`polynimbus.plan.tenants.crossing_tenants`)."""
+    return crossing_tenants(plan, site.name)
 
 
 def _tunnel_devices(plan: Plan, site: SitePlan) -> list[str]:
