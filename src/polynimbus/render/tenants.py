@@ -113,10 +113,11 @@ def gateway_tenant_items(plan: Plan, site: SitePlan) -> list[Item]:
         return []
     backend = get_transport(plan.transport)
     tun = backend.ifname_pattern(plan, site)
-    others = sorted(
-        (s.gateway_address for s in plan.sites if s.name != site.name),
+    every = sorted(
+        (s.gateway_address for s in plan.sites),
         key=lambda a: tuple(int(x) for x in a.split(".")),
     )
+    others = [a for a in every if a != site.gateway_address]
     capacity = tunnel_capacity(plan, site)
     shaped = shaped_tenants(plan, site) if capacity else []
     priorities = ""
@@ -145,8 +146,8 @@ def gateway_tenant_items(plan: Plan, site: SitePlan) -> list[Item]:
         "\t}\n\n"
         "\tchain forward {\n"
         "\t\ttype filter hook forward priority filter - 1; policy accept;\n"
-        f'\t\tiifname != "{tun}" udp dport {port} drop '
-        'comment "tenant VXLAN never from a LAN or an NFV node"\n'
+        f'\t\tiifname != "{tun}" ip daddr {{ {", ".join(every)} }} udp dport {port} drop '
+        'comment "tenant VXLAN to a gateway never from a LAN or an NFV node"\n'
         "\t}\n\n"
         "\tchain postrouting {\n"
         "\t\ttype filter hook postrouting priority filter; policy accept;\n"

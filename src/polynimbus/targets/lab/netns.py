@@ -107,11 +107,8 @@ def netlink_socket(ns: str, proto: int = 0) -> socket.socket:
     """
 
     def make() -> socket.socket:
-        # never a socket in another namespace (the host's, if entering it went wrong):
-        # what it reads would be taken for this one's, and up would act on it
-        here = os.stat("/proc/thread-self/ns/net").st_ino
-        if here != os.stat(f"{NETNS_DIR}/{ns}").st_ino:
-            raise OSError(errno.EINVAL, f"this thread is not in namespace {ns}")
+        # in_netns has proven this thread is in ns: never a socket in another namespace
+        # (the host's, if entering it went wrong), whose reads would be taken for ns's
         sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, proto)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, NETLINK_SOCKET_BUFFER_B)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, NETLINK_SOCKET_BUFFER_B)
@@ -153,6 +150,11 @@ def in_netns(ns: str, fn: Callable[[], T]) -> T:
     def body() -> None:
         try:
             _setns(ns)
+            # proven, not assumed: what fn reads or makes here is taken for ns's own
+            here = os.stat("/proc/thread-self/ns/net")
+            want = os.stat(f"{NETNS_DIR}/{ns}")
+            if (here.st_dev, here.st_ino) != (want.st_dev, want.st_ino):
+                raise OSError(errno.EINVAL, f"this thread is not in namespace {ns}")
             result["value"] = fn()
         except BaseException as exc:  # re-raised in the caller
             result["error"] = exc
