@@ -21,9 +21,10 @@ network is make-before-break:
 While it runs, another host of the tenant pings the moving one every 10 ms; the downtime
 is the longest gap between replies, less one interval.
 
-Each step is skipped when already done, so a move cut off halfway is completed by running
-it again; ``up`` with the lab's intent (``polynimbus export``) also brings it back to a
-consistent state.
+Everything that can be checked is checked before the first step (tools, the lab's state
+directory and locks, the router and bridge on the new site). Each step is skipped when
+already done, so a move cut off halfway is completed by running the same move again (not
+``up``: until the move ends, the lab's intent still has the host on its old site).
 """
 
 from __future__ import annotations
@@ -268,8 +269,10 @@ def move_host(
         IntentError: the moved intent is invalid.
         CapabilityError, StateError, ApplyError: as :func:`polynimbus.orchestrate.lab_up`.
     """
+    from pyroute2 import NetlinkError
+
     from polynimbus import capabilities, state
-    from polynimbus.orchestrate import check_lab_state, lab_locks
+    from polynimbus.orchestrate import check_lab_state, lab_locks, lab_requirements
 
     capabilities.require_root("move")
     tenant, site, host = parse_target(target)
@@ -277,9 +280,41 @@ def move_host(
     lab = intent.name
     if state_dir is None:  # where the running lab keeps its state, like up found it
         state_dir = state.recorded_state_dir(lab) or state.resolve(lab, None)
+    capabilities.require_tools(lab_requirements(intent.overlay.transport))
     with lab_locks(lab):  # no up, restore or API write between the rename and the end
         check_lab_state(lab, state.resolve(lab, state_dir))  # before anything changes
-        return _move(intent, new_intent, target, to_site, state_dir, progress, correspondent)
+        _check_destination(intent, tenant, f"{site}/{host}", to_site)
+        try:
+            return _move(intent, new_intent, target, to_site, state_dir, progress, correspondent)
+        except (OSError, IndexError, NetlinkError) as exc:  # the kernel refused midway
+            raise MoveError(
+                f"the move of {target} to {to_site} stopped: {exc}",
+                "run the same move again to complete it",
+            ) from None
+
+
+def _check_destination(intent: Intent, tenant: str, key: str, to_site: str) -> None:
+    """The tenant's router on ``to_site`` and the network's bridge there exist.
+
+    Raises:
+        MoveError: they do not (the lab does not match its intent: run up first).
+    """
+    from polynimbus.targets.lab import netns
+
+    plan = build_plan(intent)
+    net, _ = plan.tenant(tenant).host(key)
+    router = names.tenant_router_ns(plan.name, to_site, tenant)
+    bridge = names.tenant_bridge_if(net.index)
+    ok = netns.exists(router)
+    if ok:
+        with netns.ipr(router) as ipr:
+            ok = bool(ipr.link_lookup(ifname=bridge))
+    if not ok:
+        raise MoveError(
+            f"tenant {tenant!r} has no router with network {net.name!r} on {to_site} in the "
+            "lab (it does not match its intent)",
+            "run: polynimbus up with the lab's intent (polynimbus export), then move",
+        )
 
 
 def _move(
@@ -386,7 +421,7 @@ def _move(
             if res.returncode != 0:
                 raise MoveError(
                     f"the switch-over in {new_ns} failed: {res.stderr.strip()}",
-                    "run the move again to complete it, or: polynimbus up with the lab's intent",
+                    "run the same move again to complete it",
                 )
         gratuitous_arp(new_ns, names.HOST_IF, h.mac, h.address)
         result.switch_ms = round((time.monotonic() - t0) * 1000, 1)
