@@ -152,8 +152,10 @@ def tenants_demo(keep: bool, state_dir: Path | None) -> bool:
         report = run_and_print(plan, throughput=False, seconds=1, as_json=False)
         out.rule("move acme:i3s/c1 aws-fra (live: its TCP connections stay)")
         flow = _TcpFlow(plan, "acme", "i3s/web-1", "i3s/c1")
-        moved = move_host(intent, "acme:i3s/c1", "aws-fra", state_dir)
-        carried = flow.finish()
+        try:
+            moved = move_host(intent, "acme:i3s/c1", "aws-fra", state_dir)
+        finally:  # its iperf3 processes end whatever happens
+            carried = flow.finish()
         out.print(
             f"moved to aws-fra in {moved.total_s:.1f} s; downtime "
             f"{moved.downtime_ms if moved.downtime_ms is not None else '?'} ms seen from "
