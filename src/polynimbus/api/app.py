@@ -11,7 +11,9 @@ Every write builds the new intent document, validates it exactly like an intent 
 (:func:`polynimbus.intent.load_intent_text`: 422 with every problem and its YAML path),
 applies it to the lab through the one apply engine and answers with the changes made and
 the new intent version. Writes are serialised; reads re-read the lab's saved intent each
-time (a ``snapshot restore`` or an ``up`` may change it while the API runs).
+time (a ``snapshot restore`` or an ``up`` may change it while the API runs). A write never
+changes a running host's address or MAC: attaching or detaching a host first writes the
+current address of every host of its network explicitly (``address:``).
 
 Error answers: 422 ``{"detail": [{"path", "message", "hint"}, ...]}`` (an invalid intent
 or request); 401/403/404/409/503 ``{"detail": "..."}``. 409: the lab is not up, or another
@@ -174,13 +176,18 @@ class Controller:
         change: Callable[[dict[str, Any]], None],
         after: Callable[[Intent], dict[str, Any]] | None = None,
         network: str | None = None,
+        pin: tuple[str, str] | None = None,
     ) -> Applied:
         """Apply ``change`` (which edits the intent document in place) to the lab.
 
         Validates the new document like an intent file, applies it with the applier,
         records the new version and returns what was done. ``after`` may add fields to
         the answer, from the new intent. ``network`` names the caller's network the
-        change is about (where a tenant's 422 about other tenants points).
+        change is about (where a tenant's 422 about other tenants points). ``pin``
+        (``(tenant, network)``) is a network whose host list ``change`` edits: before
+        the change, each of its hosts gets the address it has now written explicitly
+        (:func:`pin_addresses`), so that no running host is renumbered (nor given
+        another MAC, which is hashed from the address).
 
         Raises:
             HTTPException: 404/409 raised by ``change``; 422 for an invalid new intent (all
@@ -191,6 +198,8 @@ class Controller:
             intent = self.current()
             self.note("found in the lab")
             doc = _dump_intent(intent)
+            if pin is not None:
+                pin_addresses(doc, self.plan(intent), *pin)
             change(doc)
             new = self.checked(caller, doc, network)
             return self.commit(caller, what, new, after)
@@ -414,6 +423,32 @@ def _host_index(network: dict[str, Any], key: str) -> int:
         if h["name"] == key:
             return i
     raise _not_found(f"no host {key!r} in network {network['name']!r}")
+
+
+def pin_addresses(doc: dict[str, Any], plan: Plan, tenant: str, network: str) -> None:
+    """Write ``address:`` for every host of ``tenant``/``network`` in the intent document
+    ``doc``: the address ``plan`` (the plan of ``doc`` as it is) gives it.
+
+    Hosts without ``address:`` take .1, .2, ... in list order and a host's MAC is hashed
+    from its address, so removing (or inserting) a host would renumber the others: once
+    pinned, they keep their addresses and MACs whatever the change does to the list. No
+    such tenant or network: nothing to pin (the change answers 404).
+    """
+    tenants = doc.get("tenants") or []
+    t = next((t for t in tenants if t.get("name") == tenant), None)
+    n = next((n for n in (t or {}).get("networks") or [] if n.get("name") == network), None)
+    if n is None:
+        return
+    try:
+        planned = next(p for p in plan.tenant(tenant).networks if p.name == network)
+    except (KeyError, StopIteration):
+        return
+    addresses = {h.key: h.address for h in planned.hosts}
+    hosts = n.get("hosts") or []
+    for i, h in enumerate(hosts):
+        entry = {"name": h} if isinstance(h, str) else h
+        if entry.get("name") in addresses:
+            hosts[i] = {**entry, "address": addresses[entry["name"]]}
 
 
 def _site_index(doc: dict[str, Any], name: str) -> int:
@@ -817,6 +852,7 @@ def create_app(controller: Controller) -> FastAPI:
             change,
             _net_after(tenant, network),
             network=network,
+            pin=(tenant, network),
         )
 
     @ten.delete("/{tenant}/networks/{network}/hosts/{site}/{host}", summary="Detach a host")
@@ -832,6 +868,7 @@ def create_app(controller: Controller) -> FastAPI:
             change,
             _net_after(tenant, network),
             network=network,
+            pin=(tenant, network),
         )
 
     @ten.post(
