@@ -299,6 +299,9 @@ def corrupt_variants() -> list[tuple[str, dict, str]]:
         ("entry not an object", {**good, "live": [3]}, "live[0]"),
         ("duplicate entry", {**good, "live": [first, first]}, "twice"),
         ("intent not YAML", {**good, "intent": "name: t\nsites: [\n"}, "'intent' is not YAML"),
+        ("intent nested too deeply", {**good, "intent": "[" * 20000}, "nested too deeply"),
+        ("intent a bad date", {**good, "intent": "name: t\nat: 2020-99-99\n"}, "month"),
+        ("intent a bad int", {**good, "intent": "name: t\nn: !!int 0x\n"}, "not YAML"),
         ("intent a list", {**good, "intent": "- a\n- b\n"}, "not a YAML mapping"),
         ("intent of another lab", {**good, "intent": "name: u\n"}, "lab 'u'"),
         ("plan a list", {**good, "plan": [1]}, "'plan'"),
@@ -360,6 +363,36 @@ def test_diff_of_a_corrupt_snapshot_is_trouble_not_a_traceback(sdir: Path) -> No
     listed = json.loads(res.stdout)
     assert [d["name"] for d in listed["snapshots"]] == [good["name"]]
     assert len(listed["problems"]) == len(corrupt_variants())
+
+
+def test_an_intent_nested_too_deeply_is_unusable_everywhere(sdir: Path) -> None:
+    """``"[" * 20000`` made the YAML loader raise RecursionError through check_document:
+    a traceback from diff, restore, list and save (its next_version)."""
+    store.write(sdir, doc("good", serialise(resources()), version=1))
+    deep = {**doc("deep", [], version=7), "intent": "[" * 20000}
+    (sdir / "snapshots" / "deep.json").write_text(json.dumps(deep))
+    with pytest.raises(SnapshotError, match="cannot be used: field 'intent' is not YAML"):
+        store.load(sdir, "deep")
+    assert store.next_version(sdir) == 2  # what save numbers with: the deep one is skipped
+    for args in (("diff", "deep", "good"), ("diff", "good", "deep"), ("restore", "deep")):
+        res = cli("snapshot", *args, "--lab", "t", "--state-dir", sdir)
+        assert res.exit_code == 2, (args, res.output, res.exception)
+        assert isinstance(res.exception, SystemExit | None), (args, res.exception)
+        assert "snapshot 'deep'" in res.output and "cannot be used" in res.output, res.output
+    for extra in ((), ("--json",)):
+        res = cli("snapshot", "list", "--lab", "t", "--state-dir", sdir, *extra)
+        assert res.exit_code == 0, (res.output, res.exception)
+        assert "good" in res.stdout and "nested too deeply" in res.output
+
+
+def test_list_prints_stored_text_as_it_is(sdir: Path) -> None:
+    """A stored ``created`` (or count) is text, never rich markup: ``[/x]`` raised
+    MarkupError."""
+    odd = {**doc("odd", []), "created": "[/x]", "counts": {"sites": "[bold]2", "hosts": "[/]"}}
+    store.write(sdir, odd)
+    res = cli("snapshot", "list", "--lab", "t", "--state-dir", sdir)
+    assert res.exit_code == 0, (res.output, res.exception)
+    assert "[/x]" in res.stdout and "[bold]2" in res.stdout and "[/]" in res.stdout
 
 
 def test_diff_of_snapshots_of_different_labs_is_refused(sdir: Path) -> None:

@@ -166,19 +166,25 @@ def list_cmd(lab: Lab = None, state_dir: StateDir = None, json_: Json = False) -
             markup=False,
         )
     else:
-        t = Table(title=f"Snapshots of lab {lab_name}", title_justify="left")
+        t = Table(title=f"Snapshots of lab {escape(lab_name)}", title_justify="left")
         for col in ("name", "version", "time (UTC)", "sites", "hosts", "tenants", "resources"):
             t.add_column(col, justify="left" if col in ("name", "time (UTC)") else "right")
         for d in docs:
             c = d["counts"]
+            # stored text is text, never rich markup ("[/x]" would raise MarkupError)
             t.add_row(
-                escape(d["name"]),
-                str(d["version"]),
-                d["created"],
-                str(c.get("sites", "-")),
-                str(c.get("hosts", "-")),
-                str(c.get("tenants", "-")),
-                str(c.get("resources", "-")),
+                *(
+                    escape(str(v))
+                    for v in (
+                        d["name"],
+                        d["version"],
+                        d["created"],
+                        c.get("sites", "-"),
+                        c.get("hosts", "-"),
+                        c.get("tenants", "-"),
+                        c.get("resources", "-"),
+                    )
+                )
             )
         out.print(t)
     for p in problems:

@@ -187,9 +187,17 @@ def check_document(doc: Any) -> str | None:
 
 
 def _check_intent(text: str, lab: str) -> str | None:
+    """What is wrong with a snapshot's ``intent`` text, or ``None``.
+
+    Whatever the YAML loader raises is a problem, never an exception: a YAML error, a
+    ``RecursionError`` (nesting too deep: ``"[" * 20000``) and the ``ValueError`` of a
+    value it cannot construct (``2020-99-99``, ``!!int 0x``).
+    """
     try:
         data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
+    except RecursionError:
+        return "field 'intent' is not YAML: it is nested too deeply"
+    except (yaml.YAMLError, ValueError, TypeError, OverflowError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""
