@@ -36,7 +36,7 @@ from polynimbus.targets.lab import LabTarget
 from tests.conftest import EXAMPLES
 from tests.integration.conftest import three_sites
 
-SHAPED = "    underlay: {rate: 100000001bit}\n"
+SHAPED = "    underlay: {rate: 200000001bit}\n"
 """A shaped underlay whose rate is not a whole number of bytes per second."""
 
 
@@ -69,7 +69,7 @@ def test_observed_lab_equals_the_render(lab, example: str, transport: str) -> No
     back from the kernel equals the render item by item, and a second up says no change."""
     name = f"it-obs-{example[:5]}-{transport[:2]}"
     text = shaped((EXAMPLES / f"{example}.yaml").read_text(), name, transport)
-    assert "transport: " + transport in text and "100000001bit" in text
+    assert "transport: " + transport in text and "200000001bit" in text
     intent = lab.intent(text)
     sdir = lab.state(name)
     assert lab_up(intent, sdir).changed
