@@ -357,3 +357,31 @@ def test_move_api_keeps_a_connection_and_measures_downtime(lab, tmp_path: Path) 
     ping = in_ns(ns, "ping", "-c", "1", "-W", "2", "192.168.1.1")
     assert ping.returncode == 0
     assert re.search(r"1 received", ping.stdout)
+
+
+def test_a_lab_is_ready_when_up_returns(lab) -> None:
+    """No IPv6 address of the lab is still tentative (duplicate address detection) when
+    up returns, so the first packet goes through: a chain's first ping was lost in CI."""
+    from tests.integration.conftest import three_sites
+
+    name = "it-ready"
+    intent = lab.intent(
+        three_sites(name, extra="").replace(
+            "  transport: wireguard\n", "  transport: wireguard\n  ipv6: true\n"
+        )
+    )
+    assert intent.dual_stack
+    lab_up(intent, lab.state(name))
+    spaces = [
+        n
+        for n in subprocess.run(
+            ["ip", "netns", "list"], capture_output=True, text=True
+        ).stdout.split()
+        if n.startswith(f"pn.{name}.")
+    ]
+    tentative = [ns for ns in spaces if "tentative" in in_ns(ns, "ip", "-6", "addr").stdout]
+    assert tentative == []
+    plan = build_plan(intent)
+    dst = plan.site("aws").hosts[0].address6
+    first = in_ns(names.host_ns(name, "os", "app-1"), "ping", "-c", "1", "-W", "1", str(dst))
+    assert first.returncode == 0, first.stdout + first.stderr

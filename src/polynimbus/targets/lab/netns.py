@@ -189,10 +189,31 @@ def exists(ns: str) -> bool:
     return ns in pr_netns.listnetns()
 
 
+LAB_NS_SYSCTLS = {
+    "net/ipv6/conf/default/accept_dad": "0",
+    "net/ipv6/conf/all/accept_dad": "0",
+}
+"""Set in every namespace the lab makes, before its links: the lab's links are veth
+pairs and bridges of its own, where duplicate address detection finds nothing and only
+holds each IPv6 address (link-local ones too: neighbour discovery) tentative for a second
+or more after ``up``, so that the first packets of an SRv6 chain were lost. An
+environment choice of the lab, not of the node model: a real gateway keeps DAD."""
+
+
 def create(ns: str) -> None:
-    """Create namespace ``ns`` unless it exists."""
+    """Create namespace ``ns`` unless it exists, with :data:`LAB_NS_SYSCTLS`."""
     if not exists(ns):
         pr_netns.create(ns)
+
+        def tune() -> None:
+            for key, value in LAB_NS_SYSCTLS.items():
+                try:
+                    with open(f"/proc/sys/{key}", "w", encoding="ascii") as f:
+                        f.write(value)
+                except OSError:
+                    pass  # a kernel without IPv6: nothing to hold tentative
+
+        in_netns(ns, tune)
 
 
 def remove(ns: str) -> None:
