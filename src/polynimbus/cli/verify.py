@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -27,27 +28,34 @@ def gbps(v: float | None) -> str:
     return f"{v / 1e9:.2f}" if v else "-"
 
 
+def print_rtt_matrix(title: str, hosts: list[str], cell: Mapping[tuple[str, str], Any]) -> None:
+    """A matrix of RTTs in ms, row pings column (up to :data:`MATRIX_MAX_HOSTS` hosts):
+    ``cell[(src, dst)]`` has ``reachable`` and ``rtt_ms`` (and ``layer2``: marked L2)."""
+    if len(hosts) > MATRIX_MAX_HOSTS:
+        return
+    t = Table(title=title, title_justify="left")
+    t.add_column("from \\ to")
+    for i in range(len(hosts)):
+        t.add_column(f"#{i + 1}", justify="right")
+    for k, src in enumerate(hosts):
+        row = []
+        for dst in hosts:
+            p = cell.get((src, dst))
+            if p is None:
+                row.append("·")
+            elif p.reachable:
+                row.append(f"{p.rtt_ms:.2f}" + (" L2" if getattr(p, "layer2", False) else ""))
+            else:
+                row.append("[red]✗[/]")
+        t.add_row(f"#{k + 1} {src}", *row)
+    out.print(t)
+
+
 def print_report(plan: Plan, report: VerifyReport) -> None:
     """Reachability (a matrix of RTTs in ms, or the failures) and the throughput table."""
     hosts = [f"{s.name}/{h.name}" for s in plan.sites for h in s.hosts]
     cell = {(p.src, p.dst): p for p in report.pairs if p.family == "ipv4"}
-    if len(hosts) <= MATRIX_MAX_HOSTS:
-        t = Table(title="Reachability: RTT in ms (row pings column)", title_justify="left")
-        t.add_column("from \\ to")
-        for i in range(len(hosts)):
-            t.add_column(f"#{i + 1}", justify="right")
-        for k, src in enumerate(hosts):
-            row = []
-            for dst in hosts:
-                p = cell.get((src, dst))
-                if p is None:
-                    row.append("·")
-                elif p.reachable:
-                    row.append(f"{p.rtt_ms:.2f}")
-                else:
-                    row.append("[red]✗[/]")
-            t.add_row(f"#{k + 1} {src}", *row)
-        out.print(t)
+    print_rtt_matrix("Reachability: RTT in ms (row pings column)", hosts, cell)
     for fam, label in (("ipv4", "IPv4"), ("ipv6", "IPv6")):
         pairs = [p for p in report.pairs if p.family == fam]
         if pairs:
@@ -92,27 +100,11 @@ def print_tenants(plan: Plan, report: VerifyReport) -> None:
         if len(hosts) < 2:
             continue
         cell = {(p.src, p.dst): p for p in report.tenant_pairs if p.tenant == tenant.name}
-        if len(hosts) <= MATRIX_MAX_HOSTS:
-            t = Table(
-                title=f"Tenant {tenant.name}: RTT in ms (row pings column; L2: layer 2 "
-                "across sites)",
-                title_justify="left",
-            )
-            t.add_column("from \\ to")
-            for i in range(len(hosts)):
-                t.add_column(f"#{i + 1}", justify="right")
-            for k, src in enumerate(hosts):
-                row = []
-                for dst in hosts:
-                    p = cell.get((src, dst))
-                    if p is None:
-                        row.append("·")
-                    elif p.reachable:
-                        row.append(f"{p.rtt_ms:.2f}" + (" L2" if p.layer2 else ""))
-                    else:
-                        row.append("[red]✗[/]")
-                t.add_row(f"#{k + 1} {src}", *row)
-            out.print(t)
+        print_rtt_matrix(
+            f"Tenant {tenant.name}: RTT in ms (row pings column; L2: layer 2 across sites)",
+            hosts,
+            cell,
+        )
         pairs = list(cell.values())
         out.print(
             f"tenant {tenant.name}: {sum(p.reachable for p in pairs)}/{len(pairs)} host "

@@ -24,7 +24,8 @@ from polynimbus.intent.models import ChainSpec, Intent
 from polynimbus.names import RESERVED_HOST_NAMES
 
 
-def _close(word: str, choices: list[str]) -> str:
+def did_you_mean(word: str, choices: list[str]) -> str:
+    """``"did you mean 'X'? "`` for the closest of ``choices`` to ``word``, or ``""``."""
     match = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
     return f"did you mean {match[0]!r}? " if match else ""
 
@@ -56,7 +57,7 @@ def chain_problems(intent: Intent) -> list[Problem]:
                 Problem(
                     f"{path}.site",
                     f"no site named {svc.site!r}",
-                    _close(svc.site, site_names) + "sites: " + ", ".join(site_names),
+                    did_you_mean(svc.site, site_names) + "sites: " + ", ".join(site_names),
                 )
             )
         elif svc.name in {h.name for h in site.hosts} | RESERVED_HOST_NAMES:
@@ -179,7 +180,7 @@ def chain_problems(intent: Intent) -> list[Problem]:
                     Problem(
                         tpath,
                         f"no service named {name!r}",
-                        _close(name, known)
+                        did_you_mean(name, known)
                         + (
                             "services: " + ", ".join(known)
                             if known
@@ -231,7 +232,7 @@ def _endpoint_problems(intent: Intent, path: str, value: str, out: list[Problem]
             Problem(
                 path,
                 f"no site named {site_name!r}",
-                _close(site_name, list(sites))
+                did_you_mean(site_name, list(sites))
                 + "write SITE/HOST or SITE; sites: "
                 + ", ".join(sites),
             )
@@ -244,7 +245,7 @@ def _endpoint_problems(intent: Intent, path: str, value: str, out: list[Problem]
                 Problem(
                     path,
                     f"site {site_name!r} has no host {host!r}",
-                    _close(host, hosts)
+                    did_you_mean(host, hosts)
                     + (f"hosts of {site_name}: " + ", ".join(hosts) if hosts else "no hosts"),
                 )
             )

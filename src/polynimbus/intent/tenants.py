@@ -17,11 +17,11 @@ Checks, each reported with its YAML path and a hint, all at once:
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping
 from ipaddress import IPv4Address, IPv4Network
 
 from polynimbus.errors import Problem
+from polynimbus.intent.chains import did_you_mean
 from polynimbus.intent.models import Intent, TenantSpec
 from polynimbus.numbering import tenant_mac
 
@@ -55,11 +55,6 @@ def tenant_capacity(underlay_bps: int, underlay_mtu: int, tunnel_overhead: int) 
 
 
 """Host names taken by a tenant's own nodes (its virtual router on each site)."""
-
-
-def _close(word: str, choices: list[str]) -> str:
-    m = difflib.get_close_matches(word, choices, n=1)
-    return f"did you mean {m[0]!r}? " if m else ""
 
 
 def _mbit(bps: int) -> str:
@@ -181,7 +176,7 @@ def _tenant(
                     Problem(
                         f"{npath}.sites[{k}]",
                         f"no site named {s!r}",
-                        _close(s, site_names) + "sites: " + ", ".join(site_names),
+                        did_you_mean(s, site_names) + "sites: " + ", ".join(site_names),
                     )
                 )
             elif s in site_seen:
@@ -251,7 +246,7 @@ def _tenant(
                     Problem(
                         hpath,
                         f"no site named {host.site!r}",
-                        _close(host.site, site_names) + "sites: " + ", ".join(site_names),
+                        did_you_mean(host.site, site_names) + "sites: " + ", ".join(site_names),
                     )
                 )
             elif host.site not in net.sites:
