@@ -283,9 +283,10 @@ def move_host(
     capabilities.require_tools(lab_requirements(intent.overlay.transport))
     with lab_locks(lab):  # no up, restore or API write between the rename and the end
         check_lab_state(lab, state.resolve(lab, state_dir))  # before anything changes
-        _check_destination(intent, tenant, f"{site}/{host}", to_site)
+        old_plan = build_plan(intent)
+        _check_destination(old_plan, tenant, f"{site}/{host}", to_site)
         try:
-            return _move(intent, new_intent, target, to_site, state_dir, progress, correspondent)
+            return _move(old_plan, new_intent, target, to_site, state_dir, progress, correspondent)
         except (OSError, IndexError, NetlinkError) as exc:  # the kernel refused midway
             raise MoveError(
                 f"the move of {target} to {to_site} stopped: {exc}",
@@ -293,7 +294,7 @@ def move_host(
             ) from None
 
 
-def _check_destination(intent: Intent, tenant: str, key: str, to_site: str) -> None:
+def _check_destination(plan: Plan, tenant: str, key: str, to_site: str) -> None:
     """The tenant's router on ``to_site`` and the network's bridge there exist.
 
     Raises:
@@ -301,7 +302,6 @@ def _check_destination(intent: Intent, tenant: str, key: str, to_site: str) -> N
     """
     from polynimbus.targets.lab import netns
 
-    plan = build_plan(intent)
     net, _ = plan.tenant(tenant).host(key)
     router = names.tenant_router_ns(plan.name, to_site, tenant)
     bridge = names.tenant_bridge_if(net.index)
@@ -318,7 +318,7 @@ def _check_destination(intent: Intent, tenant: str, key: str, to_site: str) -> N
 
 
 def _move(
-    intent: Intent,
+    old_plan: Plan,
     new_intent: Intent,
     target: str,
     to_site: str,
@@ -333,7 +333,7 @@ def _move(
     say = progress or (lambda _: None)
     start = time.monotonic()
     tenant, site, host = parse_target(target)
-    old_plan, new_plan = build_plan(intent), build_plan(new_intent)
+    new_plan = build_plan(new_intent)
     lab = old_plan.name
     net, h = old_plan.tenant(tenant).host(f"{site}/{host}")
     old_ns = names.tenant_host_ns(lab, site, tenant, host)

@@ -179,7 +179,7 @@ def lab_up(
         present, found = check_lab_state(plan.name, sdir)
         kept = None
         if only_changes and plan.name in present and found == "ours":
-            kept = _changed_since_kept(plan, sdir, rotate_keys, dry_run)
+            kept = _kept_desired(plan, sdir, rotate_keys, dry_run)
         text = intent_yaml(intent)
         if not dry_run:
             state.prepare(sdir, plan.name)
@@ -198,7 +198,7 @@ def lab_up(
     return result
 
 
-def _changed_since_kept(
+def _kept_desired(
     plan: Plan, sdir: Path, rotate_keys: bool, dry_run: bool
 ) -> list[Resource] | None:
     """The desired resources of the intent kept in ``sdir`` (the last applied), or

@@ -81,12 +81,6 @@ def tunnel_capacity(plan: Plan, site: SitePlan) -> int | None:
     return bps - bps % 8
 
 
-def shaped_tenants(plan: Plan, site: SitePlan) -> list[TenantPlan]:
-    """Tenants with a rate whose traffic leaves through ``site``'s tunnels
-    (:func:`polynimbus.plan.tenants.crossing_tenants`)."""
-    return crossing_tenants(plan, site.name)
-
-
 def _tunnel_devices(plan: Plan, site: SitePlan) -> list[str]:
     backend = get_transport(plan.transport)
     if backend.gateway_interface:
@@ -119,7 +113,7 @@ def gateway_tenant_items(plan: Plan, site: SitePlan) -> list[Item]:
     )
     others = [a for a in every if a != site.gateway_address]
     capacity = tunnel_capacity(plan, site)
-    shaped = shaped_tenants(plan, site) if capacity else []
+    shaped = crossing_tenants(plan, site.name) if capacity else []
     priorities = ""
     for t in shaped:
         vnis = ", ".join(str(v) for v in sorted({t.transit_vni, *(n.vni for n in t.networks)}))
