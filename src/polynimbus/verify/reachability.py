@@ -70,6 +70,50 @@ def fping_timeout_s(count: int, interval_ms: int, timeout_ms: int, targets: int)
     return (count * per_round_ms + timeout_ms) / 1000 + MARGIN_S
 
 
+def fping(
+    ns: str,
+    targets: list[str],
+    count: int,
+    what: str,
+    interval_ms: int = 20,
+    timeout_ms: int = 1000,
+) -> dict[str, list[float | None]]:
+    """``fping -C count`` from namespace ``ns`` to ``targets``: each target's RTTs in ms
+    (``None`` for a lost probe), see :func:`parse_fping`.
+
+    Args:
+        what: what the probe is, for error messages (e.g. ``"fping from X"``).
+        interval_ms, timeout_ms: fping ``-p`` and ``-t``, in ms.
+
+    Raises:
+        VerifyError: it did not finish within :func:`fping_timeout_s`, or gave no result for
+            some target (it could not run: a missing namespace, a bad argument).
+    """
+    argv = ["fping", "-C", str(count), "-q", "-p", str(interval_ms), "-t", str(timeout_ms)]
+    res = run_in_ns(
+        ns,
+        [*argv, "-r", "0", *targets],
+        fping_timeout_s(count, interval_ms, timeout_ms, len(targets)),
+        what,
+    )
+    parsed = parse_fping(res.stderr + "\n" + res.stdout)
+    missing = [t for t in targets if t not in parsed]
+    if missing:
+        said = " ".join((res.stderr + res.stdout).split())[:300] or "no output"
+        raise VerifyError(
+            f"{what} exited {res.returncode} without a result for {', '.join(missing)}: {said}",
+            STUCK_HINT,
+        )
+    return parsed
+
+
+def summarise(values: list[float | None]) -> tuple[bool, float | None, float]:
+    """``(reachable, mean RTT in ms or None, loss 0.0-1.0)`` of one target's fping values."""
+    got = [v for v in values if v is not None]
+    rtt = round(sum(got) / len(got), 3) if got else None
+    return bool(got), rtt, round(1 - len(got) / max(len(values), 1), 3)
+
+
 def require_host_pairs(plan: Plan) -> None:
     """Raise unless the plan has at least two hosts (at least one pair to ping), the
     tenants' hosts counted.
@@ -123,33 +167,19 @@ def ping_all(
         site, host, addr, family = src
         targets = [a for _, _, a, f in hosts if a != addr and f == family]
         ns = names.host_ns(plan.name, site, host)
-        argv = ["fping", "-C", str(count), "-q", "-p", str(interval_ms), "-t", str(timeout_ms)]
-        res = run_in_ns(
-            ns,
-            [*argv, "-r", "0", *targets],
-            fping_timeout_s(count, interval_ms, timeout_ms, len(targets)),
-            f"fping from {site}/{host} ({ns})",
+        parsed = fping(
+            ns, targets, count, f"fping from {site}/{host} ({ns})", interval_ms, timeout_ms
         )
-        parsed = parse_fping(res.stderr + "\n" + res.stdout)
-        missing = [t for t in targets if t not in parsed]
-        if missing:
-            said = " ".join((res.stderr + res.stdout).split())[:300] or "no output"
-            raise VerifyError(
-                f"fping from {site}/{host} ({ns}) exited {res.returncode} without a result "
-                f"for {', '.join(missing)}: {said}",
-                STUCK_HINT,
-            )
         out = []
         for t in targets:
-            vals = parsed[t]
-            got = [v for v in vals if v is not None]
+            reachable, rtt, loss = summarise(parsed[t])
             out.append(
                 PairResult(
                     src=f"{site}/{host}",
                     dst=by_addr[t],
-                    reachable=bool(got),
-                    rtt_ms=round(sum(got) / len(got), 3) if got else None,
-                    loss=round(1 - len(got) / max(len(vals), 1), 3),
+                    reachable=reachable,
+                    rtt_ms=rtt,
+                    loss=loss,
                     family=family,
                 )
             )

@@ -19,8 +19,9 @@ from polynimbus import names
 from polynimbus.errors import VerifyError
 from polynimbus.plan.model import Plan
 from polynimbus.plan.tenants import NetworkPlan, TenantHostPlan, TenantPlan
-from polynimbus.verify.proc import STUCK_HINT, run_in_ns
-from polynimbus.verify.reachability import fping_timeout_s, parse_fping
+from polynimbus.verify.proc import STUCK_HINT
+from polynimbus.verify.reachability import fping as _fping
+from polynimbus.verify.reachability import summarise
 
 
 @dataclass(frozen=True)
@@ -72,20 +73,6 @@ def _ns(plan: Plan, tenant: TenantPlan, h: TenantHostPlan) -> str:
     return names.tenant_host_ns(plan.name, h.site, tenant.name, h.name)
 
 
-def _fping(ns: str, targets: list[str], count: int, what: str) -> dict[str, list[float | None]]:
-    argv = ["fping", "-C", str(count), "-q", "-p", "20", "-t", "1000", "-r", "0", *targets]
-    res = run_in_ns(ns, argv, fping_timeout_s(count, 20, 1000, len(targets)), what)
-    parsed = parse_fping(res.stderr + "\n" + res.stdout)
-    missing = [t for t in targets if t not in parsed]
-    if missing:
-        said = " ".join((res.stderr + res.stdout).split())[:300] or "no output"
-        raise VerifyError(
-            f"{what} exited {res.returncode} without a result for {', '.join(missing)}: {said}",
-            STUCK_HINT,
-        )
-    return parsed
-
-
 def tenant_reachability(plan: Plan, count: int = 3) -> list[TenantPair]:
     """Ping every host of each tenant from every other host of the same tenant.
 
@@ -110,16 +97,15 @@ def tenant_reachability(plan: Plan, count: int = 3) -> list[TenantPair]:
         )
         out = []
         for m, o in others:
-            vals = parsed[o.address]
-            got = [v for v in vals if v is not None]
+            reachable, rtt, loss = summarise(parsed[o.address])
             out.append(
                 TenantPair(
                     tenant=t.name,
                     src=h.key,
                     dst=o.key,
-                    reachable=bool(got),
-                    rtt_ms=round(sum(got) / len(got), 3) if got else None,
-                    loss=round(1 - len(got) / max(len(vals), 1), 3),
+                    reachable=reachable,
+                    rtt_ms=rtt,
+                    loss=loss,
                     layer2=m is n and n.layer2 and o.site != h.site,
                 )
             )
