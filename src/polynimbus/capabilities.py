@@ -20,6 +20,8 @@ TOOL_PACKAGES: dict[str, str] = {
     "nft": "nftables",
     "wg": "wireguard-tools",
     "wireguard-go": "wireguard-go",
+    "nebula": "nebula",
+    "nebula-cert": "nebula",
     "fping": "fping",
     "ping": "iputils-ping",
     "iperf3": "iperf3",
