@@ -30,6 +30,8 @@ TOOL_PACKAGES: dict[str, str] = {
     "tc": "iproute2",
     "setsid": "util-linux",
     "unshare": "util-linux",
+    "charon-systemd": "charon-systemd",
+    "swanctl": "strongswan-swanctl",
 }
 """Command -> Debian package that provides it."""
 
@@ -87,6 +89,43 @@ def kernel_wireguard() -> bool:
     if forced in ("userspace", "kernel"):
         return forced == "kernel"
     return _module_available("wireguard")
+
+
+ESP_PROBE = (
+    "ip", "xfrm", "state", "add", "src", "192.0.2.1", "dst", "192.0.2.2", "proto", "esp",
+    "spi", "0x100", "mode", "tunnel", "aead", "rfc4106(gcm(aes))",
+    "0x" + "00" * 20, "128",
+)  # fmt: skip
+"""An ESP state with AES-GCM (RFC 4106), added in a throwaway network namespace to learn
+whether the kernel does ESP; a kernel without it answers "Requested type not found"."""
+
+
+@functools.cache
+def kernel_esp() -> bool:
+    """True when the kernel does IPsec ESP with AES-GCM (XFRM, ``esp4``, ``rfc4106``).
+
+    Probed by adding :data:`ESP_PROBE` in a new, empty network namespace (``unshare
+    --net``, which vanishes with the command: nothing on the host changes); without root,
+    by whether the ``esp4`` module is loaded or loadable. ``POLYNIMBUS_IPSEC=libipsec``
+    forces strongSwan's user-space ESP, ``=kernel`` the kernel's.
+    """
+    forced = os.environ.get("POLYNIMBUS_IPSEC", "").lower()
+    if forced in ("libipsec", "kernel"):
+        return forced == "kernel"
+    if os.geteuid() != 0 or shutil.which("unshare") is None or shutil.which("ip") is None:
+        return _module_available("esp4")
+    try:
+        res = subprocess.run(
+            ["unshare", "--net", *ESP_PROBE], capture_output=True, check=False, timeout=10
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return res.returncode == 0
+
+
+def ipsec_impl() -> str:
+    """``kernel`` (kernel ESP) or ``libipsec`` (strongSwan's user-space ESP over TUN)."""
+    return "kernel" if kernel_esp() else "libipsec"
 
 
 @functools.cache
