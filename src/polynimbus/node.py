@@ -174,17 +174,32 @@ class Sysctl(Item):
 
 @dataclass(frozen=True, slots=True)
 class Process(Item):
-    """A long-running process the node needs (e.g. ``wireguard-go`` for a TUN interface).
+    """A long-running process the node needs (e.g. ``wireguard-go`` for a TUN interface,
+    ``openvpn`` for a tunnel).
+
+    A process may come with files (its configuration, certificates, keys): the target
+    writes them, mode 0600, into a directory of the node's own and starts the process
+    there, so ``argv`` names them by relative path. ``digest`` identifies the command
+    line and files; the target records it with the process it starts (the lab: in its
+    environment, ``POLYNIMBUS_DIGEST``) and reads it back, so a changed configuration
+    restarts the process (see :func:`polynimbus.tunnels.base.daemon`).
 
     Attributes:
-        name: its identity on the node, e.g. ``wireguard-go:wg1a2b010000``.
+        name: its identity on the node, ``BASENAME:LASTARG`` of ``argv``, e.g.
+            ``wireguard-go:wg1a2b010000``.
         argv: the command line.
+        files: ``(relative name, text)`` pairs written before the start (payload: they
+            may hold private keys, never shown).
+        digest: what the process was started with; ``""`` when it has no files.
     """
 
     name: str
     argv: tuple[str, ...]
+    files: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    digest: str = ""
     kind: ClassVar[str] = "process"
     rank: ClassVar[int] = 2
+    _payload_fields: ClassVar[frozenset[str]] = frozenset({"files"})
 
     def ident(self) -> tuple[Any, ...]:
         return (self.name,)
@@ -387,6 +402,9 @@ class Route(Item):
         onlink: the gateway is on the link even without a matching prefix.
         encap: a :class:`Seg6Encap` or :class:`Seg6Local`, or ``None``.
         mtu: the path MTU of the route in bytes (``RTAX_MTU``), or ``None``.
+        multipath: for an equal-cost multipath route, every outgoing interface (each
+            on-link, weight 1; ``dev`` is the first); the kernel picks one per flow by
+            hash (``net.ipv4.fib_multipath_hash_policy`` 1: layer 4). Empty otherwise.
     """
 
     dst: str
@@ -398,6 +416,7 @@ class Route(Item):
     onlink: bool = False
     encap: Seg6Encap | Seg6Local | None = None
     mtu: int | None = None
+    multipath: tuple[str, ...] = ()
     family: Family = field(default=4, init=False)
     kind: ClassVar[str] = "route"
     rank: ClassVar[int] = 5
@@ -410,6 +429,10 @@ class Route(Item):
         if self.metric is None:
             m = IPV4_DEFAULT_METRIC if fam == 4 else IPV6_DEFAULT_METRIC
             object.__setattr__(self, "metric", m)
+        if self.multipath:
+            if len(self.multipath) < 2 or self.via or self.encap:
+                raise ValueError(f"route {dst}: multipath needs 2+ devices, no via or encap")
+            object.__setattr__(self, "dev", self.multipath[0])
         if self.type == "unicast" and self.dev is None:
             raise ValueError(f"route {dst}: a unicast route needs dev")
 
@@ -420,6 +443,8 @@ class Route(Item):
         return ("family", "table", "dst", "metric")
 
     def depends(self) -> list[tuple[str, tuple[Any, ...]]]:
+        if self.multipath:
+            return [("link", (d,)) for d in self.multipath]
         return [("link", (self.dev,))] if self.dev else []
 
     def label(self) -> str:

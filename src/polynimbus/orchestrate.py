@@ -10,15 +10,15 @@ changes), and changes nothing.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from polynimbus import capabilities, state
 from polynimbus.apply import ApplyResult, Progress, apply, changed_nodes
 from polynimbus.errors import StateError
 from polynimbus.intent.models import Intent
-from polynimbus.keys import KeyPair, KeyStore, generate
 from polynimbus.plan import Plan, build_plan
 from polynimbus.render.lab import render_lab
 from polynimbus.resources import Resource
@@ -31,19 +31,17 @@ def lab_requirements(transport: str) -> list[str]:
     """Commands ``up`` needs for ``transport`` on this machine."""
     backend = get_transport(transport)
     tools = ["ip", "nft", "unshare", "setsid"]
-    tools += list(backend.required_tools(capabilities.wireguard_impl()))
+    tools += list(backend.required_tools(backend.implementation()))
     return tools
 
 
-def _keys(plan: Plan, sdir: Path, rotate: bool, dry_run: bool) -> dict[str, KeyPair]:
-    if not get_transport(plan.transport).needs_keys:
-        return {}
-    sites = [s.name for s in plan.sites]
-    if not dry_run:
-        return KeyStore(sdir).ensure(sites, rotate=rotate)
-    # dry run: read what exists, stand in for the rest; write nothing
-    stored = {} if rotate or state.peek(sdir, plan.name) != "ours" else KeyStore(sdir).load(sites)
-    return {s: stored.get(s) or generate() for s in sites}
+def _credentials(plan: Plan, sdir: Path, rotate: bool, dry_run: bool) -> Mapping[str, Any]:
+    """The transport's credentials (:meth:`TunnelBackend.credentials`); a dry run on a
+    directory that is not yet this lab's reads nothing from it."""
+    backend = get_transport(plan.transport)
+    if dry_run and not rotate and state.peek(sdir, plan.name) != "ours":
+        rotate = True  # stand-ins for everything, nothing read
+    return backend.credentials(plan, sdir, rotate=rotate, dry_run=dry_run)
 
 
 def desired_lab(
@@ -51,13 +49,13 @@ def desired_lab(
 ) -> tuple[list[Resource], list[str]]:
     """The lab's desired resources for ``plan`` and warnings about what the kernel lacks.
 
-    Creates missing keys in ``sdir`` (all of them with ``rotate_keys``), unless
-    ``dry_run``.
+    Creates missing credentials (keys, certificates) in ``sdir`` (all of them anew with
+    ``rotate_keys``), unless ``dry_run``.
 
     Raises:
         KeyFileError: a stored key is unsafe or corrupt.
     """
-    keys = _keys(plan, sdir, rotate_keys, dry_run)
+    creds = _credentials(plan, sdir, rotate_keys, dry_run)
     warnings = []
     has_netem = capabilities.netem()
     delayed = [s.name for s in plan.sites if s.delay_ms is not None]
@@ -66,8 +64,8 @@ def desired_lab(
             "delay emulation is unavailable: this kernel has no netem qdisc (sch_netem), so "
             f"the delay: of {', '.join(delayed)} is not applied; rates are still shaped"
         )
-    impl = capabilities.wireguard_impl()
-    return render_lab(plan, keys, wireguard_impl=impl, netem=has_netem), warnings
+    impl = get_transport(plan.transport).implementation()
+    return render_lab(plan, creds, impl=impl, netem=has_netem), warnings
 
 
 @contextlib.contextmanager

@@ -14,6 +14,10 @@ on removal). A directory without the marker, or with another lab's, is refused w
 - ``.polynimbus-state``: the marker (0600), written by ``prepare``;
 - ``keys/``: ``SITE.key`` (0600) and transient ``.*.tmp``, written by ``keys.KeyStore``;
 - ``run/``: ``IF.log`` and ``*.pid``, written by the lab target;
+- ``daemons/NODE/``: the files of a node's tunnel daemons (configuration, certificates,
+  keys; 0600 in 0700 directories), written by the lab target, where the daemon runs;
+- ``pki/``: the lab's CA and gateway certificates and keys (``*.pem``, ``*.key``, 0600),
+  written by :mod:`polynimbus.pki`; ``nebula/``: Nebula's CA and host certificates;
 - ``snapshots/``: ``NAME.json`` (0600), ``last-version`` and transient ``.*.tmp``, written
   by :mod:`polynimbus.snapshot.store` (0700; removed by ``down`` like the keys);
 - ``intent.yaml``: the intent of the last ``up`` (0600), so that commands given only a
@@ -57,8 +61,17 @@ SUBDIRS: dict[str, tuple[str, ...]] = {
     "keys": ("*.key", ".*.tmp"),
     "run": ("*.log", "*.pid"),
     "snapshots": ("*.json", ".*.tmp", "last-version"),
+    # a tunnel daemon's files (configuration, certificates, keys), one directory per node
+    "daemons/*": ("*",),
+    "daemons": (),
+    # the lab's certificate authority and gateway certificates (polynimbus.pki)
+    "pki": ("*.pem", "*.key", ".*.tmp"),
+    # Nebula's own CA and host certificates (polynimbus.tunnels.nebula)
+    "nebula": ("*.crt", "*.key", ".*.tmp"),
 }
-"""Subdirectories polynimbus creates, with the patterns of the regular files it puts in them."""
+"""Subdirectories polynimbus creates, with the patterns of the regular files it puts in them
+(``PARENT/*``: every real directory in ``PARENT``; listed before ``PARENT``)."""
+_TOP_SUBDIRS = frozenset(k.split("/", 1)[0] for k in SUBDIRS)
 
 INTENT_FILE = "intent.yaml"
 """The intent of the lab's last ``up``, in its state directory."""
@@ -341,10 +354,13 @@ def _unlink_owned_files(
     At the top of the state directory (``top``), the marker and the owned subdirectories
     are skipped (``remove`` handles them).
     """
+    nested = f"{directory.name}/*" in SUBDIRS  # its subdirectories were handled
     with os.scandir(directory) as it:
         entries = sorted(it, key=lambda e: e.name)
     for e in entries:
-        if top and (e.name == MARKER or e.name in SUBDIRS):
+        if top and (e.name == MARKER or e.name in _TOP_SUBDIRS):
+            continue
+        if nested and e.is_dir(follow_symlinks=False):
             continue
         p = directory / e.name
         if e.is_file(follow_symlinks=False) and _matches(e.name, patterns):
@@ -352,6 +368,35 @@ def _unlink_owned_files(
             out.removed.append(str(p))
         else:
             out.kept.append(str(p))
+
+
+def _subdirs(path: Path, sub: str) -> list[Path]:
+    """The directories ``SUBDIRS`` key ``sub`` names in ``path`` (``PARENT/*``: each real
+    directory in ``PARENT``, symbolic links left out)."""
+    if "/" not in sub:
+        return [path / sub]
+    parent, glob = sub.split("/", 1)
+    try:
+        with os.scandir(path / parent) as it:
+            names = sorted(e.name for e in it if e.is_dir(follow_symlinks=False))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return [path / parent / n for n in names if fnmatch.fnmatchcase(n, glob)]
+
+
+def _remove_subdir(sp: Path, patterns: tuple[str, ...], out: Removal) -> None:
+    """Unlink the owned files of subdirectory ``sp``, then ``sp`` if it became empty."""
+    try:
+        sst = os.lstat(sp)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISDIR(sst.st_mode):
+        out.kept.append(str(sp))
+        return
+    _unlink_owned_files(sp, patterns, out)
+    with contextlib.suppress(OSError):  # not empty: something foreign, already in kept
+        os.rmdir(sp)
+        out.removed.append(str(sp))
 
 
 def remove(path: Path, lab: str) -> Removal:
@@ -396,18 +441,8 @@ def remove(path: Path, lab: str) -> Removal:
             f"'polynimbus down --lab {marker['lab']} --state-dir {path}' removes that lab",
         )
     for sub, patterns in SUBDIRS.items():
-        sp = path / sub
-        try:
-            sst = os.lstat(sp)
-        except FileNotFoundError:
-            continue
-        if not stat.S_ISDIR(sst.st_mode):
-            out.kept.append(str(sp))
-            continue
-        _unlink_owned_files(sp, patterns, out)
-        with contextlib.suppress(OSError):  # not empty: something foreign, already in kept
-            os.rmdir(sp)
-            out.removed.append(str(sp))
+        for sp in _subdirs(path, sub):
+            _remove_subdir(sp, patterns, out)
     _unlink_owned_files(path, TOP_FILES, out, top=True)
     if marker["created_dir"] and not out.kept:
         os.unlink(path / MARKER)

@@ -54,7 +54,7 @@ def render_all(example: Path) -> dict[str, str]:
     for site in plan.sites:
         if plan.transport == "wireguard":
             files[f"{site.name}.wg.conf"] = render_wg_config(plan, site, keys)
-        model = render_gateway(plan, site, keys, wireguard_impl="userspace", netem=False)
+        model = render_gateway(plan, site, keys, impl="userspace", netem=False)
         files[f"{site.name}.node.json"] = json.dumps(model.to_dict(), indent=1) + "\n"
         for table in model.of(NftTable):  # the gateway's table, and pn-srv6 with chains
             suffix = "" if table.table == "polynimbus" else f".{table.table}"

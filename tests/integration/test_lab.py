@@ -17,10 +17,12 @@ from polynimbus import names, procs
 from polynimbus.orchestrate import lab_down, lab_up
 from polynimbus.plan import build_plan
 from polynimbus.targets.lab import list_lab_namespaces
+from polynimbus.tunnels import TRANSPORTS, get_transport
 from polynimbus.verify.reachability import ping_all
 from tests.integration.conftest import leftovers, three_sites
 
-COMBOS = [(t, tr) for t in ("full-mesh", "hub", "mst") for tr in ("wireguard", "vxlan")]
+COMBOS = [(t, tr) for t in ("full-mesh", "hub", "mst") for tr in TRANSPORTS.names()]
+"""Every registered transport over the three topologies."""
 
 
 def sh(ns: str, *argv: str, check: bool = False) -> subprocess.CompletedProcess[str]:
@@ -69,13 +71,8 @@ def snapshot(lab_name: str) -> dict[str, object]:
     out: dict[str, object] = {}
     for ns in list_lab_namespaces(lab_name):
         out[ns] = sh(ns, "ip", "-o", "link", "show").stdout.split("\n")
-    out["pids"] = sorted(
-        p.pid
-        for p in procs.processes()
-        if p.argv
-        and p.argv[0].endswith("wireguard-go")
-        and p.argv[-1].startswith(names.wireguard_if_prefix(lab_name))
-    )
+    inodes = {procs.netns_inode(ns) for ns in list_lab_namespaces(lab_name)} - {None}
+    out["pids"] = sorted(p.pid for p in procs.processes() if p.netns_inode in inodes)
     return out
 
 
@@ -121,7 +118,7 @@ def test_topology_transport(lab, topology: str, transport: str) -> None:
     host_ns = names.host_ns(name, "aws", site.hosts[0].name)
     assert sh(host_ns, "ping", "-c", "1", "-W", "1", "192.0.2.1").returncode == 0
 
-    if transport == "wireguard":
+    if get_transport(transport).encrypted:
         assert_no_cleartext(plan, inet)
 
     lab_down(name, sdir)

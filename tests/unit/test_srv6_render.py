@@ -47,7 +47,7 @@ def lab(text: str) -> tuple[Plan, dict[str, list[Item]]]:
     plan = build_plan(load_intent_text(text))
     keys: dict[str, KeyPair] = {s.name: generate() for s in plan.sites}
     nodes: dict[str, list[Item]] = defaultdict(list)
-    for r in render_lab(plan, keys, wireguard_impl="kernel"):
+    for r in render_lab(plan, keys, impl="kernel"):
         nodes[r.node].append(r.item)
     return plan, nodes
 

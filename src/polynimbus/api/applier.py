@@ -66,7 +66,7 @@ class FakeApplier:
         state.save_intent(self.state_dir, intent_yaml(intent))
         for s in plan.sites:
             self._keys.setdefault(s.name, generate())
-        desired = render_lab(plan, self._keys, wireguard_impl="kernel", netem=False)
+        desired = render_lab(plan, self._keys, impl="kernel", netem=False)
         return apply(self._target, plan.name, desired, progress=progress)
 
 

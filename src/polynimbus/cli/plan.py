@@ -16,10 +16,19 @@ from polynimbus.tunnels import get_transport
 
 def print_plan(plan: Plan) -> None:
     """The plan as tables: overlay, sites, tunnels, routes per gateway."""
+    backend = get_transport(plan.transport)
+    ports = f"UDP {plan.port}" + (
+        f"-{plan.port + plan.parallel - 1}, {plan.parallel} tunnels per pair"
+        if plan.parallel > 1
+        else ""
+    )
     out.print(
         f"[bold]{plan.name}[/]: {len(plan.sites)} sites, {plan.topology} "
-        f"({len(plan.tunnels)} tunnels), {plan.transport} on UDP {plan.port}; "
+        f"({len(plan.tunnels)} tunnels), {plan.transport} on {ports}; "
         f"address space {plan.address_space}"
+    )
+    out.print(
+        f"{plan.transport} on this machine: {backend.implementation_note(backend.implementation())}"
     )
     out.print(
         f"tunnel MTU {plan.tunnel_mtu} bytes (underlay {plan.underlay_mtu}); "

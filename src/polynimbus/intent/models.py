@@ -204,6 +204,9 @@ class Overlay(_Model):
         ipv6: dual-stack overlay (``fd00:A:B::/64`` beside ``10.A.B.0/24``); by default on
             when the intent has ``srv6``, services or chains.
         srv6: how SRv6 service chains are carried (see :class:`SRv6Spec`).
+        parallel: tunnels per peer pair (1-16), flows spread over them by a layer-4 hash
+            (seed 004: encryption on several cores); default: what the transport and the
+            core count justify (:meth:`polynimbus.tunnels.base.TunnelBackend.default_parallel`).
     """
 
     topology: Topology = "full-mesh"
@@ -214,6 +217,7 @@ class Overlay(_Model):
     underlay_mtu: int = Field(default=1500, ge=1280, le=9000)
     ipv6: bool | None = None
     srv6: SRv6Spec | None = None
+    parallel: int | None = Field(default=None, ge=1, le=16)
 
     @field_validator("transport")
     @classmethod

@@ -97,6 +97,8 @@ def semantic_problems(
             )
         )
 
+    problems += _parallel_problems(intent)
+
     _, numbering_problems = number_sites(intent)
     for p in numbering_problems:
         problems.append(_reindex(p, idx) if site_indices is not None else p)
@@ -138,3 +140,45 @@ def _reindex(p: Problem, idx: list[int]) -> Problem:
         p.hint,
         p.line,
     )
+
+
+def _parallel_problems(intent: Intent) -> list[Problem]:
+    """``overlay.parallel`` against what the transport can run and the ports it takes
+    (``port`` .. ``port + parallel - 1``)."""
+    from polynimbus.intent.tenants import TENANT_VXLAN_PORT
+    from polynimbus.tunnels import TRANSPORTS
+
+    ov = intent.overlay
+    if ov.parallel is None:
+        return []
+    out: list[Problem] = []
+    most = TRANSPORTS.get(ov.transport).max_parallel
+    if ov.parallel > most:
+        out.append(
+            Problem(
+                "overlay.parallel",
+                f"transport {ov.transport!r} runs at most {most} tunnel"
+                f"{'s' if most > 1 else ''} per peer pair, not {ov.parallel}",
+                f"set parallel: {most} or less"
+                + ("" if most > 1 else ", or choose an encrypted user-space transport"),
+            )
+        )
+    last = ov.effective_port + ov.parallel - 1
+    if last > 65535:
+        out.append(
+            Problem(
+                "overlay.parallel",
+                f"{ov.parallel} tunnels per pair take UDP ports {ov.effective_port}-{last}",
+                "choose a lower overlay.port",
+            )
+        )
+    if intent.tenants and ov.effective_port < TENANT_VXLAN_PORT <= last:
+        out.append(
+            Problem(
+                "overlay.parallel",
+                f"{ov.parallel} tunnels per pair take UDP ports {ov.effective_port}-{last}, "
+                f"which include the tenants' VXLAN port {TENANT_VXLAN_PORT}",
+                "choose another overlay.port",
+            )
+        )
+    return out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import os
 
 import numpy as np
 
@@ -176,6 +177,8 @@ def _build_plan(intent: Intent) -> Plan:
         hub=ov.hub,
         address_space=str(ov.address_space),
         port=ov.effective_port,
+        parallel=ov.parallel
+        or TRANSPORTS.get(ov.transport)().default_parallel(os.cpu_count() or 1),
         underlay_mtu=ov.underlay_mtu,
         tunnel_mtu=t_mtu,
         mss=mtu.tcp_mss(t_mtu),

@@ -245,6 +245,8 @@ class Plan:
         ipv6: whether the overlay is dual-stack.
         srv6: the SRv6 plan (SIDs, services, chains), or ``None``.
         tenants: the tenants' networks, routers and rates (:mod:`polynimbus.plan.tenants`).
+        parallel: tunnels per peer pair (``overlay.parallel`` or the transport's default);
+            they take UDP ports ``port`` .. ``port + parallel - 1``.
     """
 
     name: str
@@ -261,6 +263,7 @@ class Plan:
     ipv6: bool = False
     srv6: SRv6Plan | None = None
     tenants: tuple[TenantPlan, ...] = ()
+    parallel: int = 1
 
     @property
     def tenant_mtu(self) -> int:
@@ -392,6 +395,7 @@ class Plan:
                 "hub": self.hub,
                 "address_space": self.address_space,
                 "port": self.port,
+                "parallel": self.parallel,
                 "underlay_mtu": self.underlay_mtu,
                 "tunnel_mtu": self.tunnel_mtu,
                 "tcp_mss": self.mss,

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from ipaddress import IPv4Network
+from typing import Any
 
 from polynimbus import names
-from polynimbus.keys import KeyPair
 from polynimbus.node import Address, Item, Link, NftTable, NodeModel, Qdisc, Route, Sysctl
 from polynimbus.plan.model import Plan, SitePlan
 from polynimbus.render.nftables import FAMILY, TABLE, render_gateway_ruleset
@@ -55,16 +55,16 @@ def shaping(dev: str, rate_bps: int | None, delay_ms: float | None, netem: bool)
 def render_gateway(
     plan: Plan,
     site: SitePlan,
-    keys: Mapping[str, KeyPair],
-    wireguard_impl: str = "userspace",
+    keys: Mapping[str, Any],
+    impl: str = "userspace",
     netem: bool = False,
     wan_if: str = names.WAN_IF,
 ) -> NodeModel:
     """The node model of ``site``'s gateway.
 
     Args:
-        keys: key pairs by site name (for transports that need them).
-        wireguard_impl: ``kernel`` or ``userspace`` (``wireguard-go``).
+        keys: the transport's credentials by site name (key pairs, certificates).
+        impl: the transport's implementation (``TunnelBackend.implementation``).
         netem: whether the kernel has netem (delay emulation).
         wan_if: the gateway's public interface (provided by the environment).
 
@@ -88,7 +88,12 @@ def render_gateway(
         Address(names.LAN_BRIDGE, f"{site.gateway_address}/{block.prefixlen}"),
     )
     model.add(*shaping(wan_if, site.rate_bps, site.delay_ms, netem))
-    model.add(*backend.gateway_items(plan, site, keys, wireguard_impl))
+    tunnel_items = backend.gateway_items(plan, site, keys, impl)
+    model.add(*tunnel_items)
+    if plan.parallel > 1:  # spread flows over the parallel tunnels by their layer-4 header
+        model.add(Sysctl("net.ipv4.fib_multipath_hash_policy", "1"))
+        if plan.ipv6:
+            model.add(Sysctl("net.ipv6.fib_multipath_hash_policy", "1"))
     pattern = backend.ifname_pattern(plan, site)
     sr_items, forward, accept_nfv = gateway_srv6(
         plan, site, wan_if, pattern, checks_source=backend.checks_source
@@ -96,5 +101,6 @@ def render_gateway(
     ruleset = render_gateway_ruleset(plan, site, pattern, forward, accept_nfv)
     model.add(NftTable(FAMILY, TABLE, ruleset))
     model.add(*sr_items)
-    model.add(*gateway_tenant_items(plan, site))
+    tunnel_devs = [i.name for i in tunnel_items if isinstance(i, Link)]
+    model.add(*gateway_tenant_items(plan, site, tunnel_devs))
     return model

@@ -23,9 +23,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from ipaddress import IPv4Network, IPv6Network
+from typing import Any
 
 from polynimbus import names
-from polynimbus.keys import KeyPair
 from polynimbus.node import Address, Link, Netns, Route, Sysctl, VethPeer
 from polynimbus.numbering import INTERNET_SERVICE
 from polynimbus.plan.model import Plan, SitePlan
@@ -55,15 +55,15 @@ def veth(
 
 def render_lab(
     plan: Plan,
-    keys: Mapping[str, KeyPair],
-    wireguard_impl: str = "userspace",
+    keys: Mapping[str, Any],
+    impl: str = "userspace",
     netem: bool = False,
 ) -> list[Resource]:
     """Every resource of the lab for ``plan``, in creation order.
 
     Args:
-        keys: key pairs by site name (for transports that need them).
-        wireguard_impl: ``kernel`` or ``userspace`` (``wireguard-go``).
+        keys: the transport's credentials by site name (key pairs, certificates).
+        impl: the transport's implementation (``TunnelBackend.implementation``).
         netem: whether the kernel has netem (delay emulation).
     """
     inet = names.internet_ns(plan.name)
@@ -77,7 +77,7 @@ def render_lab(
     if plan.srv6 is not None and plan.srv6.carrier == "underlay":
         out += on(inet, Sysctl("net.ipv6.conf.all.forwarding", "1"))
     for site in plan.sites:
-        out += _site(plan, site, inet, keys, wireguard_impl, netem)
+        out += _site(plan, site, inet, keys, impl, netem)
         if plan.srv6 is not None and site.name in plan.srv6.nfv_sites:
             out += _nfv(plan, site)
     out += render_tenants(plan)
@@ -89,15 +89,15 @@ def _site(
     plan: Plan,
     site: SitePlan,
     inet: str,
-    keys: Mapping[str, KeyPair],
-    wireguard_impl: str,
+    keys: Mapping[str, Any],
+    impl: str,
     netem: bool,
 ) -> list[Resource]:
     lab = plan.name
     gw = names.gateway_ns(lab, site.name)
     up_if = names.uplink_if(site.site_id)
     block = IPv4Network(site.block)
-    gateway = render_gateway(plan, site, keys, wireguard_impl, netem, wan_if=names.WAN_IF)
+    gateway = render_gateway(plan, site, keys, impl, netem, wan_if=names.WAN_IF)
     out = on(gw, Netns(), *gateway.items)
     out.append(veth(gw, names.WAN_IF, inet, up_if, plan.underlay_mtu))  # the intent's
     out += on(inet, Address(up_if, f"{site.internet_address}/31"))

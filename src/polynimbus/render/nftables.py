@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from polynimbus.names import LAN_BRIDGE, WAN_IF
 from polynimbus.plan.model import Plan, SitePlan
+from polynimbus.tunnels import get_transport
 
 TABLE = "polynimbus"
 FAMILY = "inet"
@@ -81,14 +82,7 @@ def render_gateway_ruleset(
             when it encapsulates or decapsulates).
         input_extra: rules added to the input chain (its NFV node's link).
     """
-    peers = sorted({plan.sites[p.site].public_address for p in site.peers}, key=_addr_key)
-    if peers:
-        tunnel_rule = (
-            f'\t\tiifname "{WAN_IF}" ip saddr {{ {", ".join(peers)} }} udp dport {plan.port} '
-            f'accept comment "{plan.transport} tunnels from peers"'
-        )
-    else:
-        tunnel_rule = "\t\t# no peers: the tunnel port stays closed"
+    tunnel_rule = _tunnel_rule(plan, site)
     return _TEMPLATE.format(
         family=FAMILY,
         table=TABLE,
@@ -114,6 +108,25 @@ def render_gateway_ruleset(
         else "",
         input_extra=input_extra,
     )
+
+
+def _tunnel_rule(plan: Plan, site: SitePlan) -> str:
+    """The input rule admitting the tunnels' UDP packets from the peers' public addresses
+    (:meth:`~polynimbus.tunnels.base.TunnelBackend.admitted`): ``ip saddr { PEERS } udp
+    dport PORTS`` when every peer may use every port, else exact ``address . port`` pairs
+    (OpenVPN: a port per tunnel)."""
+    admitted = get_transport(plan.transport).admitted(plan, site)
+    pairs = sorted(set(admitted), key=lambda x: (_addr_key(x[0]), x[1]))
+    if not pairs:
+        return "\t\t# no peers: the tunnel port stays closed"
+    peers = sorted({a for a, _ in pairs}, key=_addr_key)
+    ports = sorted({p for _, p in pairs})
+    if len(pairs) == len(peers) * len(ports):
+        dport = str(ports[0]) if len(ports) == 1 else "{ " + ", ".join(map(str, ports)) + " }"
+        match = f"ip saddr {{ {', '.join(peers)} }} udp dport {dport}"
+    else:
+        match = "ip saddr . udp dport { " + ", ".join(f"{a} . {p}" for a, p in pairs) + " }"
+    return f'\t\tiifname "{WAN_IF}" {match} accept comment "{plan.transport} tunnels from peers"'
 
 
 def _addr_key(addr: str) -> tuple[int, ...]:

@@ -25,6 +25,8 @@ shaping on shared tunnels). On each site a tenant uses:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from polynimbus import names
 from polynimbus.intent.tenants import ETHERNET_HEADER, SHAPING_MARGIN, TENANT_SHARE
 from polynimbus.node import (
@@ -81,15 +83,12 @@ def tunnel_capacity(plan: Plan, site: SitePlan) -> int | None:
     return bps - bps % 8
 
 
-def _tunnel_devices(plan: Plan, site: SitePlan) -> list[str]:
-    backend = get_transport(plan.transport)
-    if backend.gateway_interface:
-        return [site.tunnel_if]
-    return [names.vxlan_if(plan.sites[p.site].site_id) for p in site.peers]
-
-
-def gateway_tenant_items(plan: Plan, site: SitePlan) -> list[Item]:
+def gateway_tenant_items(plan: Plan, site: SitePlan, tunnel_devs: Sequence[str] = ()) -> list[Item]:
     """The gateway's share of the tenants (nothing in a lab without tenants).
+
+    Args:
+        tunnel_devs: the gateway's tunnel interfaces (the transport's links), where the
+            tenants' traffic is shaped.
 
     Returns:
         the ``inet pn-tenants`` table, on every gateway of a lab with tenants (a gateway
@@ -154,7 +153,7 @@ def gateway_tenant_items(plan: Plan, site: SitePlan) -> list[Item]:
         rates = class_rates(plan, shaped, capacity)
         rest = max(capacity - sum(rates.values()), capacity // 100)
         rest -= rest % 8
-        for dev in _tunnel_devices(plan, site):
+        for dev in tunnel_devs:
             items += [
                 Qdisc(dev, "htb", default_class=DEFAULT_CLASS),
                 TrafficClass(dev, ROOT_CLASS, 0, capacity, capacity),

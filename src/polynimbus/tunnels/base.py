@@ -13,15 +13,63 @@ only named in annotations), so the intent and plan stages may use the registry.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, ClassVar
+import hashlib
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from polynimbus.node import Item
+from polynimbus.node import Item, Process, Route
 from polynimbus.registry import Registry
 
 if TYPE_CHECKING:
-    from polynimbus.keys import KeyPair
     from polynimbus.plan.model import Plan, SitePlan
+
+IFNAMSIZ = 15
+"""Longest interface name Linux takes, in characters."""
+
+
+def daemon(argv: Sequence[str], files: Iterable[tuple[str, str]] = ()) -> Process:
+    """A tunnel daemon as a node process: ``argv`` started in the node's file directory,
+    where ``files`` (``(relative name, text)``) are written first, 0600 (they may hold
+    private keys). Its name is ``BASENAME:LASTARG``; its digest (16 hex digits) covers the
+    command line and every file, so a changed configuration restarts it.
+    """
+    argv = tuple(argv)
+    files = tuple(sorted(files))
+    canon = json.dumps([argv, files])
+    digest = hashlib.sha256(canon.encode()).hexdigest()[:16]
+    name = f"{argv[0].rsplit('/', 1)[-1]}:{argv[-1]}"
+    return Process(name, argv, files=files, digest=digest)
+
+
+def parallel_ifname(base: str, k: int) -> str:
+    """The name of the ``k``-th (0-based) of parallel tunnel interfaces whose first is
+    ``base``: ``base`` itself for ``k`` 0, else ``base`` + ``p`` + ``k`` in base 36, so all
+    of them match the nftables pattern ``base*`` and stay as host-unique as ``base``.
+
+    Raises:
+        ValueError: ``k`` outside 0..35, or ``base`` longer than :data:`IFNAMSIZ` - 2.
+    """
+    if not 0 <= k < 36:
+        raise ValueError(f"parallel tunnel index {k} outside 0..35")
+    if len(base) > IFNAMSIZ - 2:
+        raise ValueError(f"{base!r}: too long for parallel tunnel names (13 characters max)")
+    if k == 0:
+        return base
+    return f"{base}p{'0123456789abcdefghijklmnopqrstuvwxyz'[k]}"
+
+
+def ecmp_routes(prefixes: Iterable[str], devs: Sequence[str]) -> list[Route]:
+    """Routes for ``prefixes`` through every interface of ``devs`` (on-link, TUN or
+    point-to-point tunnels): a plain route for one device, an equal-cost multipath route
+    for several (the gateway hashes each flow on its layer-4 header:
+    ``net.ipv4.fib_multipath_hash_policy`` 1, ``net.ipv6.fib_multipath_hash_policy`` 1,
+    set by :func:`polynimbus.render.gateway.render_gateway` when ``plan.parallel`` > 1).
+    """
+    if len(devs) == 1:
+        return [Route(p, dev=devs[0]) for p in prefixes]
+    return [Route(p, multipath=tuple(devs)) for p in prefixes]
 
 
 class TunnelBackend:
@@ -40,6 +88,9 @@ class TunnelBackend:
             (its host-unique name is ``SitePlan.tunnel_if``), rather than one per peer.
         checks_source: whether the tunnel admits from a peer only packets whose source is
             routed to that peer (WireGuard's AllowedIPs).
+        daemons: basenames of the programs the backend runs as node processes (the lab
+            finds them in a lab's namespaces, to diff and to remove them).
+        max_parallel: the most tunnels per peer pair it can run (``overlay.parallel``).
     """
 
     name: ClassVar[str]
@@ -52,25 +103,70 @@ class TunnelBackend:
     vni_per_tunnel: ClassVar[bool] = False
     gateway_interface: ClassVar[bool] = False
     checks_source: ClassVar[bool] = False
+    daemons: ClassVar[frozenset[str]] = frozenset()
+    max_parallel: ClassVar[int] = 1
 
     def required_tools(self, impl: str) -> dict[str, str]:
         """Commands needed with implementation ``impl``, each with its Debian package."""
         return dict(self.tools)
 
+    def implementation(self) -> str:
+        """The implementation this machine will use (detected, not assumed), e.g.
+        WireGuard's ``kernel`` or ``userspace``; ``default`` where there is one only."""
+        return "default"
+
+    def implementation_note(self, impl: str) -> str:
+        """One line for ``polynimbus plan``: what ``impl`` is and why it was chosen."""
+        return self.summary
+
+    def default_parallel(self, cores: int) -> int:
+        """Tunnels per peer pair when the intent gives no ``overlay.parallel``: 1, unless
+        the backend's implementation is bound to one core per tunnel and the gateway has
+        more (seed 004 spreads IPsec over cores for that reason)."""
+        return 1
+
+    def credentials(
+        self, plan: Plan, state_dir: Path, rotate: bool = False, dry_run: bool = False
+    ) -> Mapping[str, Any]:
+        """Per-site credentials for :meth:`gateway_items`, kept in ``state_dir``: created
+        when missing, all new with ``rotate``; a dry run writes nothing (stand-ins).
+        Default: WireGuard key pairs (:class:`polynimbus.keys.KeyStore`) when
+        ``needs_keys``, else none.
+
+        Raises:
+            KeyFileError: a stored credential is unsafe or corrupt.
+        """
+        from polynimbus.keys import KeyStore, generate
+
+        if not self.needs_keys:
+            return {}
+        sites = [s.name for s in plan.sites]
+        if not dry_run:
+            return KeyStore(state_dir).ensure(sites, rotate=rotate)
+        stored = {} if rotate else KeyStore(state_dir).load(sites)
+        return {s: stored.get(s) or generate() for s in sites}
+
     def ifname_pattern(self, plan: Plan, site: SitePlan) -> str:
         """The gateway's tunnel interfaces as nftables matches them (name or ``prefix*``)."""
         raise NotImplementedError
 
+    def admitted(self, plan: Plan, site: SitePlan) -> list[tuple[str, int]]:
+        """``(peer public address, UDP port)`` pairs the gateway's firewall admits from the
+        internet for its tunnels: by default every peer to ``port`` .. ``port + parallel
+        - 1`` (a transport with a port per tunnel gives its own)."""
+        ports = range(plan.port, plan.port + plan.parallel)
+        return [(plan.sites[p.site].public_address, k) for p in site.peers for k in ports]
+
     def gateway_items(
-        self, plan: Plan, site: SitePlan, keys: Mapping[str, KeyPair], impl: str
+        self, plan: Plan, site: SitePlan, creds: Mapping[str, Any], impl: str
     ) -> list[Item]:
         """Tunnel links, overlay routes (transit included), processes and configuration of
-        ``site``'s gateway, without knowing where the gateway runs.
+        ``site``'s gateway, without knowing where the gateway runs; ``plan.parallel``
+        tunnels per peer pair.
 
         Args:
-            keys: key pairs by site name (empty when ``needs_keys`` is False).
-            impl: implementation choice where the backend has several (WireGuard:
-                ``kernel`` or ``userspace``).
+            creds: :meth:`credentials` by site name.
+            impl: :meth:`implementation`'s choice.
         """
         raise NotImplementedError
 

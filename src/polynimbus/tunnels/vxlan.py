@@ -13,14 +13,13 @@ peers' public addresses (see :mod:`polynimbus.render.nftables`).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from polynimbus.names import vxlan_if
 from polynimbus.node import Address, Item, Link, Route, VxlanParams
 from polynimbus.tunnels.base import TRANSPORTS, TunnelBackend
 
 if TYPE_CHECKING:
-    from polynimbus.keys import KeyPair
     from polynimbus.plan.model import Plan, SitePlan
 
 
@@ -40,7 +39,7 @@ class VxlanBackend(TunnelBackend):
         return "vx*"
 
     def gateway_items(
-        self, plan: Plan, site: SitePlan, keys: Mapping[str, KeyPair], impl: str
+        self, plan: Plan, site: SitePlan, creds: Mapping[str, Any], impl: str
     ) -> list[Item]:
         out: list[Item] = []
         for peer in site.peers:

@@ -12,10 +12,10 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from polynimbus.node import Item, Link, Process, Route, WireGuardConfig
-from polynimbus.tunnels.base import TRANSPORTS, TunnelBackend
+from polynimbus.node import Item, Link, Process, WireGuardConfig
+from polynimbus.tunnels.base import TRANSPORTS, TunnelBackend, ecmp_routes, parallel_ifname
 
 if TYPE_CHECKING:
     from polynimbus.keys import KeyPair
@@ -25,8 +25,9 @@ PERSISTENT_KEEPALIVE_S = 25
 """Keepalive interval in seconds, so NAT mappings on the way stay open."""
 
 
-def render_wg_config(plan: Plan, site: SitePlan, keys: Mapping[str, KeyPair]) -> str:
-    """The ``wg setconf`` text for ``site``'s gateway.
+def render_wg_config(plan: Plan, site: SitePlan, keys: Mapping[str, KeyPair], k: int = 0) -> str:
+    """The ``wg setconf`` text for ``site``'s gateway (its ``k``-th parallel interface:
+    port ``plan.port + k``, towards the peers' ``k``-th).
 
     Args:
         keys: key pair by site name; every peer's must be present.
@@ -34,11 +35,12 @@ def render_wg_config(plan: Plan, site: SitePlan, keys: Mapping[str, KeyPair]) ->
     Raises:
         KeyError: a key is missing.
     """
+    port = plan.port + k
     lines = [
         f"# polynimbus: gateway of site {site.name} in {plan.name}",
         "[Interface]",
         f"PrivateKey = {keys[site.name].private}",
-        f"ListenPort = {plan.port}",
+        f"ListenPort = {port}",
     ]
     for peer in site.peers:
         p = plan.sites[peer.site]
@@ -47,7 +49,7 @@ def render_wg_config(plan: Plan, site: SitePlan, keys: Mapping[str, KeyPair]) ->
             f"# {p.name}",
             "[Peer]",
             f"PublicKey = {keys[p.name].public}",
-            f"Endpoint = {p.public_address}:{plan.port}",
+            f"Endpoint = {p.public_address}:{port}",
             "AllowedIPs = " + ", ".join(x for d in peer.reaches for x in plan.prefixes(d)),
             f"PersistentKeepalive = {PERSISTENT_KEEPALIVE_S}",
         ]
@@ -124,6 +126,8 @@ class WireGuardBackend(TunnelBackend):
     summary = "WireGuard, encrypted (kernel module or wireguard-go)"
     gateway_interface = True
     checks_source = True
+    daemons = frozenset({"wireguard-go"})
+    max_parallel = 8
 
     def required_tools(self, impl: str) -> dict[str, str]:
         tools = dict(self.tools)
@@ -131,25 +135,39 @@ class WireGuardBackend(TunnelBackend):
             tools["wireguard-go"] = "wireguard-go"
         return tools
 
+    def implementation(self) -> str:
+        from polynimbus import capabilities
+
+        return capabilities.wireguard_impl()
+
+    def implementation_note(self, impl: str) -> str:
+        if impl == "kernel":
+            return "kernel WireGuard module"
+        return "wireguard-go (user space over TUN): this kernel has no WireGuard module"
+
     def ifname_pattern(self, plan: Plan, site: SitePlan) -> str:
-        return site.tunnel_if
+        return site.tunnel_if if plan.parallel == 1 else f"{site.tunnel_if}*"
 
     def gateway_items(
-        self, plan: Plan, site: SitePlan, keys: Mapping[str, KeyPair], impl: str
+        self, plan: Plan, site: SitePlan, creds: Mapping[str, Any], impl: str
     ) -> list[Item]:
-        ifname = site.tunnel_if
-        config = render_wg_config(plan, site, keys)
+        """One WireGuard interface per parallel tunnel (``plan.parallel``; port
+        ``plan.port + k``), each with every peer; overlay routes over all of them
+        (multipath when several: :func:`~polynimbus.tunnels.base.ecmp_routes`)."""
+        devs = [parallel_ifname(site.tunnel_if, k) for k in range(plan.parallel)]
         out: list[Item] = []
-        if impl == "userspace":
-            proc = userspace_process(ifname)
-            out += [
-                proc,
-                Link(ifname, "wireguard", mtu=plan.tunnel_mtu, impl=impl, process=proc.name),
-            ]
-        else:
-            out.append(Link(ifname, "wireguard", mtu=plan.tunnel_mtu, impl=impl))
-        out.append(WireGuardConfig(ifname, wg_digest(config), config))
+        for k, ifname in enumerate(devs):
+            config = render_wg_config(plan, site, creds, k)
+            if impl == "userspace":
+                proc = userspace_process(ifname)
+                out += [
+                    proc,
+                    Link(ifname, "wireguard", mtu=plan.tunnel_mtu, impl=impl, process=proc.name),
+                ]
+            else:
+                out.append(Link(ifname, "wireguard", mtu=plan.tunnel_mtu, impl=impl))
+            out.append(WireGuardConfig(ifname, wg_digest(config), config))
         for peer in site.peers:
             for d in peer.reaches:
-                out += [Route(prefix, dev=ifname) for prefix in plan.prefixes(d)]
+                out += ecmp_routes(plan.prefixes(d), devs)
         return out

@@ -284,7 +284,7 @@ class LabTarget:
         elif isinstance(item, Sysctl):
             sysctl.create(ns, item)
         elif isinstance(item, Process):
-            processes.start(ns, item, self.state_dir / "run")
+            processes.start(ns, item, self.state_dir)
         elif isinstance(item, Link):
             netlink.create_link(ns, item, wait_process=self._wait_link)
         elif isinstance(item, Address):

@@ -260,12 +260,15 @@ def _observe_routes(
             dst = f"{dst}/{r['dst_len']}"
         table = r.get("RTA_TABLE") or r["table"]
         rtype = ROUTE_TYPES.get(r["type"], "unicast")
+        hops = r.get("RTA_MULTIPATH")
+        multipath = tuple(by_index.get(h["oif"], f"#{h['oif']}") for h in hops or ())
         item = Route(
             dst,
             table=int(table),
             metric=int(r.get("RTA_PRIORITY") or 0),
             type=rtype,  # type: ignore[arg-type]
             dev=by_index.get(r.get("RTA_OIF") or -1) if rtype == "unicast" else None,
+            multipath=multipath if len(multipath) > 1 else (),
             via=r.get("RTA_GATEWAY"),
             onlink=bool(r["flags"] & RTNH_F_ONLINK),
             encap=_encap_of(r),
@@ -641,7 +644,9 @@ def route_args(ipr: IPRoute, item: Route) -> dict[str, Any]:
     """pyroute2 arguments for ``item`` (segment lists converted to wire order)."""
     args = _dst_args(item)
     args["type"] = item.type
-    if item.dev:
+    if item.multipath:
+        args["multipath"] = [{"oif": idx(ipr, d), "hops": 0} for d in item.multipath]
+    elif item.dev:
         args["oif"] = idx(ipr, item.dev)
     if item.via:
         args["gateway"] = item.via
@@ -679,7 +684,7 @@ def delete_route(ns: str, item: Route) -> None:
         args = _dst_args(item)
         args["type"] = item.type
         args["scope"] = RT_SCOPE_NOWHERE
-        if item.dev:
+        if item.dev and not item.multipath:
             found = ipr.link_lookup(ifname=item.dev)
             if found:
                 args["oif"] = found[0]

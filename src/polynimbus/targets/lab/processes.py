@@ -1,10 +1,14 @@
-"""Long-running processes of the lab's nodes (``wireguard-go``, and the programs of
-``command`` network functions).
+"""Long-running processes of the lab's nodes (tunnel daemons such as ``wireguard-go``,
+``openvpn``, and the programs of ``command`` network functions).
 
 A process belongs to a node when it runs in the node's namespace. It is started detached
 (``setsid -f``) so it outlives ``polynimbus`` and init reaps it; it is found again through
 ``/proc`` by its namespace and command line. Its name follows the node model's convention
 ``BASENAME:LASTARG`` (e.g. ``wireguard-go:wg1a2b010000``).
+
+A process with files runs in its node's file directory, ``STATE_DIR/daemons/NODE``
+(0700; files 0600 from the first byte), and carries its digest in its environment
+(:data:`DIGEST_ENV`), which observe reads back from ``/proc/PID/environ``.
 """
 
 from __future__ import annotations
@@ -17,12 +21,62 @@ from pathlib import Path
 
 from polynimbus import procs
 from polynimbus.errors import ApplyError
+from polynimbus.keys import write_private_file
 from polynimbus.node import Process
 from polynimbus.resources import Key, Resource
+from polynimbus.tunnels import TRANSPORTS
 
-DAEMONS = frozenset({"wireguard-go"})
-"""Commands the lab starts as node processes; others in a namespace are not ours."""
+DAEMONS = frozenset({"wireguard-go"}).union(
+    *(TRANSPORTS.get(n).daemons for n in TRANSPORTS.names())
+)
+"""Commands the lab starts as node processes (every transport's daemons); others in a
+namespace are not ours."""
 START_TIMEOUT_S = 5.0
+DIGEST_ENV = "POLYNIMBUS_DIGEST"
+"""Environment variable holding the digest a process was started with."""
+
+
+def files_dir(state_dir: Path, ns: str) -> Path:
+    """Where the files of the processes of node ``ns`` are written."""
+    return state_dir / "daemons" / ns
+
+
+def digest_of(pid: int) -> str:
+    """The :data:`DIGEST_ENV` a process was started with, ``""`` if none or unreadable."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            env = f.read().split(b"\0")
+    except OSError:
+        return ""
+    prefix = DIGEST_ENV.encode() + b"="
+    for entry in env:
+        if entry.startswith(prefix):
+            return entry[len(prefix) :].decode(errors="replace")
+    return ""
+
+
+def _private_dir(path: Path) -> None:
+    """Make ``path`` (and missing parents) a directory only its owner can enter."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
+
+
+def write_files(directory: Path, item: Process) -> None:
+    """Write ``item.files`` into ``directory`` (0700), each 0600 from its first byte.
+
+    Raises:
+        ApplyError: a name leaves the directory, or a file cannot be written.
+    """
+    _private_dir(directory)
+    for name, text in item.files:
+        path = directory / name
+        if path.resolve().parent != directory.resolve():
+            raise ApplyError(f"{item.name}: file name {name!r} leaves {directory}")
+        try:
+            path.unlink(missing_ok=True)  # a fresh inode: never widen an old file
+            write_private_file(path, text)
+        except OSError as exc:
+            raise ApplyError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def name_of(argv: tuple[str, ...]) -> str:
@@ -56,20 +110,31 @@ def observe(
     found = running(spaces, argvs)
     for ns, plist in found.items():
         for p in plist:
-            r = Resource(ns, Process(name_of(p.argv), p.argv))
+            r = Resource(ns, Process(name_of(p.argv), p.argv, digest=digest_of(p.pid)))
             out[r.key] = r
     return found
 
 
-def start(ns: str, item: Process, log_dir: Path) -> None:
+def start(ns: str, item: Process, state_dir: Path) -> None:
     """Start ``item`` detached in namespace ``ns`` (stopping an older copy first), with its
-    output appended to ``log_dir/NAME.log``.
+    output appended to ``STATE_DIR/run/NAME.log``; its files are written first into
+    :func:`files_dir`, where it runs.
 
     Raises:
-        ApplyError: ``setsid`` failed or the process died within the first moments.
+        ApplyError: a file cannot be written, ``setsid`` failed or the process died within
+            the first moments.
     """
     stop(ns, item)
-    log_dir.mkdir(parents=True, exist_ok=True)
+    log_dir = state_dir / "run"
+    _private_dir(log_dir)
+    cwd = None
+    if item.files:
+        cwd = files_dir(state_dir, ns)
+        write_files(cwd, item)
+    env = dict(os.environ)
+    env.pop(DIGEST_ENV, None)
+    if item.digest:
+        env[DIGEST_ENV] = item.digest
     log = log_dir / f"{item.name.replace(':', '-').replace('/', '_')}.log"
     with open(log, "ab") as out:
         try:
@@ -80,6 +145,8 @@ def start(ns: str, item: Process, log_dir: Path) -> None:
                 stderr=out,
                 check=False,
                 timeout=START_TIMEOUT_S,
+                cwd=cwd,
+                env=env,
             )
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise ApplyError(
