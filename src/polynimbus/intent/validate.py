@@ -160,7 +160,9 @@ def _parallel_problems(intent: Intent) -> list[Problem]:
                 f"transport {ov.transport!r} runs at most {most} tunnel"
                 f"{'s' if most > 1 else ''} per peer pair, not {ov.parallel}",
                 f"set parallel: {most} or less"
-                + ("" if most > 1 else ", or choose an encrypted user-space transport"),
+                if most > 1
+                else "remove parallel:, or choose a transport that runs several: "
+                + ", ".join(n for n in TRANSPORTS.names() if TRANSPORTS.get(n).max_parallel > 1),
             )
         )
     last = ov.effective_port + ov.parallel - 1
