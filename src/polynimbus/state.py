@@ -14,7 +14,7 @@ on removal). A directory without the marker, or with another lab's, is refused w
 - ``.polynimbus-state``: the marker (0600), written by ``prepare``;
 - ``keys/``: ``SITE.key`` (0600) and transient ``.*.tmp``, written by ``keys.KeyStore``;
 - ``run/``: ``IF.log`` and ``*.pid``, written by the lab target;
-- ``daemons/NODE/``: the files of a node's tunnel daemons (configuration, certificates,
+- ``daemons/pn.*/``: the files of a node's tunnel daemons (configuration, certificates,
   keys; 0600 in 0700 directories), written by the lab target, where the daemon runs;
 - ``pki/``: the lab's CA and gateway certificates and keys (``*.pem``, ``*.key``, 0600),
   written by :mod:`polynimbus.pki`; ``nebula/``: Nebula's CA and host certificates;
@@ -62,7 +62,7 @@ SUBDIRS: dict[str, tuple[str, ...]] = {
     "run": ("*.log", "*.pid"),
     "snapshots": ("*.json", ".*.tmp", "last-version"),
     # a tunnel daemon's files (configuration, certificates, keys), one directory per node
-    "daemons/*": ("*",),
+    "daemons/pn.*": ("*",),
     "daemons": (),
     # the lab's certificate authority and gateway certificates (polynimbus.pki)
     "pki": ("*.pem", "*.key", ".*.tmp"),
@@ -70,7 +70,8 @@ SUBDIRS: dict[str, tuple[str, ...]] = {
     "nebula": ("*.crt", "*.key", ".*.tmp"),
 }
 """Subdirectories polynimbus creates, with the patterns of the regular files it puts in them
-(``PARENT/*``: every real directory in ``PARENT``; listed before ``PARENT``)."""
+(``PARENT/GLOB``: every real directory in ``PARENT`` matching ``GLOB``; listed before
+``PARENT``)."""
 _TOP_SUBDIRS = frozenset(k.split("/", 1)[0] for k in SUBDIRS)
 
 INTENT_FILE = "intent.yaml"
@@ -354,14 +355,18 @@ def _unlink_owned_files(
     At the top of the state directory (``top``), the marker and the owned subdirectories
     are skipped (``remove`` handles them).
     """
-    nested = f"{directory.name}/*" in SUBDIRS  # its subdirectories were handled
+    nested = [k.split("/", 1)[1] for k in SUBDIRS if k.startswith(f"{directory.name}/")]
     with os.scandir(directory) as it:
         entries = sorted(it, key=lambda e: e.name)
     for e in entries:
         if top and (e.name == MARKER or e.name in _TOP_SUBDIRS):
             continue
-        if nested and e.is_dir(follow_symlinks=False):
-            continue
+        if (
+            not top
+            and e.is_dir(follow_symlinks=False)
+            and any(fnmatch.fnmatchcase(e.name, g) for g in nested)
+        ):
+            continue  # handled as a subdirectory of its own
         p = directory / e.name
         if e.is_file(follow_symlinks=False) and _matches(e.name, patterns):
             os.unlink(p)
@@ -371,8 +376,8 @@ def _unlink_owned_files(
 
 
 def _subdirs(path: Path, sub: str) -> list[Path]:
-    """The directories ``SUBDIRS`` key ``sub`` names in ``path`` (``PARENT/*``: each real
-    directory in ``PARENT``, symbolic links left out)."""
+    """The directories ``SUBDIRS`` key ``sub`` names in ``path`` (``PARENT/GLOB``: each real
+    directory in ``PARENT`` matching ``GLOB``, symbolic links left out)."""
     if "/" not in sub:
         return [path / sub]
     parent, glob = sub.split("/", 1)
