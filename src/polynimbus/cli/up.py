@@ -74,7 +74,12 @@ def up(
     file: IntentFile,
     state_dir: StateDir = None,
     rotate_keys: Annotated[
-        bool, typer.Option("--rotate-keys", help="Replace every gateway's WireGuard key.")
+        bool,
+        typer.Option(
+            "--rotate-keys",
+            help="Replace every gateway's credentials: WireGuard keys, or a new CA and "
+            "certificates (openvpn, ipsec, nebula); the tunnel daemons restart.",
+        ),
     ] = False,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Show the changes; make none.")
