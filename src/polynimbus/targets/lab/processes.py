@@ -6,6 +6,12 @@ A process belongs to a node when it runs in the node's namespace. It is started 
 ``/proc`` by its namespace and command line. Its name follows the node model's convention
 ``BASENAME:LASTARG`` (e.g. ``wireguard-go:wg1a2b010000``).
 
+A command line may start with environment assignments, ``NAME=value`` words as env(1)
+takes them (``STRONGSWAN_CONF=x.conf charon-systemd x``): they go into the program's
+environment, the rest is run; the process is named after the program
+(``charon-systemd:x``), and observe gives it the wanted command line back when its
+environment (``/proc/PID/environ``) still holds those assignments.
+
 A process with files runs in its node's file directory, ``STATE_DIR/daemons/NODE``
 (0700; files 0600 from the first byte), and carries its digest in its environment
 (:data:`DIGEST_ENV`), which observe reads back from ``/proc/PID/environ``.
@@ -14,6 +20,7 @@ A process with files runs in its node's file directory, ``STATE_DIR/daemons/NODE
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import time
 from collections.abc import Iterable
@@ -79,9 +86,56 @@ def write_files(directory: Path, item: Process) -> None:
             raise ApplyError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
+_ASSIGNMENT = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]*=")
+
+
+def split_env(argv: tuple[str, ...]) -> tuple[dict[str, str], tuple[str, ...]]:
+    """The leading ``NAME=value`` words of ``argv`` (as a mapping) and the command after
+    them (the program and its arguments)."""
+    env: dict[str, str] = {}
+    i = 0
+    while i < len(argv) - 1 and _ASSIGNMENT.match(argv[i]):
+        name, _, value = argv[i].partition("=")
+        env[name] = value
+        i += 1
+    return env, tuple(argv[i:])
+
+
 def name_of(argv: tuple[str, ...]) -> str:
-    """The node model name of a process with command line ``argv``."""
-    return f"{os.path.basename(argv[0])}:{argv[-1]}"
+    """The node model name of a process with command line ``argv`` (leading environment
+    assignments left out)."""
+    command = split_env(argv)[1]
+    return f"{os.path.basename(command[0])}:{command[-1]}"
+
+
+def environ_of(pid: int) -> dict[str, str]:
+    """The environment a process was started with (empty if unreadable)."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return {}
+    out: dict[str, str] = {}
+    for entry in raw.split(b"\0"):
+        name, sep, value = entry.decode(errors="replace").partition("=")
+        if sep:
+            out[name] = value
+    return out
+
+
+def _wanted_argv(p: procs.Proc, argvs: frozenset[tuple[str, ...]]) -> tuple[str, ...]:
+    """``p``'s command line as the node model wants it: one of ``argvs`` with environment
+    assignments whose command ``p`` runs, with those assignments in its environment; else
+    ``p.argv``."""
+    env = None
+    for argv in argvs:
+        assigned, command = split_env(argv)
+        if not assigned or command != tuple(p.argv):
+            continue
+        env = environ_of(p.pid) if env is None else env
+        if all(env.get(k) == v for k, v in assigned.items()):
+            return argv
+    return tuple(p.argv)
 
 
 def running(
@@ -92,12 +146,13 @@ def running(
     programs of ``command`` functions, which the node model names)."""
     inodes = {procs.netns_inode(n): n for n in spaces}
     inodes.pop(None, None)
+    commands = {split_env(a)[1] for a in argvs}
     out: dict[str, list[procs.Proc]] = {}
     for p in procs.processes():
         ns = inodes.get(p.netns_inode)
         if ns is None or not p.argv:
             continue
-        if os.path.basename(p.argv[0]) in DAEMONS or tuple(p.argv) in argvs:
+        if os.path.basename(p.argv[0]) in DAEMONS or tuple(p.argv) in commands:
             out.setdefault(ns, []).append(p)
     return out
 
@@ -110,7 +165,8 @@ def observe(
     found = running(spaces, argvs)
     for ns, plist in found.items():
         for p in plist:
-            r = Resource(ns, Process(name_of(p.argv), p.argv, digest=digest_of(p.pid)))
+            argv = _wanted_argv(p, argvs)
+            r = Resource(ns, Process(name_of(argv), argv, digest=digest_of(p.pid)))
             out[r.key] = r
     return found
 
@@ -131,15 +187,17 @@ def start(ns: str, item: Process, state_dir: Path) -> None:
     if item.files:
         cwd = files_dir(state_dir, ns)
         write_files(cwd, item)
+    assigned, command = split_env(item.argv)
     env = dict(os.environ)
     env.pop(DIGEST_ENV, None)
+    env.update(assigned)
     if item.digest:
         env[DIGEST_ENV] = item.digest
     log = log_dir / f"{item.name.replace(':', '-').replace('/', '_')}.log"
     with open(log, "ab") as out:
         try:
             res = subprocess.run(
-                ["setsid", "-f", "ip", "netns", "exec", ns, *item.argv],
+                ["setsid", "-f", "ip", "netns", "exec", ns, *command],
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=out,
