@@ -26,7 +26,6 @@ from tests.integration.conftest import three_sites
 pytestmark = pytest.mark.skipif(shutil.which("nebula") is None, reason="nebula not installed")
 
 PORT = 2323
-INTRUDER_PORT = 4299
 
 
 def sh(ns: str, *argv: str) -> subprocess.CompletedProcess[str]:
@@ -90,19 +89,30 @@ def test_nebula_firewall_admits_only_peer_certificates_and_their_sources(lab) ->
         # a source outside the hub's certificate (its public address) does not cross
         assert not connects(gw_hub, aws.gateway_address, PORT, source=hub.public_address)
 
-        # a node with a valid certificate of the lab's CA that is not aws's peer: sent
-        # from the hub's public address (which aws's nftables admits), its handshake
-        # succeeds, but aws's nebula firewall drops what it carries
+        # a node with a valid certificate of the lab's CA that is not aws's peer, in the
+        # hub's place (its address and port, which the firewalls admit: the hub's daemon
+        # is stopped for it): its handshake succeeds, but aws's nebula firewall drops
+        # what it carries
+        inode = procs.netns_inode(gw_hub)
+        hub_daemons = [
+            p.pid for p in procs.processes() if p.netns_inode == inode and p.argv[0] == "nebula"
+        ]
+        assert len(hub_daemons) == 1
+        procs.stop(hub_daemons)
         with intruder(plan, sdir, gw_hub, aws) as log:
             assert not connects(gw_hub, aws_ip, PORT)
             assert "certName=aws" in log.read_text(), log.read_text()[-2000:]
 
+    # the next up starts the hub's daemon again, and everything is reachable
+    assert lab_up(intent, sdir).changed
+    assert all(p.reachable for p in ping_all(plan))
+
 
 @contextlib.contextmanager
 def intruder(plan, sdir: Path, ns: str, target) -> Iterator[Path]:
-    """A nebula node named ``intruder``, signed by the lab's CA, in namespace ``ns``, that
-    knows ``target``'s gateway; it takes the nebula network's route in ``ns``. Yields its
-    log once its TUN is up."""
+    """A nebula node named ``intruder``, signed by the lab's CA, in namespace ``ns`` on the
+    plan's port, that knows ``target``'s gateway; it takes the nebula network's route in
+    ``ns``. Yields its log once its TUN is up."""
     net = nebula_networks(plan)[0]
     ip = f"{net.network_address + net.num_addresses - 2}/{net.prefixlen}"
     ca = sdir / "nebula"
@@ -124,7 +134,7 @@ def intruder(plan, sdir: Path, ns: str, target) -> Iterator[Path]:
                 str(nebula_address(plan, target).ip): [f"{target.public_address}:{plan.port}"]
             },
             "lighthouse": {"am_lighthouse": False, "hosts": []},
-            "listen": {"host": "0.0.0.0", "port": INTRUDER_PORT},
+            "listen": {"host": "0.0.0.0", "port": plan.port},
             "punchy": {"punch": False},
             "cipher": "aes",
             "tun": {"dev": "nbintruder", "mtu": plan.tunnel_mtu},
