@@ -22,6 +22,7 @@ TOOL_PACKAGES: dict[str, str] = {
     "wireguard-go": "wireguard-go",
     "nebula": "nebula",
     "nebula-cert": "nebula",
+    "openvpn": "openvpn",
     "fping": "fping",
     "ping": "iputils-ping",
     "iperf3": "iperf3",

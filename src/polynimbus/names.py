@@ -20,6 +20,7 @@ site LAN bridge        ``lan0``                               gateway      names
 host port on the LAN   ``hN`` (N: host offset in the block)   gateway      namespace
 host NIC               ``eth0``                               host         namespace
 WireGuard interface    ``wgTAGSID`` (12 chars)                gateway      host
+OpenVPN to peer        ``ovTAGSID`` of the peer (12 chars)    gateway      namespace
 VXLAN tunnel to peer   ``vxSID`` of the peer (8 chars)        gateway      namespace
 NFV node namespace     ``pn.LAB.SITE.nfv``                    host         host
 function namespace     ``pn.LAB.SITE.SERVICE``                host         host
@@ -108,6 +109,18 @@ def wireguard_if(lab: str, site_id: str) -> str:
 def wireguard_if_prefix(lab: str) -> str:
     """Prefix shared by all the lab's WireGuard interfaces (used by ``down`` to find leftovers)."""
     return f"wg{lab_tag(lab)}"
+
+
+def openvpn_if(lab: str, peer_site_id: str) -> str:
+    """OpenVPN TUN interface in a gateway towards one peer (12 chars; parallel tunnels add
+    ``pK``). Unique in its namespace (one per peer); the lab's tag lets ``down`` and the
+    tests tell the lab's daemons from another lab's (OpenVPN keeps nothing host-wide)."""
+    return check_ifname(f"{openvpn_if_prefix(lab)}{peer_site_id}")
+
+
+def openvpn_if_prefix(lab: str) -> str:
+    """Prefix shared by all the lab's OpenVPN interfaces."""
+    return f"ov{lab_tag(lab)}"
 
 
 def vxlan_if(peer_site_id: str) -> str:
