@@ -10,16 +10,21 @@ changes), and changes nothing.
 from __future__ import annotations
 
 import contextlib
+import subprocess
+import time
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from polynimbus import capabilities, state
+from polynimbus import capabilities, names, state
 from polynimbus.apply import ApplyResult, Progress, apply, changed_nodes
 from polynimbus.errors import StateError
 from polynimbus.intent.models import Intent
+from polynimbus.node import Process
 from polynimbus.plan import Plan, build_plan
+from polynimbus.plan.model import SitePlan
 from polynimbus.render.lab import render_lab
 from polynimbus.resources import Resource
 from polynimbus.targets import get_target
@@ -192,8 +197,51 @@ def lab_up(
         result = apply(target, plan.name, desired, progress=progress, dry_run=dry_run, nodes=nodes)
         if not dry_run:
             state.mark_applied(sdir, text)
+            result.warnings += wait_for_tunnels(plan, result)
     result.warnings = warnings + result.warnings
     return result
+
+
+def wait_for_tunnels(plan: Plan, result: ApplyResult) -> list[str]:
+    """Wait until each gateway whose tunnel daemons ``result`` (re)started reaches its
+    peers' overlay addresses through the tunnels (one ping each, repeated), for at most the
+    transport's ``ready_timeout_s``: so ``up`` returns a lab that carries traffic.
+
+    Returns:
+        a warning per gateway still without some peer at the deadline.
+    """
+    backend = get_transport(plan.transport)
+    if backend.ready_timeout_s <= 0:
+        return []
+    started = {
+        c.resource.node
+        for c in result.changes
+        if c.action != "delete"
+        and isinstance(c.resource.item, Process)
+        and c.resource.item.name.split(":", 1)[0] in backend.daemons
+    }
+    deadline = time.monotonic() + backend.ready_timeout_s
+
+    def wait(site: SitePlan) -> str | None:
+        ns = names.gateway_ns(plan.name, site.name)
+        todo = [plan.sites[p.site].gateway_address for p in site.peers]
+        while todo and time.monotonic() < deadline:
+            todo = [a for a in todo if not _pings(ns, site.gateway_address, a)]
+        if not todo:
+            return None
+        return f"{site.name}: no answer yet through the tunnels from {', '.join(todo)}"
+
+    sites = [s for s in plan.sites if names.gateway_ns(plan.name, s.name) in started]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return [w for w in pool.map(wait, sites) if w]
+
+
+def _pings(ns: str, source: str, address: str) -> bool:
+    """Whether one ping from ``source`` in namespace ``ns`` to ``address`` is answered
+    within 0.2 s."""
+    argv = ["ip", "netns", "exec", ns, "ping", "-n", "-q", "-c", "1", "-W", "0.2"]
+    argv += ["-I", source, address]
+    return subprocess.run(argv, capture_output=True, check=False).returncode == 0
 
 
 def _kept_desired(

@@ -91,6 +91,9 @@ class TunnelBackend:
         daemons: basenames of the programs the backend runs as node processes (the lab
             finds them in a lab's namespaces, to diff and to remove them).
         max_parallel: the most tunnels per peer pair it can run (``overlay.parallel``).
+        ready_timeout_s: how long ``up`` waits, at most, for the tunnels of a daemon it
+            (re)started to carry traffic (a TLS or IKE handshake after the start); 0 when
+            they carry it at once (WireGuard's handshake rides the first packet).
     """
 
     name: ClassVar[str]
@@ -105,6 +108,7 @@ class TunnelBackend:
     checks_source: ClassVar[bool] = False
     daemons: ClassVar[frozenset[str]] = frozenset()
     max_parallel: ClassVar[int] = 1
+    ready_timeout_s: ClassVar[float] = 0.0
 
     def required_tools(self, impl: str) -> dict[str, str]:
         """Commands needed with implementation ``impl``, each with its Debian package."""
