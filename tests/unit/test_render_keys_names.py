@@ -35,7 +35,9 @@ def test_nft_ruleset_admits_the_tunnel_port_only_from_peers():
     plan = build_plan(load_intent(EXAMPLES / "prestocloud.yaml"))
     site = plan.sites[0]
     text = render_gateway_ruleset(plan, site, site.tunnel_if)
-    wan_rules = [line.strip() for line in text.splitlines() if 'iifname "wan0"' in line]
+    wan_rules = [
+        line.strip() for line in _chain(text, "input").splitlines() if 'iifname "wan0"' in line
+    ]
     peers = sorted(plan.sites[p.site].public_address for p in site.peers)
     assert len(peers) == 2
     tunnel = [r for r in wan_rules if "udp dport 51820" in r]
@@ -49,6 +51,48 @@ def test_nft_ruleset_admits_the_tunnel_port_only_from_peers():
     assert len(wan_rules) == 3
     assert "policy drop" in text and "masquerade" in text
     assert "maxseg size set 1400" in text
+
+
+def _chain(ruleset: str, name: str) -> str:
+    """The body of chain ``name`` in an ``nft -f`` text."""
+    return ruleset.split(f"\tchain {name} {{\n", 1)[1].split("\n\t}", 1)[0]
+
+
+def test_overlay_and_tunnel_packets_skip_conntrack_internet_traffic_does_not():
+    """The gateway's filter never asks the state of overlay or tunnel packets, so they are
+    not tracked (conntrack cost CPU on every packet, in the tunnel daemon's system calls);
+    the LAN's internet traffic stays tracked for masquerade, the internet's for its state."""
+    plan = build_plan(load_intent(EXAMPLES / "prestocloud.yaml"))
+    site = plan.sites[0]
+    text = render_gateway_ruleset(plan, site, site.tunnel_if)
+    pre, out = _chain(text, "prerouting"), _chain(text, "output")
+    assert "type filter hook prerouting priority raw; policy accept;" in pre
+    assert "type filter hook output priority raw; policy accept;" in out
+    peers = ", ".join(sorted(plan.sites[p.site].public_address for p in site.peers))
+    others = ", ".join(s.block for s in plan.sites if s.name != site.name)
+    rules = [line.strip() for line in (pre + "\n" + out).splitlines() if "notrack" in line]
+    assert rules == [
+        f'iifname "wan0" ip saddr {{ {peers} }} udp dport 51820 notrack comment "tunnel packets"',
+        f'iifname "{site.tunnel_if}" notrack comment "overlay"',
+        f'iifname "lan0" ip daddr {{ {others} }} notrack comment "overlay"',
+        f'oifname "wan0" ip daddr {{ {peers} }} udp dport 51820 notrack comment "tunnel packets"',
+        f'oifname "{site.tunnel_if}" notrack comment "overlay"',
+    ]
+    assert site.block not in others  # the LAN's own block (its gateway, the internet) is tracked
+    assert "masquerade" in _chain(text, "postrouting")
+
+
+def test_a_dual_stack_overlay_skips_conntrack_for_ipv6_overlay_prefixes_too():
+    text = "name: ds\noverlay: {ipv6: true}\nsites:\n" + "".join(
+        f"  - {{name: {n}, provider: aws, hosts: [h]}}\n" for n in ("a", "b", "c")
+    )
+    plan = build_plan(load_intent_text(text))
+    site = plan.sites[0]
+    pre = _chain(render_gateway_ruleset(plan, site, site.tunnel_if), "prerouting")
+    [v6] = [line.strip() for line in pre.splitlines() if "ip6 daddr" in line]
+    remote6 = [s.block6 for s in plan.sites[1:]]
+    assert all(remote6) and all(b in v6 for b in remote6)
+    assert site.block6 not in v6
 
 
 def test_a_site_without_peers_opens_no_tunnel_port():
