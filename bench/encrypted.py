@@ -153,14 +153,20 @@ def iperf(case: Case, flows: int, seconds: int, rate: str | None = None) -> Samp
             stderr=subprocess.DEVNULL,
             text=True,
         )
-        out, _ = client.communicate(timeout=seconds + 30)
+        try:
+            out, _ = client.communicate(timeout=seconds + 15)
+        except subprocess.TimeoutExpired:
+            client.kill()
+            client.wait()
+            out = '{"error": "no answer in time"}'
         wall = time.monotonic() - t0
         cpu = sum(proc_cpu_s(p) - c for p, c in cpu0.items())
         srv = proc_cpu_s(server.pid) - srv0
         errs = sum(rcvbuf_errors(p) - e for p, e in err0.items())
-        doc = json.loads(out)
-        if "error" in doc:
-            raise RuntimeError(f"iperf3 {case.name}: {doc['error']}")
+        doc = json.loads(out or "{}")
+        if "error" in doc or "end" not in doc:
+            print(f"  {case.name}: iperf3 failed: {doc.get('error', 'no result')}", flush=True)
+            return Sample(0.0, None, errs, 0, None)
         bps = float(doc["end"]["sum_received"]["bits_per_second"])
         retr = int(doc["end"]["sum_sent"].get("retransmits", 0))
         per = (cpu / wall * 100) / (bps / 1e9) if pids and bps > 0 else None
@@ -186,10 +192,12 @@ def _one_per_netns(pids: list[int]) -> list[int]:
 class P2P:
     """Two bare namespaces ``bnp2p-T-a``/``-b`` joined by a veth, and one daemon in each."""
 
-    def __init__(self, daemon: str, workdir: Path) -> None:
+    def __init__(self, daemon: str, workdir: Path, env: dict[str, str] | None = None, idx: int = 0):
         self.daemon = daemon
-        self.ns = (f"bnp2p-{daemon[:3]}-a", f"bnp2p-{daemon[:3]}-b")
-        self.dir = workdir / daemon
+        self.env = env or {}
+        self.idx = idx
+        self.ns = (f"bnp2p-{daemon[:3]}{idx}-a", f"bnp2p-{daemon[:3]}{idx}-b")
+        self.dir = workdir / f"{daemon}{idx}"
         self.dir.mkdir(parents=True)
         self.procs: list[subprocess.Popen[bytes]] = []
         self.overlay: tuple[str, str] = ("", "")
@@ -213,7 +221,7 @@ class P2P:
                 stdout=log,
                 stderr=log,
                 stdin=subprocess.DEVNULL,
-                env={**os.environ, **(env or {})},
+                env={**os.environ, **self.env, **(env or {})},
                 start_new_session=True,
             )
         )
@@ -253,7 +261,7 @@ class P2P:
             ).stdout.strip()
             keys.append((priv, pub))
         for i, ns in enumerate(self.ns):
-            ifname = f"bnp2pwg{'ab'[i]}"
+            ifname = f"bnp2pwg{self.idx}{'ab'[i]}"
             self.spawn(ns, ["wireguard-go", "-f", ifname])
             sock = Path(f"/var/run/wireguard/{ifname}.sock")
             deadline = time.monotonic() + 5
@@ -276,7 +284,7 @@ class P2P:
             role = ["--tls-server", "--dh", "none"] if i == 0 else ["--tls-client"]
             role += ["--remote-cert-tls", "client" if i == 0 else "server"]
             self.spawn(ns, [
-                "openvpn", "--dev-type", "tun", "--dev", f"bnp2povpn{'ab'[i]}",
+                "openvpn", "--dev-type", "tun", "--dev", f"bnp2povpn{self.idx}{'ab'[i]}",
                 "--proto", "udp", "--local", UNDER[i], "--lport", "1194",
                 "--remote", UNDER[1 - i], "--rport", "1194",
                 "--ifconfig", self.overlay[i], self.overlay[1 - i],
@@ -315,7 +323,7 @@ class P2P:
                 },  # fmt: skip
                 "punchy": {"punch": False},
                 "cipher": "aes",
-                "tun": {"dev": f"bnp2pneb{n}", "mtu": P2P_MTU, "tx_queue": 1000},
+                "tun": {"dev": f"bnp2pneb{self.idx}{n}", "mtu": P2P_MTU, "tx_queue": 1000},
                 "logging": {"level": "warning"},
                 "firewall": {
                     "outbound": [{"port": "any", "proto": "any", "host": "any"}],
@@ -473,6 +481,24 @@ def start_lab(lab: Lab) -> None:
     )
 
 
+def reachable(case: Case, timeout_s: float = 15) -> None:
+    """Wait until ``case.dst`` answers a ping from ``case.src_ns``.
+
+    Raises:
+        RuntimeError: no answer within ``timeout_s``.
+    """
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        res = subprocess.run(
+            ["ip", "netns", "exec", case.src_ns, "ping", "-c1", "-W1", case.dst],
+            capture_output=True,
+            check=False,
+        )
+        if res.returncode == 0:
+            return
+    raise RuntimeError(f"{case.dst} does not answer from {case.src_ns}")
+
+
 # ---------------------------------------------------------------- report
 
 
@@ -484,10 +510,10 @@ def report(cases: list[Case], flows_list: list[int], got: dict[tuple[str, int], 
            skipped: list[str]) -> None:  # fmt: skip
     print()
     print(
-        "| path | MTU | flows | Gbit/s median | range | daemon CPU % of a core per Gbit/s "
-        "| RcvbufErrors per test (median) | TCP retransmits (median) |"
+        "| path | MTU | flows | Gbit/s median | range | daemons' CPU, % of a core per Gbit/s "
+        "| iperf3's (both ends) | UDP RcvbufErrors per test | TCP retransmits |"
     )
-    print("|---|---:|---:|---:|---|---:|---:|---:|")
+    print("|---|---:|---:|---:|---|---:|---:|---:|---:|")
     for c in cases:
         for fl in flows_list:
             ss = got[(c.name, fl)]
@@ -515,15 +541,15 @@ def report(cases: list[Case], flows_list: list[int], got: dict[tuple[str, int], 
         if rs:
             print(f"  {label}: {statistics.median(rs):.2f} ({fmt_range(rs)})")
 
-    p2p = {c.transport: c.name for c in cases if c.kind == "p2p"}
+    p2p = {c.transport: c.name for c in cases if c.kind == "p2p" and "[" not in c.name}
     labs = [c for c in cases if c.kind == "lab" and "[" not in c.name]
     names_ = {c.name for c in cases}
     for fl in flows_list:
         for c in cases:
-            if c.kind not in ("lab", "labgw"):
+            if c.kind == "veth":
                 continue
             d = DAEMON_OF.get(c.transport)
-            if d in p2p:
+            if c.kind != "p2p" and d in p2p:
                 line(f"{c.name} / {d} p2p, {fl} flow(s)", ratio(c.name, p2p[d], fl))
             base = re.sub(r" \[[^]]*\]", "", c.name)
             if base != c.name and base in names_:
@@ -597,13 +623,22 @@ def main() -> None:
         action="append",
         default=[],
         metavar="LABEL=CMD",
-        help="an extra lab per transport, changed after up by the shell command CMD "
+        help="an extra lab per transport (first --parallel value only), changed after up by "
+        "the shell command CMD "
         "(the lab's name in $LAB): for experiments, e.g. notrack=./notrack.sh",
     )
     ap.add_argument(
         "--rate",
         default=None,
         help="cap each flow (iperf3 -b, e.g. 150M) to compare CPU per Gbit/s below saturation",
+    )
+    ap.add_argument(
+        "--p2p-env",
+        action="append",
+        default=[],
+        metavar="DAEMON:NAME=VALUE[,...]",
+        help="an extra p2p case of DAEMON with these environment variables "
+        "(e.g. wireguard-go:GOMAXPROCS=1)",
     )
     ap.add_argument("--seed", type=int, default=8)
     args = ap.parse_args()
@@ -616,7 +651,7 @@ def main() -> None:
         if shutil.which(tool) is None:
             raise SystemExit(f"missing {tool}")
     skipped: list[str] = []
-    daemons = []
+    daemons: list[tuple[str, dict[str, str]]] = []
     if not args.no_p2p:
         for d in ("wireguard-go", "openvpn", "nebula", "strongswan"):
             t = next((k for k, v in DAEMON_OF.items() if v == d), d)
@@ -627,7 +662,11 @@ def main() -> None:
             elif shutil.which(d) is None:
                 skipped.append(f"{d} p2p: not installed (apt-get install {d})")
             else:
-                daemons.append(d)
+                daemons.append((d, {}))
+                for v in args.p2p_env:
+                    who, _, assign = v.partition(":")
+                    if who == d:
+                        daemons.append((d, dict(kv.split("=", 1) for kv in assign.split(","))))
     labs: list[Lab] = []
     if not args.no_lab:
         pars: list[int | None] = [None]
@@ -646,7 +685,7 @@ def main() -> None:
             for par in pars:
                 suffix = f"{par}" if par is not None else ""
                 labs.append(Lab(t, par, f"bn-{t[:3]}{suffix}", Path()))
-                for i, v in enumerate(args.variant):
+                for i, v in enumerate(args.variant if par == pars[0] else []):
                     label, _, cmd = v.partition("=")
                     labs.append(Lab(t, par, f"bn-{t[:3]}{suffix}v{i}", Path(), None, (label, cmd)))
     flows_list = [1] if args.flows == 1 else [1, args.flows]
@@ -655,19 +694,29 @@ def main() -> None:
     cases: list[Case] = []
     with tempfile.TemporaryDirectory(prefix="bn-enc-") as tmp, terminate_as_interrupt():
         try:
-            for d in daemons:
-                p = P2P(d, Path(tmp))
+            for idx, (d, env) in enumerate(daemons):
+                p = P2P(d, Path(tmp), env, idx)
                 p2ps.append(p)
                 p.start()
-                cases.append(Case(f"{d} p2p", "p2p", d, p.ns[0], p.ns[1], p.overlay[1],
+                label = f"{d} p2p" + (
+                    f" [{','.join(f'{k}={v}' for k, v in env.items())}]" if env else ""
+                )
+                cases.append(Case(label, "p2p", d, p.ns[0], p.ns[1], p.overlay[1],
                                   P2P_MTU, p.pids))  # fmt: skip
             if args.veth and p2ps:
                 p = p2ps[0]
                 cases.append(Case("plain veth", "veth", "-", p.ns[0], p.ns[1], UNDER[1], 1500))
             for lab in labs:
                 lab.state_dir = Path(tmp) / lab.name
-                start_lab(lab)
-                assert lab.case is not None and lab.gw_case is not None
+                try:
+                    start_lab(lab)
+                    assert lab.case is not None and lab.gw_case is not None
+                    reachable(lab.case)
+                except (PolynimbusError, RuntimeError, subprocess.CalledProcessError) as exc:
+                    why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                    skipped.append(f"{lab.name} ({lab.transport}) lab: {why}")
+                    print(f"skipping the {lab.transport} lab {lab.name}: {why}", flush=True)
+                    continue
                 cases.append(lab.case)
                 if args.gateways:
                     cases.append(lab.gw_case)
