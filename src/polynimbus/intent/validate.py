@@ -98,6 +98,7 @@ def semantic_problems(
         )
 
     problems += _parallel_problems(intent)
+    problems += _transport_problems(intent)
 
     _, numbering_problems = number_sites(intent)
     for p in numbering_problems:
@@ -140,6 +141,27 @@ def _reindex(p: Problem, idx: list[int]) -> Problem:
         p.hint,
         p.line,
     )
+
+
+def _transport_problems(intent: Intent) -> list[Problem]:
+    """A dual-stack overlay (``overlay.ipv6``, or SRv6) on a transport that carries IPv4
+    only (``TunnelBackend.carries_ipv6``)."""
+    from polynimbus.tunnels import TRANSPORTS
+
+    ov = intent.overlay
+    if not intent.dual_stack or TRANSPORTS.get(ov.transport).carries_ipv6:
+        return []
+    why = "overlay.ipv6 is on" if ov.ipv6 else "SRv6 (srv6, services or chains) needs IPv6"
+    able = [n for n in TRANSPORTS.names() if TRANSPORTS.get(n).carries_ipv6]
+    return [
+        Problem(
+            "overlay.transport",
+            f"transport {ov.transport!r} carries IPv4 only, but the overlay is dual-stack "
+            f"({why})",
+            f"choose a transport that carries IPv6 ({', '.join(able)})"
+            + (", or set overlay.ipv6: false" if ov.ipv6 else ""),
+        )
+    ]
 
 
 def _parallel_problems(intent: Intent) -> list[Problem]:

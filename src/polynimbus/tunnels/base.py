@@ -91,6 +91,8 @@ class TunnelBackend:
         daemons: basenames of the programs the backend runs as node processes (the lab
             finds them in a lab's namespaces, to diff and to remove them).
         max_parallel: the most tunnels per peer pair it can run (``overlay.parallel``).
+        carries_ipv6: whether it carries IPv6 inside (a dual-stack overlay, SRv6); the
+            intent check refuses a dual-stack overlay on a transport that does not.
         ready_timeout_s: how long ``up`` waits, at most, for the tunnels of a daemon it
             (re)started to carry traffic (a TLS or IKE handshake after the start); 0 when
             they carry it at once (WireGuard's handshake rides the first packet).
@@ -108,6 +110,7 @@ class TunnelBackend:
     checks_source: ClassVar[bool] = False
     daemons: ClassVar[frozenset[str]] = frozenset()
     max_parallel: ClassVar[int] = 1
+    carries_ipv6: ClassVar[bool] = True
     ready_timeout_s: ClassVar[float] = 0.0
 
     def required_tools(self, impl: str) -> dict[str, str]:
