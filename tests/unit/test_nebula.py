@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from polynimbus.errors import KeyFileError, PlanError
+from polynimbus.errors import IntentError, KeyFileError, PlanError
 from polynimbus.intent import load_intent_text
 from polynimbus.node import Address, Link, Process, Route
 from polynimbus.plan import Plan, build_plan
@@ -144,10 +144,19 @@ def test_served_prefixes_follow_the_routes():
 
 
 def test_dual_stack_is_refused():
-    plan = plan_of(extra="  ipv6: true\n")
+    # by the intent check, on the line of the transport
+    with pytest.raises(IntentError) as bad:
+        plan_of(extra="  ipv6: true\n")
+    [problem] = bad.value.problems
+    assert problem.path == "overlay.transport" and "IPv4 only" in problem.message
+    assert "wireguard" in (problem.hint or "")
+    # and by the backend, for a plan made some other way
+    plan = dataclasses.replace(plan_of(), ipv6=True)
     with pytest.raises(PlanError, match="IPv4 only") as exc:
         get_transport("nebula").gateway_items(plan, plan.sites[0], fake_creds(plan), "userspace")
     assert "wireguard" in (exc.value.hint or "")
+    with pytest.raises(PlanError, match="IPv4 only"):
+        ensure_credentials(plan, Path("/nonexistent"))
 
 
 # ------------------------------------------------------------------ configuration

@@ -739,6 +739,10 @@ class NebulaBackend(TunnelBackend):
     checks_source = True
     daemons = frozenset({"nebula"})
     max_parallel = MAX_PARALLEL
+    carries_ipv6 = False  # nebula 1.6: IPv4 certificates, addresses and unsafe routes
+    # a (re)started daemon's first packet to a peer starts a handshake (retried every
+    # 100 ms, backing off linearly): up waits until the gateways answer through it
+    ready_timeout_s = 10.0
 
     def implementation(self) -> str:
         return "userspace"
