@@ -156,8 +156,7 @@ def _transport_problems(intent: Intent) -> list[Problem]:
     return [
         Problem(
             "overlay.transport",
-            f"transport {ov.transport!r} carries IPv4 only, but the overlay is dual-stack "
-            f"({why})",
+            f"transport {ov.transport!r} carries IPv4 only, but the overlay is dual-stack ({why})",
             f"choose a transport that carries IPv6 ({', '.join(able)})"
             + (", or set overlay.ipv6: false" if ov.ipv6 else ""),
         )
