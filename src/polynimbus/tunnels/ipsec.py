@@ -107,6 +107,10 @@ about 16 s in all (the defaults wait 4 s first and 165 s in all: slow for a lab 
 starts its daemons before their network)."""
 DPD_DELAY_S = 10
 """Seconds without a packet from a peer after which the daemon checks it is alive."""
+LIBIPSEC_MTU = 1400
+"""Largest packet kernel-libipsec reads from its TUN device, bytes: the plugin sets the
+device's MTU to 1400 (``TUN_DEFAULT_MTU``) and reads into a buffer of that size whatever
+the MTU becomes later; a longer packet is cut and dropped as invalid."""
 NETWORK_WAIT_S = 2.0
 """Longest wait of a starting daemon for its network before it loads its connections, s
 (the lab target stops a daemon that ignores SIGTERM for 3 s)."""
@@ -385,9 +389,11 @@ class IpsecBackend(TunnelBackend):
     encrypted = True
     tools = {CHARON: "charon-systemd", "swanctl": "strongswan-swanctl"}
     default_port = 4500  # IANA ipsec-nat-t (RFC 3948), IKE too (RFC 7296 §2.23)
-    # outer IPv4 20 + UDP 8 (RFC 3948) + ESP SPI 4 + sequence 4 + GCM IV 8 (RFC 4106 §3.1)
-    # + pad length 1 + next header 1 + padding to 4 bytes 0..3 (RFC 4303 §2.4) + ICV 16
-    overhead = 20 + 8 + 4 + 4 + 8 + 1 + 1 + 3 + 16
+    # on the wire: outer IPv4 20 + UDP 8 (RFC 3948) + ESP SPI 4 + sequence 4 + GCM IV 8
+    # (RFC 4106 §3.1) + pad length 1 + next header 1 + padding to 4 bytes 0..3 (RFC 4303
+    # §2.4) + ICV 16 = 65; declared as 100 so that a 1500-byte underlay gives the 1400-byte
+    # tunnel MTU libipsec can carry (LIBIPSEC_MTU)
+    overhead = max(20 + 8 + 4 + 4 + 8 + 1 + 1 + 3 + 16, 1500 - 1400)
     summary = "IPsec, encrypted (strongSwan IKEv2 with the lab's CA, ESP AES-256-GCM in UDP)"
     checks_source = False  # a transit side's selector is 0.0.0.0/0 (see offer)
     daemons = frozenset({CHARON})
@@ -459,7 +465,8 @@ class IpsecBackend(TunnelBackend):
         devs = [tun_name(k) for k in range(plan.parallel)]
         for k, dev in enumerate(devs):
             proc = charon_process(plan, site, k, creds)
-            out += [proc, Link(dev, "tun", mtu=plan.tunnel_mtu, process=proc.name)]
+            mtu = min(plan.tunnel_mtu, LIBIPSEC_MTU)
+            out += [proc, Link(dev, "tun", mtu=mtu, process=proc.name)]
         for peer in site.peers:
             for d in peer.reaches:
                 out += ecmp_routes(plan.prefixes(d), devs)
