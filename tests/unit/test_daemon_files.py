@@ -34,6 +34,7 @@ def test_files_are_private_from_the_first_byte_and_cannot_leave_their_directory(
     d = processes.files_dir(tmp_path, "pn.lab.a.gateway")
     processes.write_files(d, proc)
     assert stat.S_IMODE(os.lstat(d).st_mode) == 0o700
+    assert stat.S_IMODE(os.lstat(d.parent).st_mode) == 0o700
     assert {p.name: stat.S_IMODE(os.lstat(p).st_mode) for p in d.iterdir()} == {
         "a.conf": 0o600,
         "b.key": 0o600,

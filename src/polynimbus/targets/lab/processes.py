@@ -74,6 +74,7 @@ def write_files(directory: Path, item: Process) -> None:
     Raises:
         ApplyError: a name leaves the directory, or a file cannot be written.
     """
+    _private_dir(directory.parent)  # STATE_DIR/daemons: lists the lab's nodes
     _private_dir(directory)
     for name, text in item.files:
         path = directory / name
