@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from polynimbus import names
 from polynimbus.intent import load_intent_text
-from polynimbus.node import Link, Process, Route
+from polynimbus.node import Link, NftTable, Process, Route
 from polynimbus.plan import Plan, build_plan
 from polynimbus.render.gateway import render_gateway
 from polynimbus.render.nftables import render_gateway_ruleset
@@ -206,3 +206,21 @@ def test_the_target_writes_the_files_owner_only(tmp_path):
     assert path.read_text() == text
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     assert stat.S_IMODE(os.stat(d).st_mode) == 0o700
+
+
+def test_the_gateway_checks_tunnel_sources_so_srv6_leaves_with_its_own():
+    plan = plan_of()
+    site = plan.site("aws")
+    model = render_gateway(plan, site, creds_for(plan), "default")
+    [table] = [t for t in model.of(NftTable) if t.table == "pn-openvpn"]
+    pattern = get_transport("openvpn").ifname_pattern(plan, site)
+    assert f'iifname "{pattern}" fib saddr . iif oif missing counter drop' in table.ruleset
+    assert "priority raw" in table.ruleset
+    assert get_transport("openvpn").checks_source
+    solo = build_plan(
+        load_intent_text(
+            "name: solo\noverlay: {transport: openvpn}\nsites:\n  - {name: a, provider: aws}\n"
+        )
+    )
+    items = render_gateway(solo, solo.sites[0], creds_for(solo), "default").of(NftTable)
+    assert [t.table for t in items] == ["polynimbus"]  # no tunnels, nothing to check

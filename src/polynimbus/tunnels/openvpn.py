@@ -27,8 +27,14 @@ Per tunnel between sites of plan indices ``i < j`` (``k``-th of ``plan.parallel`
   (:func:`polynimbus.tunnels.base.daemon`); its digest restarts the process when the
   file changes (``up --rotate-keys`` makes a new CA and certificates).
 
-OpenVPN does not filter inner source addresses by peer (WireGuard's AllowedIPs):
-``checks_source`` is False, so SRv6 keeps End's outer source (see ``render/srv6.py``).
+OpenVPN in point-to-point mode does not filter inner source addresses by peer
+(WireGuard's AllowedIPs). The gateway does, in its table ``inet pn-openvpn``
+(:func:`source_filter`): a packet that came in through a tunnel is dropped unless the
+route back to its source leaves through that tunnel (a reverse-path check, nftables
+``fib saddr . iif oif missing``; multipath routes count every tunnel of theirs). The
+overlay's routes are those of a tree or a full mesh, so they are symmetric: every source
+a peer may send from is routed to it. So ``checks_source`` is True, and SRv6 leaving by
+a tunnel takes this gateway's outer source (see ``render/srv6.py``).
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from polynimbus.names import openvpn_if, openvpn_if_prefix
-from polynimbus.node import Item, Link
+from polynimbus.node import Item, Link, NftTable
 from polynimbus.tunnels.base import TRANSPORTS, TunnelBackend, daemon, ecmp_routes, parallel_ifname
 
 if TYPE_CHECKING:
@@ -90,6 +96,28 @@ def tunnel_ifnames(plan: Plan, peer: SitePlan) -> list[str]:
     """A gateway's TUN interfaces towards ``peer``, one per parallel tunnel."""
     base = openvpn_if(plan.name, peer.site_id)
     return [parallel_ifname(base, k) for k in range(plan.parallel)]
+
+
+SOURCE_TABLE = "pn-openvpn"
+"""The gateway's nftables table (family ``inet``) that checks the tunnels' sources."""
+
+
+def source_filter(plan: Plan, site: SitePlan) -> NftTable:
+    """The ``inet pn-openvpn`` table of ``site``'s gateway: packets that came in through a
+    tunnel whose source is not routed back through that tunnel are dropped (before any
+    other hook: the ``raw`` priority of ``prerouting``), IPv4 and IPv6."""
+    pattern = f"{openvpn_if_prefix(plan.name)}*"
+    ruleset = (
+        f"table inet {SOURCE_TABLE} {{\n"
+        '\tcomment "managed by polynimbus: a tunnel takes only the sources routed to it"\n'
+        "\tchain prerouting {\n"
+        "\t\ttype filter hook prerouting priority raw; policy accept;\n"
+        f'\t\tiifname "{pattern}" fib saddr . iif oif missing counter drop '
+        'comment "source not routed through this tunnel"\n'
+        "\t}\n"
+        "}\n"
+    )
+    return NftTable("inet", SOURCE_TABLE, ruleset)
 
 
 def _pem(text: str) -> str:
@@ -169,6 +197,7 @@ class OpenVpnBackend(TunnelBackend):
     # format"); TUN mode: no inner Ethernet header; no compression framing byte
     overhead = 20 + 8 + 4 + 4 + 16
     summary = "OpenVPN 2.6, encrypted (TLS with the lab's CA, AES-256-GCM; a process per tunnel)"
+    checks_source = True  # by the gateway: source_filter
     daemons = frozenset({"openvpn"})
     max_parallel = MAX_PARALLEL
     # a started tunnel carries traffic after about 2 s: a first send before the gateway's
@@ -206,8 +235,9 @@ class OpenVpnBackend(TunnelBackend):
     ) -> list[Item]:
         """Per peer and parallel index, an ``openvpn`` process with its file and the TUN
         interface it makes; overlay routes over the peer's interfaces (multipath when
-        several: :func:`~polynimbus.tunnels.base.ecmp_routes`)."""
-        out: list[Item] = []
+        several: :func:`~polynimbus.tunnels.base.ecmp_routes`), and the source check of
+        the tunnels (:func:`source_filter`)."""
+        out: list[Item] = [source_filter(plan, site)] if site.peers else []
         for peer in site.peers:
             devs = tunnel_ifnames(plan, plan.sites[peer.site])
             for k, ifname in enumerate(devs):
