@@ -153,7 +153,8 @@ def test_each_connection_names_its_peer_its_address_and_the_ca():
         assert s[f"{c}.remote.id"] == name and s[f"{c}.local.id"] == "aws"
         assert s[f"{c}.remote_addrs"] == plan.site(name).public_address
         assert s[f"{c}.local_addrs"] == site.public_address
-        assert s[f"{c}.remote_port"] == "4500" and s[f"{c}.encap"] == "yes"
+        assert s[f"{c}.remote_port"] == s[f"{c}.local_port"] == "4500"
+        assert s[f"{c}.encap"] == "yes"
         assert s[f"{c}.remote.cacerts"] == f"/proc/self/cwd/{inst}.ca.pem"
         assert s[f"{c}.children.{name}.start_action"] == "start"
     # the first of each pair (plan order) keeps trying, the other only answers

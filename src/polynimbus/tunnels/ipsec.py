@@ -23,9 +23,11 @@ ESP implementation (:meth:`IpsecBackend.implementation`):
   no XFRM interfaces: forcing it (``POLYNIMBUS_IPSEC=kernel``) is an error with a hint.
 
 Per gateway and parallel index ``k`` (``plan.parallel`` tunnels per peer pair): one daemon
-with its TUN device, IKE and ESP-in-UDP on UDP port ``plan.port + k`` (``port_nat_t``;
-IKE's first message goes there too, RFC 7296 §2.23, so a gateway's firewall admits one
-port per index), one connection per peer with one CHILD_SA (tunnel mode):
+with its TUN device, IKE and ESP-in-UDP on UDP port ``plan.port + k`` at both ends
+(``port_nat_t``, ``local_port`` and ``remote_port``: IKE starts there, RFC 7296 §2.23, from
+the first message, so the gateway's firewall, which admits and leaves untracked only that
+port from the peers, sees nothing else), one connection per peer with one CHILD_SA
+(tunnel mode):
 
 - identities: IKE ID = the site name, as the certificate's SAN DNS has it; each
   connection names its peer (``remote.id``) and the CA (``remote.cacerts``), and its
@@ -316,6 +318,7 @@ def render_swanctl_conf(plan: Plan, site: SitePlan, k: int) -> str:
             "        version = 2",
             f"        local_addrs = {site.public_address}",
             f"        remote_addrs = {p.public_address}",
+            f"        local_port = {plan.port + k}",
             f"        remote_port = {plan.port + k}",
             "        encap = yes",
             "        mobike = no",
