@@ -224,3 +224,27 @@ def test_the_gateway_checks_tunnel_sources_so_srv6_leaves_with_its_own():
     )
     items = render_gateway(solo, solo.sites[0], creds_for(solo), "default").of(NftTable)
     assert [t.table for t in items] == ["polynimbus"]  # no tunnels, nothing to check
+
+
+def test_credentials_are_kept_between_runs_and_rotated_on_demand(tmp_path):
+    plan = plan_of()
+    backend = get_transport("openvpn")
+    site = plan.site("aws")
+
+    def digests(creds) -> list[str]:
+        return [p.digest for p in render_gateway(plan, site, creds, "default").of(Process)]
+
+    dry = backend.credentials(plan, tmp_path, dry_run=True)
+    assert not (tmp_path / "pki").exists()  # a dry run writes nothing
+    first = backend.credentials(plan, tmp_path)
+    assert digests(dry) != digests(first)
+    key = tmp_path / "pki" / "aws.key"
+    assert stat.S_IMODE(os.stat(key).st_mode) == 0o600
+    again = backend.credentials(plan, tmp_path)
+    assert again == first and digests(again) == digests(first)  # nothing restarts
+    rotated = backend.credentials(plan, tmp_path, rotate=True)
+    assert rotated["aws"].ca_pem != first["aws"].ca_pem
+    assert rotated["aws"].key_pem != first["aws"].key_pem
+    assert all(a != b for a, b in zip(digests(first), digests(rotated), strict=True))
+    text = render_openvpn_config(plan, site, 0, 0, rotated)
+    assert rotated["aws"].key_pem.strip() in text and rotated["os"].key_pem.strip() not in text
