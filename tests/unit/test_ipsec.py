@@ -210,6 +210,18 @@ def test_a_gateway_with_two_transit_peers_is_refused_with_a_hint():
     assert err.value.hint and "full-mesh" in err.value.hint
 
 
+def test_srv6_sids_in_the_tunnels_widen_a_side_and_more_than_two_sites_are_refused():
+    plan = plan_of(extra="  srv6: {carrier: tunnels}\n")
+    assert plan.sites[0].sid_block in plan.prefixes(0)
+    site = plan.sites[1]
+    assert offer(plan, 0, site) == ANY  # the SID block holds no address of the gateway
+    with pytest.raises(PolynimbusError) as err:
+        items_of(plan, site.name)
+    assert "SRv6" in err.value.message and err.value.hint and "underlay" in err.value.hint
+    under = plan_of(extra="  srv6: {carrier: underlay}\n")
+    assert offer(under, 0, under.sites[1]) == under.prefixes(0)
+
+
 def test_parallel_tunnels_are_daemons_on_consecutive_ports_with_multipath_routes():
     plan = plan_of(extra="  parallel: 3\n")
     site = plan.site("os")

@@ -59,6 +59,7 @@ port from the peers, sees nothing else), one connection per peer with one CHILD_
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -159,10 +160,21 @@ ANY = ("0.0.0.0/0", "::/0")
 """The traffic selector of a transit side: routes decide."""
 
 
+def _holds_local_address(site: SitePlan, prefix: str) -> bool:
+    """Whether ``prefix`` holds one of ``site``'s gateway overlay addresses."""
+    net = ipaddress.ip_network(prefix)
+    for addr in (site.gateway_address, site.gateway_address6):
+        if addr and ipaddress.ip_address(addr) in net:
+            return True
+    return False
+
+
 def offer(plan: Plan, owner: int, to: SitePlan) -> tuple[str, ...]:
     """The traffic selector of the gateway of site index ``owner``'s side of its tunnel
-    with ``to``: ``owner``'s own blocks when ``to`` routes only them through it, else
-    :data:`ANY` (``owner`` is ``to``'s transit: routes decide what goes through).
+    with ``to``: ``owner``'s own prefixes when ``to`` routes only them through it and each
+    holds an address of ``owner``'s gateway, else :data:`ANY` (routes decide): ``owner``
+    is ``to``'s transit, or its prefixes include its SRv6 SID block (SRv6 carried by the
+    tunnels), which holds no address.
 
     Why not the exact blocks routed through ``owner`` (WireGuard's AllowedIPs)? Each pair
     of selectors becomes a libipsec policy, and strongSwan 5.9's kernel-libipsec refuses
@@ -173,32 +185,37 @@ def offer(plan: Plan, owner: int, to: SitePlan) -> tuple[str, ...]:
     Raises:
         KeyError: ``to`` has no tunnel to ``owner``.
     """
+    site = plan.sites[owner]
     for p in to.peers:
         if p.site == owner:
-            if tuple(p.reaches) == (owner,):
-                return plan.prefixes(owner)
+            own = plan.prefixes(owner)
+            if tuple(p.reaches) == (owner,) and all(_holds_local_address(site, x) for x in own):
+                return own
             return ANY
     raise KeyError(f"site {to.name} has no tunnel to site index {owner}")
 
 
 def check_transit(plan: Plan, site: SitePlan) -> None:
-    """Refuse a gateway that reaches sites beyond its peers through two peers or more.
+    """Refuse a gateway with two peers or more whose side is :data:`ANY` (see
+    :func:`offer`).
 
     libipsec picks the SA of an outgoing packet by its selectors alone (the most
-    specific first): a peer's own blocks are specific, a transit peer's side is
-    :data:`ANY`; two of those would be a tie that no route can break.
+    specific first): a peer's own blocks are specific, an :data:`ANY` side is not; two of
+    those would be a tie that no route can break.
 
     Raises:
-        PolynimbusError: the gateway has two transit peers or more (with a hint).
+        PolynimbusError: the gateway has two such peers or more (with a hint).
     """
-    transit = [plan.sites[p.site].name for p in site.peers if tuple(p.reaches) != (p.site,)]
-    if len(transit) > 1:
+    wide = [plan.sites[p.site].name for p in site.peers if offer(plan, p.site, site) == ANY]
+    if len(wide) > 1:
+        sids = plan.srv6 is not None and plan.srv6.carrier == "tunnels"
+        why = "carry SRv6 SIDs or lead to other sites" if sids else "lead to other sites"
         raise PolynimbusError(
-            f"ipsec: the gateway of site {site.name} reaches other sites through "
-            f"{len(transit)} peers ({', '.join(transit)}); strongSwan's user-space ESP "
-            "(kernel-libipsec) can route through one transit peer per gateway only",
-            "use overlay.topology full-mesh or hub, or a transport that follows routes "
-            "(wireguard, openvpn)",
+            f"ipsec: the gateway of site {site.name} has {len(wide)} peers whose tunnels "
+            f"{why} ({', '.join(wide)}); strongSwan's user-space ESP (kernel-libipsec) "
+            "can route through one such peer per gateway only",
+            "use a transport that follows routes (wireguard, openvpn)"
+            + (", or srv6: {carrier: underlay}" if sids else ", or topology full-mesh or hub"),
         )
 
 
