@@ -1,16 +1,20 @@
 """The OpenVPN transport in the lab: a peer cannot send from another site's addresses;
-``--rotate-keys`` restarts every tunnel with a new CA and the overlay is back."""
+``--rotate-keys`` restarts every tunnel with a new CA and the overlay is back; parallel
+tunnels carry flows over each of them."""
 
 from __future__ import annotations
 
 import re
 import subprocess
+import time
 
-from polynimbus import names
+from polynimbus import names, procs
 from polynimbus.orchestrate import lab_down, lab_up
 from polynimbus.plan import build_plan
+from polynimbus.tunnels.base import parallel_ifname
 from polynimbus.verify.reachability import ping_all
 from tests.integration.conftest import leftovers, three_sites
+from tests.integration.test_parallel import TWO_SITES, rx_packets
 
 
 def sh(ns: str, *argv: str) -> subprocess.CompletedProcess[str]:
@@ -22,6 +26,14 @@ def in_echos(ns: str) -> int:
     text = sh(ns, "cat", "/proc/net/snmp").stdout
     head, values = [line.split()[1:] for line in text.splitlines() if line.startswith("Icmp:")]
     return int(values[head.index("InEchos")])
+
+
+def daemons(ns: str) -> list[int]:
+    """Pids of the openvpn processes running in namespace ``ns``."""
+    inode = procs.netns_inode(ns)
+    return sorted(
+        p.pid for p in procs.processes() if p.netns_inode == inode and p.argv[:1] == ("openvpn",)
+    )
 
 
 def dropped(ns: str) -> int:
@@ -58,10 +70,11 @@ def test_a_peer_cannot_send_from_another_sites_addresses_and_rotation_restarts_a
     assert in_echos(target_ns) == echos + 1
 
     # a second up removes the stray address and restarts nothing
-    pids = sorted(p for p in sh(gw_os, "pgrep", "-x", "openvpn").stdout.split())
+    pids = daemons(gw_os)
+    assert len(pids) == 2
     second = lab_up(intent, sdir)
     assert [c.action for c in second.changes] == ["delete"]
-    assert sorted(sh(gw_os, "pgrep", "-x", "openvpn").stdout.split()) == pids
+    assert daemons(gw_os) == pids
 
     # new CA and certificates: every daemon restarts, the overlay carries traffic again
     ca = (sdir / "pki" / "ca.pem").read_text()
@@ -71,6 +84,48 @@ def test_a_peer_cannot_send_from_another_sites_addresses_and_rotation_restarts_a
     assert (sdir / "pki" / "ca.pem").read_text() != ca
     assert rotated.warnings == []
     assert [p for p in ping_all(plan) if not p.reachable] == []
+
+    lab_down(name, sdir)
+    assert leftovers(name, sdir) == []
+
+
+def test_two_openvpn_tunnels_per_pair_carry_flows_over_both(lab):
+    """``overlay.parallel: 2``: two daemons and TUN interfaces per peer pair, one multipath
+    route; 16 TCP flows reach the far gateway through both (all on one: p = 2 * 2**-16)."""
+    name = "it-ovpn-par"
+    intent = lab.intent(TWO_SITES.format(name=name, transport="openvpn", parallel=2))
+    plan = build_plan(intent)
+    sdir = lab.state(name)
+    assert lab_up(intent, sdir).changed
+    assert all(p.reachable for p in ping_all(plan))
+    assert not lab_up(intent, sdir).changed
+
+    a, b = plan.site("a"), plan.site("b")
+    gw_a, gw_b = names.gateway_ns(name, "a"), names.gateway_ns(name, "b")
+    devs_b = [parallel_ifname(names.openvpn_if(name, a.site_id), k) for k in range(2)]
+    route = sh(gw_a, "ip", "route", "show", b.block).stdout
+    base = names.openvpn_if(name, b.site_id)
+    assert all(f"dev {parallel_ifname(base, k)} " in route for k in range(2)), route
+    assert len(daemons(gw_b)) == 2
+
+    before = [rx_packets(gw_b, d) for d in devs_b]
+    server = subprocess.Popen(
+        ["ip", "netns", "exec", names.host_ns(name, "b", "h1"), "iperf3", "-s", "-1"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        time.sleep(0.5)
+        res = sh(
+            names.host_ns(name, "a", "h1"),
+            *("iperf3", "-c", b.hosts[0].address, "-P", "16", "-t", "1", "-l", "16k"),
+        )
+        assert res.returncode == 0, res.stdout + res.stderr
+    finally:
+        server.kill()
+        server.wait()
+    grew = [rx_packets(gw_b, d) - x for d, x in zip(devs_b, before, strict=True)]
+    assert all(g > 50 for g in grew), grew
 
     lab_down(name, sdir)
     assert leftovers(name, sdir) == []
