@@ -167,6 +167,9 @@ def lab_up(
     applied) are observed and changed: the cost follows the change, not the lab's size.
     Drift elsewhere is left for a plain ``up``. Without a kept intent it is a plain up.
 
+    Tunnel daemons it (re)started are given their transport's ``ready_timeout_s`` to carry
+    traffic (:func:`wait_for_tunnels`); a gateway still cut off then is a warning.
+
     Raises:
         CapabilityError: not root, or a tool is missing.
         StateError: the state directory is not polynimbus's, another command holds the
