@@ -1,5 +1,7 @@
-"""Encrypted transports side by side: each polynimbus transport host to host in the lab, and
-the same daemons point to point between two bare namespaces (issue 8). Needs root.
+"""Encrypted transports side by side, in the lab and point to point (issue 8). Needs root.
+
+Each polynimbus transport host to host in the lab, and the same daemons point to point
+between two bare namespaces.
 
 Point to point ("p2p"): two bare namespaces joined by one veth, each daemon configured by
 hand for its best case (tunnel MTU 1420, big socket buffers where the daemon has an
@@ -21,7 +23,9 @@ Every namespace and process this script makes is removed at the end, also on fai
 Ctrl-C: p2p namespaces are ``bnp2p-*``, labs ``bn-*``; nothing else is touched.
 
     python bench/encrypted.py [--rounds 5] [--seconds 5] [--flows 4] [--parallel 1,2]
-        [--only wireguard,openvpn,nebula] [--no-lab] [--no-p2p] [--veth]
+        [--only wireguard,openvpn,nebula] [--no-lab] [--no-p2p] [--veth] [--gateways]
+        [--variant tracked|nonft|brnf|bigbuf|LABEL=CMD]... [--p2p-env DAEMON:NAME=VALUE]...
+        [--rate 150M]
 """
 
 from __future__ import annotations
@@ -453,7 +457,11 @@ def start_lab(lab: Lab) -> None:
     dst = next(s for s in plan.sites if s.name == "b").hosts[0].address
 
     if lab.variant is not None:
-        subprocess.run(lab.variant[1], shell=True, check=True, env={**os.environ, "LAB": lab.name})
+        label, cmd = lab.variant
+        if cmd:
+            subprocess.run(cmd, shell=True, check=True, env={**os.environ, "LAB": lab.name})
+        else:
+            BUILTIN_VARIANTS[label][1](gws)
 
     def pids() -> list[int]:
         inodes = {procs.netns_inode(g) for g in gws}
@@ -497,6 +505,76 @@ def reachable(case: Case, timeout_s: float = 15) -> None:
         if res.returncode == 0:
             return
     raise RuntimeError(f"{case.dst} does not answer from {case.src_ns}")
+
+
+def _in_gateways(gws: list[str], *argv: str) -> None:
+    for g in gws:
+        sh(*argv, ns=g)
+
+
+def _flush_notrack(gws: list[str]) -> None:
+    for g in gws:
+        for chain in ("prerouting", "output"):
+            sh("nft", "flush", "chain", "inet", "polynimbus", chain, ns=g)
+
+
+def _bridge_nf_off(gws: list[str]) -> None:
+    for g in gws:
+        for fam in ("iptables", "ip6tables", "arptables"):
+            sh("sysctl", "-qw", f"net.bridge.bridge-nf-call-{fam}=0", ns=g)
+
+
+def _force_socket_buffers(gws: list[str], size: int = SOCKBUF) -> None:
+    """Give every UDP socket of the daemons in ``gws`` ``size``-byte buffers from outside:
+    ``pidfd_getfd(2)`` takes a copy of the socket's descriptor (root may), and
+    ``SO_RCVBUFFORCE``/``SO_SNDBUFFORCE`` ignore ``rmem_max``. An experiment only (a daemon
+    that rebinds its socket, as wireguard-go on ``wg setconf``, loses it)."""
+    import ctypes
+    import socket
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    pidfd_getfd = 438  # x86_64 syscall number
+    inodes = {procs.netns_inode(g) for g in gws}
+    for p in procs.processes():
+        if p.netns_inode not in inodes or os.path.basename(p.argv[0]) == "iperf3":
+            continue
+        udp = set()
+        for f in ("udp", "udp6"):
+            with contextlib.suppress(OSError), open(f"/proc/{p.pid}/net/{f}") as fh:
+                udp |= {int(line.split()[9]) for line in fh.readlines()[1:]}
+        pidfd = os.pidfd_open(p.pid)
+        try:
+            for fd in os.listdir(f"/proc/{p.pid}/fd"):
+                try:
+                    link = os.readlink(f"/proc/{p.pid}/fd/{fd}")
+                except OSError:
+                    continue
+                if not link.startswith("socket:[") or int(link[8:-1]) not in udp:
+                    continue
+                copy = libc.syscall(pidfd_getfd, pidfd, int(fd), 0)
+                if copy < 0:
+                    raise OSError(ctypes.get_errno(), "pidfd_getfd")
+                sock = socket.socket(fileno=copy)
+                sock.setsockopt(socket.SOL_SOCKET, 33, size)  # SO_RCVBUFFORCE
+                sock.setsockopt(socket.SOL_SOCKET, 32, size)  # SO_SNDBUFFORCE
+                sock.close()
+        finally:
+            os.close(pidfd)
+
+
+BUILTIN_VARIANTS: dict[str, tuple[str, Callable[[list[str]], None]]] = {
+    "tracked": (
+        "the gateways' notrack chains emptied (the ruleset before issue 8)",
+        _flush_notrack,
+    ),
+    "nonft": (
+        "no nftables ruleset in the gateways",
+        lambda g: _in_gateways(g, "nft", "flush", "ruleset"),
+    ),
+    "brnf": ("bridge netfilter off in the gateways (bridge-nf-call-*=0)", _bridge_nf_off),
+    "bigbuf": ("4 MiB UDP socket buffers forced on the running daemons", _force_socket_buffers),
+}
+"""``--variant NAME`` without a command: experiments on a lab after ``up``."""
 
 
 # ---------------------------------------------------------------- report
@@ -622,10 +700,10 @@ def main() -> None:
         "--variant",
         action="append",
         default=[],
-        metavar="LABEL=CMD",
+        metavar="LABEL=CMD|NAME",
         help="an extra lab per transport (first --parallel value only), changed after up by "
-        "the shell command CMD "
-        "(the lab's name in $LAB): for experiments, e.g. notrack=./notrack.sh",
+        "the shell command CMD (the lab's name in $LAB) or by a built-in NAME: "
+        + "; ".join(f"{k}: {v[0]}" for k, v in BUILTIN_VARIANTS.items()),
     )
     ap.add_argument(
         "--rate",
@@ -687,6 +765,10 @@ def main() -> None:
                 labs.append(Lab(t, par, f"bn-{t[:3]}{suffix}", Path()))
                 for i, v in enumerate(args.variant if par == pars[0] else []):
                     label, _, cmd = v.partition("=")
+                    if not cmd and label not in BUILTIN_VARIANTS:
+                        raise SystemExit(
+                            f"--variant {v}: give LABEL=CMD or one of {', '.join(BUILTIN_VARIANTS)}"
+                        )
                     labs.append(Lab(t, par, f"bn-{t[:3]}{suffix}v{i}", Path(), None, (label, cmd)))
     flows_list = [1] if args.flows == 1 else [1, args.flows]
     rng = random.Random(args.seed)
