@@ -12,7 +12,7 @@ import pytest
 from polynimbus import names, procs, state
 from polynimbus.intent import Intent, load_intent_text
 from polynimbus.orchestrate import lab_down
-from polynimbus.targets.lab import WG_SOCKET_DIR, list_lab_namespaces
+from polynimbus.targets.lab import WG_SOCKET_DIR, list_lab_namespaces, processes
 
 TOOLS = ["ip", "nft", "wg", "wireguard-go", "fping", "iperf3", "tcpdump"]
 
@@ -70,10 +70,12 @@ def leftovers(lab: str, state_dir: Path) -> list[str]:
     """Everything of ``lab`` still on the host (should be empty after down)."""
     left = list(list_lab_namespaces(lab))
     prefix = names.wireguard_if_prefix(lab)
+    ours = names.lab_prefix(lab)
     left += [
         f"process {p.pid} {' '.join(p.argv)}"
         for p in procs.processes()
         if any(a.startswith(prefix) for a in p.argv[1:])
+        or (processes.cwd_node(p.pid) or "").startswith(ours)
     ]
     if WG_SOCKET_DIR.is_dir():
         left += [str(s) for s in WG_SOCKET_DIR.glob(f"{prefix}*.sock")]

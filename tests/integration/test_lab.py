@@ -281,3 +281,33 @@ def test_a_running_lab_is_only_touched_through_its_own_state_dir(lab, tmp_path) 
     assert not lab_up(intent, mine).changed
     lab_down("it-own", mine)
     assert state.recorded_state_dir("it-own") is None and not mine.exists()
+
+
+def test_down_stops_a_daemon_whose_namespace_was_deleted_by_hand(lab, tmp_path) -> None:
+    """A tunnel daemon outside every named namespace (its namespace deleted with ``ip netns
+    del`` while it ran) is still the lab's: it runs in one of the lab's node directories.
+    A process of another lab's node directory is left alone (control in the same run)."""
+    name = "it-orphan"
+    intent = lab.intent(three_sites(name, transport="vxlan"))
+    sdir = lab.state(name)
+    lab_up(intent, sdir)
+    ours = sdir / "daemons" / names.gateway_ns(name, "aws")
+    theirs = tmp_path / "daemons" / names.gateway_ns("it-other", "aws")
+    started = []
+    for cwd, ns in ((ours, "it-orphan-ns"), (theirs, "it-other-ns")):
+        cwd.mkdir(parents=True)
+        subprocess.run(["ip", "netns", "add", ns], check=True)
+        started.append(subprocess.Popen(["ip", "netns", "exec", ns, "sleep", "60"], cwd=cwd))
+        time.sleep(0.2)
+        subprocess.run(["ip", "netns", "del", ns], check=True)
+    try:
+        lab_down(name, sdir)
+        deadline = time.monotonic() + 5
+        while started[0].poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert started[0].poll() is not None  # ours: stopped
+        assert started[1].poll() is None  # another lab's: still running
+    finally:
+        for p in started:
+            p.kill()
+            p.wait()

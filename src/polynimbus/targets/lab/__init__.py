@@ -360,7 +360,8 @@ class LabTarget:
     # ------------------------------------------------------------------ down
     def destroy(self, lab: str) -> dict[str, list[str]]:
         """Remove everything of ``lab`` on this host: processes in its namespaces (and
-        orphaned ``wireguard-go`` of its interfaces), WireGuard sockets, namespaces.
+        orphans outside them: ``wireguard-go`` of its interfaces, daemons running in its
+        nodes' file directories), WireGuard sockets, namespaces.
 
         Works from any half-finished state; removing nothing is not an error. The state
         directory is not touched (see :func:`polynimbus.state.remove`).
@@ -376,13 +377,16 @@ class LabTarget:
         victims = processes.stop_all_in(spaces)
         wg_prefix = names.wireguard_if_prefix(lab)
         named = {procs.netns_inode(n) for n in netns.pr_netns.listnetns()}
+        ours = names.lab_prefix(lab)
         orphans = [
             p
             for p in procs.processes()
             if p.argv
-            and p.argv[0].endswith("wireguard-go")
-            and p.argv[-1].startswith(wg_prefix)
             and p.netns_inode not in named
+            and (
+                (p.argv[0].endswith("wireguard-go") and p.argv[-1].startswith(wg_prefix))
+                or (processes.cwd_node(p.pid) or "").startswith(ours)
+            )
         ]
         procs.stop([p.pid for p in orphans])
         removed["processes"] = [f"{p.pid} {' '.join(p.argv)}" for p in victims + orphans]

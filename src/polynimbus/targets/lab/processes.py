@@ -48,6 +48,17 @@ def files_dir(state_dir: Path, ns: str) -> Path:
     return state_dir / "daemons" / ns
 
 
+def cwd_node(pid: int) -> str | None:
+    """The node whose file directory (:func:`files_dir`) process ``pid`` runs in, or
+    ``None``: how a tunnel daemon is recognised as a lab's even outside its namespace."""
+    try:
+        cwd = os.readlink(f"/proc/{pid}/cwd").removesuffix(" (deleted)")
+    except OSError:
+        return None
+    parent, _, node = cwd.rpartition("/")
+    return node if parent.endswith("/daemons") else None
+
+
 def digest_of(pid: int) -> str:
     """The :data:`DIGEST_ENV` a process was started with, ``""`` if none or unreadable."""
     try:
@@ -194,7 +205,8 @@ def start(ns: str, item: Process, state_dir: Path) -> None:
     env.update(assigned)
     if item.digest:
         env[DIGEST_ENV] = item.digest
-    log = log_dir / f"{item.name.replace(':', '-').replace('/', '_')}.log"
+    # named by node too: two gateways may each run a process of the same name
+    log = log_dir / f"{ns}.{item.name.replace(':', '-').replace('/', '_')}.log"
     with open(log, "ab") as out:
         try:
             res = subprocess.run(
