@@ -17,14 +17,14 @@ from polynimbus.tunnels import get_transport
 def print_plan(plan: Plan) -> None:
     """The plan as tables: overlay, sites, tunnels, routes per gateway."""
     backend = get_transport(plan.transport)
-    ports = f"UDP {plan.port}" + (
-        f"-{plan.port + plan.parallel - 1}, {plan.parallel} tunnels per pair"
-        if plan.parallel > 1
-        else ""
-    )
+    low, high = backend.port_range(plan)
+    ports = f"UDP {low}" + (f"-{high}" if high > low else "")
+    if plan.parallel > 1:
+        ports += f", {plan.parallel} tunnels per pair"
     out.print(
         f"[bold]{plan.name}[/]: {len(plan.sites)} sites, {plan.topology} "
-        f"({len(plan.tunnels)} tunnels), {plan.transport} on {ports}; "
+        f"({len(plan.tunnels)} tunnel{'' if len(plan.tunnels) == 1 else 's'}), "
+        f"{plan.transport} on {ports}; "
         f"address space {plan.address_space}"
     )
     out.print(

@@ -332,9 +332,10 @@ class Plan:
 
     def to_dict(self) -> dict[str, Any]:
         """The ``plan --json`` document (schema :data:`PLAN_SCHEMA`, docs/plan-schema.md)."""
-        one_interface = TRANSPORTS.get(self.transport).gateway_interface
+        backend = TRANSPORTS.get(self.transport)()
+        one_interface = backend.gateway_interface
         sites = []
-        for s in self.sites:
+        for i, s in enumerate(self.sites):
             extra: dict[str, Any] = {}
             if s.block6:
                 extra["block6"] = s.block6
@@ -361,7 +362,8 @@ class Plan:
                         "peers": [
                             {
                                 "site": self.sites[p.site].name,
-                                "endpoint": f"{self.sites[p.site].public_address}:{self.port}",
+                                "endpoint": f"{self.sites[p.site].public_address}:"
+                                f"{backend.tunnel_ports(self, i, p.site)[0]}",
                                 "allowed_ips": [x for d in p.reaches for x in self.prefixes(d)],
                                 "vni": p.vni,
                             }

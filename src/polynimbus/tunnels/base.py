@@ -157,6 +157,16 @@ class TunnelBackend:
         """The gateway's tunnel interfaces as nftables matches them (name or ``prefix*``)."""
         raise NotImplementedError
 
+    def tunnel_ports(self, plan: Plan, a: int, b: int) -> list[int]:
+        """UDP ports of the tunnels between the sites of indices ``a`` and ``b`` (one per
+        parallel tunnel, the same at both ends): by default ``port`` .. ``port + parallel
+        - 1``."""
+        return [plan.port + k for k in range(plan.parallel)]
+
+    def port_range(self, plan: Plan) -> tuple[int, int]:
+        """The lowest and highest UDP port any tunnel of ``plan`` uses."""
+        return plan.port, plan.port + plan.parallel - 1
+
     def admitted(self, plan: Plan, site: SitePlan) -> list[tuple[str, int]]:
         """``(peer public address, UDP port)`` pairs the gateway's firewall admits from the
         internet for its tunnels: by default every peer to ``port`` .. ``port + parallel

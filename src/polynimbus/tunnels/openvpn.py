@@ -233,6 +233,13 @@ class OpenVpnBackend(TunnelBackend):
     def ifname_pattern(self, plan: Plan, site: SitePlan) -> str:
         return tunnels_pattern(plan)
 
+    def tunnel_ports(self, plan: Plan, a: int, b: int) -> list[int]:
+        return [tunnel_port(plan, a, b, k) for k in range(plan.parallel)]
+
+    def port_range(self, plan: Plan) -> tuple[int, int]:
+        n = len(plan.sites)
+        return plan.port, tunnel_port(plan, max(n - 2, 0), max(n - 1, 1), plan.parallel - 1)
+
     def admitted(self, plan: Plan, site: SitePlan) -> list[tuple[str, int]]:
         """Each peer to its own tunnels' ports only (:func:`tunnel_port`)."""
         me = site_index(plan, site)
