@@ -15,7 +15,8 @@ on removal). A directory without the marker, or with another lab's, is refused w
 - ``keys/``: ``SITE.key`` (0600) and transient ``.*.tmp``, written by ``keys.KeyStore``;
 - ``run/``: ``IF.log`` and ``*.pid``, written by the lab target;
 - ``daemons/pn.*/``: the files of a node's tunnel daemons (configuration, certificates,
-  keys; 0600 in 0700 directories), written by the lab target, where the daemon runs;
+  keys; 0600 in 0700 directories), written by the lab target, where the daemon runs, and
+  the control sockets the daemons make there;
 - ``pki/``: the lab's CA and gateway certificates and keys (``*.pem``, ``*.key``, 0600),
   written by :mod:`polynimbus.pki`; ``nebula/``: Nebula's CA and host certificates;
 - ``snapshots/``: ``NAME.json`` (0600), ``last-version`` and transient ``.*.tmp``, written
@@ -356,6 +357,7 @@ def _unlink_owned_files(
     are skipped (``remove`` handles them).
     """
     nested = [k.split("/", 1)[1] for k in SUBDIRS if k.startswith(f"{directory.name}/")]
+    nested_in_daemons = directory.parent.name == "daemons"
     with os.scandir(directory) as it:
         entries = sorted(it, key=lambda e: e.name)
     for e in entries:
@@ -368,7 +370,11 @@ def _unlink_owned_files(
         ):
             continue  # handled as a subdirectory of its own
         p = directory / e.name
-        if e.is_file(follow_symlinks=False) and _matches(e.name, patterns):
+        # a daemon's control socket is left behind when it is killed
+        kind_ok = e.is_file(follow_symlinks=False) or (
+            nested_in_daemons and stat.S_ISSOCK(e.stat(follow_symlinks=False).st_mode)
+        )
+        if kind_ok and _matches(e.name, patterns):
             os.unlink(p)
             out.removed.append(str(p))
         else:

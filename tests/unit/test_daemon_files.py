@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import stat
 
 import pytest
@@ -25,6 +26,9 @@ def test_daemon_digest_covers_argv_and_every_file():
         != daemon(["openvpn", "--config", "t.conf"], [("t.conf", "y"), ("k.pem", "secret")]).digest
     )
     assert "secret" not in repr(a)
+    assert daemon(["A_B=x.conf", "/usr/sbin/charon-systemd", "ipsec0"]).name == (
+        "charon-systemd:ipsec0"
+    )
     # the digest is compared, the files (a payload) are not
     assert ("digest", a.digest) in a.spec() and all(k != "files" for k, _ in a.spec())
 
@@ -55,6 +59,10 @@ def test_down_removes_daemon_files_and_certificates_but_nothing_foreign(tmp_path
     for ns in ("pn.lab1.a.gateway", "pn.lab1.b.gateway"):
         processes.write_files(processes.files_dir(sdir, ns), proc)
     CertificateAuthority(sdir, "lab1").ensure({"a": None})
+    # a killed daemon's control socket stays behind in its directory
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(processes.files_dir(sdir, "pn.lab1.a.gateway") / "charon.vici"))
+    sock.close()
     state.remove(sdir, "lab1")
     assert not sdir.exists()
 

@@ -81,10 +81,15 @@ def test_registered_with_its_overhead_port_and_daemon():
     t = get_transport("ipsec")
     assert t.encrypted and t.default_port == 4500
     # 65 bytes on the wire, but libipsec carries 1400-byte packets at most
-    assert t.overhead == 100
+    assert t.overhead == 65
     assert t.daemons == frozenset({CHARON})
     plan = plan_of()
     assert plan.port == 4500 and plan.tunnel_mtu == LIBIPSEC_MTU == 1400
+    # the cap holds over a jumbo underlay; below it, the overhead decides
+    from polynimbus.plan.mtu import tunnel_mtu
+
+    assert tunnel_mtu("ipsec", 9000) == 1400
+    assert tunnel_mtu("ipsec", 1400) == 1335
 
 
 def test_one_daemon_with_its_files_a_tun_device_and_routes_per_gateway():

@@ -17,12 +17,14 @@ TCP_HEADER = 20
 def tunnel_mtu(transport: str, underlay_mtu: int) -> int:
     """MTU of the tunnel interface in bytes (e.g. wireguard over 1500 -> 1440): the
     underlay MTU minus the overhead the transport declares
-    (:attr:`polynimbus.tunnels.TunnelBackend.overhead`).
+    (:attr:`polynimbus.tunnels.TunnelBackend.overhead`), at most its ``max_tunnel_mtu``.
 
     Raises:
         PolynimbusError: unknown transport.
     """
-    return underlay_mtu - TRANSPORTS.get(transport).overhead
+    backend = TRANSPORTS.get(transport)
+    mtu = underlay_mtu - backend.overhead
+    return mtu if backend.max_tunnel_mtu is None else min(mtu, backend.max_tunnel_mtu)
 
 
 def tcp_mss(mtu: int) -> int:

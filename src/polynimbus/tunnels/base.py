@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -32,14 +33,18 @@ IFNAMSIZ = 15
 def daemon(argv: Sequence[str], files: Iterable[tuple[str, str]] = ()) -> Process:
     """A tunnel daemon as a node process: ``argv`` started in the node's file directory,
     where ``files`` (``(relative name, text)``) are written first, 0600 (they may hold
-    private keys). Its name is ``BASENAME:LASTARG``; its digest (16 hex digits) covers the
+    private keys); leading ``NAME=value`` words of ``argv`` go into its environment. Its
+    name is ``BASENAME:LASTARG`` of the program; its digest (16 hex digits) covers the
     command line and every file, so a changed configuration restarts it.
     """
     argv = tuple(argv)
     files = tuple(sorted(files))
     canon = json.dumps([argv, files])
     digest = hashlib.sha256(canon.encode()).hexdigest()[:16]
-    name = f"{argv[0].rsplit('/', 1)[-1]}:{argv[-1]}"
+    i = 0  # leading NAME=value words are the process's environment (env(1) style)
+    while i < len(argv) - 1 and re.match(r"[A-Za-z_][A-Za-z0-9_]*=", argv[i]):
+        i += 1
+    name = f"{argv[i].rsplit('/', 1)[-1]}:{argv[-1]}"
     return Process(name, argv, files=files, digest=digest)
 
 
@@ -91,6 +96,8 @@ class TunnelBackend:
         daemons: basenames of the programs the backend runs as node processes (the lab
             finds them in a lab's namespaces, to diff and to remove them).
         max_parallel: the most tunnels per peer pair it can run (``overlay.parallel``).
+        max_tunnel_mtu: the largest inner packet the implementation carries, bytes (e.g.
+            strongSwan's libipsec: 1400), or ``None``; caps the tunnel MTU.
         carries_ipv6: whether it carries IPv6 inside (a dual-stack overlay, SRv6); the
             intent check refuses a dual-stack overlay on a transport that does not.
         ready_timeout_s: how long ``up`` waits, at most, for the tunnels of a daemon it
@@ -110,6 +117,7 @@ class TunnelBackend:
     checks_source: ClassVar[bool] = False
     daemons: ClassVar[frozenset[str]] = frozenset()
     max_parallel: ClassVar[int] = 1
+    max_tunnel_mtu: ClassVar[int | None] = None
     carries_ipv6: ClassVar[bool] = True
     ready_timeout_s: ClassVar[float] = 0.0
 

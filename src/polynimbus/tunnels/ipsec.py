@@ -58,7 +58,6 @@ port from the peers, sees nothing else), one connection per peer with one CHILD_
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 import os
 from collections.abc import Mapping
@@ -398,8 +397,7 @@ def charon_process(plan: Plan, site: SitePlan, k: int, creds: Mapping[str, Any])
         (f["key"], _pem(own.key_pem)),
     ]
     tun = tun_name(k)
-    proc = daemon((f"STRONGSWAN_CONF={f['conf']}", CHARON, tun), files)
-    return dataclasses.replace(proc, name=f"{CHARON}:{tun}")
+    return daemon((f"STRONGSWAN_CONF={f['conf']}", CHARON, tun), files)
 
 
 @TRANSPORTS.register("ipsec")
@@ -412,9 +410,9 @@ class IpsecBackend(TunnelBackend):
     default_port = 4500  # IANA ipsec-nat-t (RFC 3948), IKE too (RFC 7296 §2.23)
     # on the wire: outer IPv4 20 + UDP 8 (RFC 3948) + ESP SPI 4 + sequence 4 + GCM IV 8
     # (RFC 4106 §3.1) + pad length 1 + next header 1 + padding to 4 bytes 0..3 (RFC 4303
-    # §2.4) + ICV 16 = 65; declared as 100 so that a 1500-byte underlay gives the 1400-byte
-    # tunnel MTU libipsec can carry (LIBIPSEC_MTU)
-    overhead = max(20 + 8 + 4 + 4 + 8 + 1 + 1 + 3 + 16, 1500 - 1400)
+    # §2.4) + ICV 16 = 65
+    overhead = 20 + 8 + 4 + 4 + 8 + 1 + 1 + 3 + 16
+    max_tunnel_mtu = LIBIPSEC_MTU  # the most libipsec carries, whatever the underlay
     summary = "IPsec, encrypted (strongSwan IKEv2 with the lab's CA, ESP AES-256-GCM in UDP)"
     checks_source = False  # a transit side's selector is 0.0.0.0/0 (see offer)
     daemons = frozenset({CHARON})
