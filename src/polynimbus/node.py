@@ -642,13 +642,19 @@ class NftTable(Item):
 class WireGuardConfig(Item):
     """The ``wg setconf`` configuration of a WireGuard interface.
 
-    Compared on ``digest`` (its meaning: keys, port, peers, allowed IPs); ``config`` is the
-    payload (it holds the private key: never shown).
+    Compared on ``digest`` (its meaning: keys, port, peers, allowed IPs) and
+    ``socket_buffer``; ``config`` is the payload (it holds the private key: never shown).
+
+    Attributes:
+        socket_buffer: receive and send buffer of a user-space implementation's UDP
+            sockets, bytes (``SO_RCVBUF``/``SO_SNDBUF`` as set; the kernel reports twice
+            that), or ``None`` to leave them (kernel WireGuard has no socket to tune).
     """
 
     ifname: str
     digest: str
     config: str = field(repr=False)
+    socket_buffer: int | None = None
     kind: ClassVar[str] = "wgconf"
     rank: ClassVar[int] = 7
     _payload_fields: ClassVar[frozenset[str]] = frozenset({"config"})

@@ -311,3 +311,38 @@ def test_down_stops_a_daemon_whose_namespace_was_deleted_by_hand(lab, tmp_path) 
         for p in started:
             p.kill()
             p.wait()
+
+
+def wg_go_receive_buffers(ns: str) -> list[int]:
+    """``rb`` of every UDP socket of the wireguard-go daemons in ``ns`` (what the kernel
+    reports: twice the size set), from ``ss``, an independent reader."""
+    out = sh(ns, "ss", "-uamnp").stdout.splitlines()
+    sizes = []
+    for i, line in enumerate(out):
+        if "wireguard-go" in line and i + 1 < len(out) and "skmem:(" in out[i + 1]:
+            mem = out[i + 1].split("skmem:(", 1)[1].split(")", 1)[0]
+            sizes += [int(f[2:]) for f in mem.split(",") if f.startswith("rb")]
+    return sizes
+
+
+def test_wireguard_go_sockets_get_large_buffers_and_up_repairs_them(lab) -> None:
+    from polynimbus.capabilities import wireguard_impl
+    from polynimbus.targets.lab import wireguard as lab_wg
+    from polynimbus.tunnels.wireguard import USERSPACE_SOCKET_BUFFER
+
+    if wireguard_impl() != "userspace":
+        pytest.fail("this machine's WireGuard is the kernel's: the test is for wireguard-go")
+    name = "it-wgbuf"
+    intent = lab.intent(three_sites(name))
+    plan = build_plan(intent)
+    sdir = lab.state(name)
+    lab_up(intent, sdir)
+    gw = names.gateway_ns(name, "aws")
+    sizes = wg_go_receive_buffers(gw)
+    assert sizes and all(s == 2 * USERSPACE_SOCKET_BUFFER for s in sizes), sizes
+    # drift: the daemon's sockets back at the host's default; up sees it and repairs it
+    lab_wg.set_socket_buffer(gw, plan.site("aws").tunnel_if, 212992)
+    assert all(s == 2 * 212992 for s in wg_go_receive_buffers(gw))
+    repaired = lab_up(intent, sdir)
+    assert [c.resource.kind for c in repaired.changes] == ["wgconf"], repaired.changes
+    assert all(s == 2 * USERSPACE_SOCKET_BUFFER for s in wg_go_receive_buffers(gw))

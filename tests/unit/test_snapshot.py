@@ -102,7 +102,7 @@ def test_serialise_leaves_payloads_out() -> None:
     assert "PrivateKey" not in text
     assert "table inet polynimbus {" not in text  # the nft source text (payload)
     wg = next(e for e in serialise(resources()) if e["kind"] == "wgconf")
-    assert wg["spec"] == {"digest": "0123456789abcdef"}
+    assert wg["spec"] == {"digest": "0123456789abcdef", "socket_buffer": None}
 
 
 def test_document_counts_and_check() -> None:

@@ -23,6 +23,13 @@ if TYPE_CHECKING:
 
 PERSISTENT_KEEPALIVE_S = 25
 """Keepalive interval in seconds, so NAT mappings on the way stay open."""
+USERSPACE_SOCKET_BUFFER = 4 * 1024 * 1024
+"""UDP socket buffers of ``wireguard-go``, bytes. Debian's wireguard-go sets none, so its
+sockets keep the host's ``net.core.rmem_default`` (208 KB), which a namespace cannot
+change: under one TCP flow the receiving daemon dropped 15,000-44,000 datagrams per 5 s
+(every one a TCP retransmit); with 4 MiB, none, and the lab ran 1.12-1.48x faster
+(docs/benchmarks.md, "Encrypted transports"). The lab target sets it on the daemon's own
+sockets (:mod:`polynimbus.targets.lab.wireguard`)."""
 
 
 def render_wg_config(plan: Plan, site: SitePlan, keys: Mapping[str, KeyPair], k: int = 0) -> str:
@@ -166,7 +173,8 @@ class WireGuardBackend(TunnelBackend):
                 ]
             else:
                 out.append(Link(ifname, "wireguard", mtu=plan.tunnel_mtu, impl=impl))
-            out.append(WireGuardConfig(ifname, wg_digest(config), config))
+            buffer = USERSPACE_SOCKET_BUFFER if impl == "userspace" else None
+            out.append(WireGuardConfig(ifname, wg_digest(config), config, buffer))
         for peer in site.peers:
             for d in peer.reaches:
                 out += ecmp_routes(plan.prefixes(d), devs)

@@ -1,27 +1,122 @@
 """WireGuard configuration of lab gateways, applied with ``wg syncconf`` (kernel module or
-``wireguard-go``) and read back with ``wg showconf``, compared by meaning."""
+``wireguard-go``) and read back with ``wg showconf``, compared by meaning.
+
+``wireguard-go`` has no option for its UDP socket buffers, so the lab sets them on the
+daemon's own sockets (``WireGuardConfig.socket_buffer``): ``pidfd_getfd(2)`` takes a copy
+of each UDP socket descriptor of the daemon (root may), and ``SO_RCVBUFFORCE`` /
+``SO_SNDBUFFORCE`` set the size beyond ``net.core.rmem_max``. The daemon binds its sockets
+anew when its port changes (``wg syncconf``), so they are set after every configuration,
+and read back (``SO_RCVBUF``) when the lab is observed.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import os
+import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from polynimbus.errors import ApplyError
 from polynimbus.node import WireGuardConfig
-from polynimbus.targets.lab import netns
+from polynimbus.targets.lab import netns, processes
 from polynimbus.tunnels.wireguard import wg_digest
+
+SYS_PIDFD_GETFD = 438
+"""``pidfd_getfd`` in Linux's common syscall table (Linux >= 5.6)."""
+SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32)
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 
 WG_SOCKET_DIR = Path("/var/run/wireguard")
 """Where ``wireguard-go`` keeps its control sockets (host-wide, not per namespace)."""
 SOCKET_TIMEOUT_S = 5.0
 
 
+def _daemon_pid(ns: str, ifname: str) -> int | None:
+    """The ``wireguard-go`` serving ``ifname`` in ``ns``, or ``None`` (kernel WireGuard)."""
+    for p in processes.running([ns]).get(ns, []):
+        if os.path.basename(p.argv[0]) == "wireguard-go" and p.argv[-1] == ifname:
+            return p.pid
+    return None
+
+
+@contextlib.contextmanager
+def _udp_sockets(pid: int) -> Iterator[list[socket.socket]]:
+    """Copies of the UDP sockets of process ``pid`` (closed on exit; the originals stay)."""
+    udp: set[int] = set()
+    for table in ("udp", "udp6"):
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/net/{table}") as f:
+            udp |= {int(line.split()[9]) for line in f.readlines()[1:]}
+    libc = ctypes.CDLL(None, use_errno=True)
+    copies: list[socket.socket] = []
+    pidfd = os.pidfd_open(pid)
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if not link.startswith("socket:[") or int(link[8:-1]) not in udp:
+                continue
+            copy = libc.syscall(SYS_PIDFD_GETFD, pidfd, int(fd), 0)
+            if copy < 0:
+                err = ctypes.get_errno()
+                raise OSError(err, f"pidfd_getfd on wireguard-go {pid}: {os.strerror(err)}")
+            copies.append(socket.socket(fileno=copy))
+        yield copies
+    finally:
+        os.close(pidfd)
+        for c in copies:
+            c.close()
+
+
+def socket_buffer(ns: str, ifname: str) -> int | None:
+    """The smallest receive buffer (as set, bytes) of the UDP sockets of the
+    ``wireguard-go`` serving ``ifname``; ``None`` without such a daemon or socket."""
+    pid = _daemon_pid(ns, ifname)
+    if pid is None:
+        return None
+    try:
+        with _udp_sockets(pid) as socks:
+            sizes = [s.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 2 for s in socks]
+    except OSError:
+        return None
+    return min(sizes) if sizes else None
+
+
+def set_socket_buffer(ns: str, ifname: str, size: int) -> None:
+    """Give every UDP socket of the ``wireguard-go`` serving ``ifname`` ``size``-byte receive
+    and send buffers.
+
+    Raises:
+        ApplyError: no such daemon, or the kernel refused (e.g. ``pidfd_getfd`` before
+            Linux 5.6, or a ptrace policy forbidding it).
+    """
+    pid = _daemon_pid(ns, ifname)
+    if pid is None:
+        raise ApplyError(f"no wireguard-go serves {ifname} in {ns}", "run up again")
+    try:
+        with _udp_sockets(pid) as socks:
+            for s in socks:
+                s.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, size)
+                s.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, size)
+    except OSError as exc:
+        raise ApplyError(
+            f"cannot set the UDP buffers of wireguard-go for {ifname} in {ns}: {exc}",
+            "pidfd_getfd needs Linux >= 5.6 and ptrace rights over the daemon "
+            "(kernel.yama.ptrace_scope below 3)",
+        ) from None
+
+
 def observe(ns: str, ifname: str) -> WireGuardConfig | None:
-    """The live configuration of ``ifname`` in ``ns`` (digest only), or ``None``."""
+    """The live configuration of ``ifname`` in ``ns`` (digest and, with ``wireguard-go``,
+    its sockets' buffer), or ``None``."""
     res = netns.run(["ip", "netns", "exec", ns, "wg", "showconf", ifname])
     if res.returncode != 0 or not res.stdout.strip():
         return None
-    return WireGuardConfig(ifname, wg_digest(res.stdout), "")
+    return WireGuardConfig(ifname, wg_digest(res.stdout), "", socket_buffer(ns, ifname))
 
 
 def create(ns: str, item: WireGuardConfig, userspace: bool) -> None:
@@ -48,3 +143,5 @@ def create(ns: str, item: WireGuardConfig, userspace: bool) -> None:
         input_text=item.config,
         what=f"wg syncconf {item.ifname}",
     )
+    if item.socket_buffer is not None and userspace:
+        set_socket_buffer(ns, item.ifname, item.socket_buffer)
