@@ -38,6 +38,19 @@ def processes() -> Iterator[Proc]:
         )
 
 
+def ancestors(pid: int) -> set[int]:
+    """``pid`` and every process above it up to init (from ``/proc/PID/stat``)."""
+    out: set[int] = set()
+    while pid > 0 and pid not in out:
+        out.add(pid)
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                pid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+    return out
+
+
 def netns_inode(name: str) -> int | None:
     """Inode of the named namespace ``/var/run/netns/NAME``, or ``None`` if absent."""
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -286,18 +287,26 @@ def test_a_running_lab_is_only_touched_through_its_own_state_dir(lab, tmp_path) 
 def test_down_stops_a_daemon_whose_namespace_was_deleted_by_hand(lab, tmp_path) -> None:
     """A tunnel daemon outside every named namespace (its namespace deleted with ``ip netns
     del`` while it ran) is still the lab's: it runs in one of the lab's node directories.
-    A process of another lab's node directory is left alone (control in the same run)."""
+    Left alone in the same run: a daemon of another lab's node directory, and a program
+    that is no tunnel daemon in the lab's directory (a user's shell there)."""
     name = "it-orphan"
     intent = lab.intent(three_sites(name, transport="vxlan"))
     sdir = lab.state(name)
     lab_up(intent, sdir)
     ours = sdir / "daemons" / names.gateway_ns(name, "aws")
     theirs = tmp_path / "daemons" / names.gateway_ns("it-other", "aws")
+    fake_daemon = tmp_path / "bin" / "openvpn"  # sleep(1) under a tunnel daemon's name
+    fake_daemon.parent.mkdir()
+    fake_daemon.symlink_to(shutil.which("sleep") or "/bin/sleep")
     started = []
-    for cwd, ns in ((ours, "it-orphan-ns"), (theirs, "it-other-ns")):
-        cwd.mkdir(parents=True)
+    for cwd, ns, program in (
+        (ours, "it-orphan-ns", str(fake_daemon)),
+        (theirs, "it-other-ns", str(fake_daemon)),
+        (ours, "it-shell-ns", "sleep"),
+    ):
+        cwd.mkdir(parents=True, exist_ok=True)
         subprocess.run(["ip", "netns", "add", ns], check=True)
-        started.append(subprocess.Popen(["ip", "netns", "exec", ns, "sleep", "60"], cwd=cwd))
+        started.append(subprocess.Popen(["ip", "netns", "exec", ns, program, "60"], cwd=cwd))
         time.sleep(0.2)
         subprocess.run(["ip", "netns", "del", ns], check=True)
     try:
@@ -307,6 +316,7 @@ def test_down_stops_a_daemon_whose_namespace_was_deleted_by_hand(lab, tmp_path) 
             time.sleep(0.05)
         assert started[0].poll() is not None  # ours: stopped
         assert started[1].poll() is None  # another lab's: still running
+        assert started[2].poll() is None  # not a tunnel daemon: still running
     finally:
         for p in started:
             p.kill()

@@ -360,8 +360,9 @@ class LabTarget:
     # ------------------------------------------------------------------ down
     def destroy(self, lab: str) -> dict[str, list[str]]:
         """Remove everything of ``lab`` on this host: processes in its namespaces (and
-        orphans outside them: ``wireguard-go`` of its interfaces, daemons running in its
-        nodes' file directories), WireGuard sockets, namespaces.
+        orphans outside them: ``wireguard-go`` of its interfaces, tunnel daemons running
+        in its nodes' file directories; never this process or its ancestors), WireGuard
+        sockets, namespaces.
 
         Works from any half-finished state; removing nothing is not an error. The state
         directory is not touched (see :func:`polynimbus.state.remove`).
@@ -378,14 +379,19 @@ class LabTarget:
         wg_prefix = names.wireguard_if_prefix(lab)
         named = {procs.netns_inode(n) for n in netns.pr_netns.listnetns()}
         ours = names.lab_prefix(lab)
+        mine = procs.ancestors(os.getpid())  # never this command nor the shell it runs in
         orphans = [
             p
             for p in procs.processes()
             if p.argv
+            and p.pid not in mine
             and p.netns_inode not in named
             and (
                 (p.argv[0].endswith("wireguard-go") and p.argv[-1].startswith(wg_prefix))
-                or (processes.cwd_node(p.pid) or "").startswith(ours)
+                or (
+                    os.path.basename(p.argv[0]) in processes.DAEMONS
+                    and (processes.cwd_node(p.pid) or "").startswith(ours)
+                )
             )
         ]
         procs.stop([p.pid for p in orphans])
