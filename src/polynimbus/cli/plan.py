@@ -17,7 +17,7 @@ from polynimbus.tunnels import get_transport
 def print_plan(plan: Plan) -> None:
     """The plan as tables: overlay, sites, tunnels, routes per gateway."""
     backend = get_transport(plan.transport)
-    low, high = backend.port_range(plan)
+    low, high = backend.port_range(plan.port, plan.parallel, len(plan.sites))
     ports = f"UDP {low}" + (f"-{high}" if high > low else "")
     if plan.parallel > 1:
         ports += f", {plan.parallel} tunnels per pair"

@@ -10,6 +10,7 @@ services and chains (:mod:`polynimbus.intent.chains`) and the tenants
 from __future__ import annotations
 
 import difflib
+import os
 
 from polynimbus.errors import Problem
 from polynimbus.intent.models import Intent
@@ -164,17 +165,18 @@ def _transport_problems(intent: Intent) -> list[Problem]:
 
 
 def _parallel_problems(intent: Intent) -> list[Problem]:
-    """``overlay.parallel`` against what the transport can run and the ports it takes
-    (``port`` .. ``port + parallel - 1``)."""
+    """``overlay.parallel`` against what the transport can run, and the UDP ports the
+    tunnels take (:meth:`~polynimbus.tunnels.base.TunnelBackend.port_range`: ``port`` ..
+    ``port + parallel - 1``, OpenVPN one per tunnel) against 65535 and the tenants' VXLAN
+    port."""
     from polynimbus.intent.tenants import TENANT_VXLAN_PORT
     from polynimbus.tunnels import TRANSPORTS
 
     ov = intent.overlay
-    if ov.parallel is None:
-        return []
+    backend = TRANSPORTS.get(ov.transport)()
     out: list[Problem] = []
-    most = TRANSPORTS.get(ov.transport).max_parallel
-    if ov.parallel > most:
+    most = backend.max_parallel
+    if ov.parallel is not None and ov.parallel > most:
         out.append(
             Problem(
                 "overlay.parallel",
@@ -186,21 +188,18 @@ def _parallel_problems(intent: Intent) -> list[Problem]:
                 + ", ".join(n for n in TRANSPORTS.names() if TRANSPORTS.get(n).max_parallel > 1),
             )
         )
-    last = ov.effective_port + ov.parallel - 1
-    if last > 65535:
+        return out
+    parallel = ov.parallel or backend.default_parallel(os.cpu_count() or 1)
+    low, high = backend.port_range(ov.effective_port, parallel, len(intent.sites))
+    where = "overlay.parallel" if ov.parallel is not None else "overlay.port"
+    taken = f"the tunnels take UDP ports {low}-{high}" if high > low else f"UDP {low}"
+    if high > 65535:
+        out.append(Problem(where, f"{taken}, past 65535", "choose a lower overlay.port"))
+    if intent.tenants and low <= TENANT_VXLAN_PORT <= high and high > low:
         out.append(
             Problem(
-                "overlay.parallel",
-                f"{ov.parallel} tunnels per pair take UDP ports {ov.effective_port}-{last}",
-                "choose a lower overlay.port",
-            )
-        )
-    if intent.tenants and ov.effective_port < TENANT_VXLAN_PORT <= last:
-        out.append(
-            Problem(
-                "overlay.parallel",
-                f"{ov.parallel} tunnels per pair take UDP ports {ov.effective_port}-{last}, "
-                f"which include the tenants' VXLAN port {TENANT_VXLAN_PORT}",
+                where,
+                f"{taken}, which include the tenants' VXLAN port {TENANT_VXLAN_PORT}",
                 "choose another overlay.port",
             )
         )

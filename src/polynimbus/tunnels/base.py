@@ -20,6 +20,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from polynimbus.errors import Problem
 from polynimbus.node import Item, Process, Route
 from polynimbus.registry import Registry
 
@@ -121,6 +122,14 @@ class TunnelBackend:
     carries_ipv6: ClassVar[bool] = True
     ready_timeout_s: ClassVar[float] = 0.0
 
+    def plan_problems(self, plan: Plan) -> list[Problem]:
+        """What this transport cannot carry in ``plan``, which only the planned topology
+        shows (e.g. a gateway routing through two transit peers): problems with the YAML
+        path of the setting to change and a hint. :func:`polynimbus.plan.build_plan` raises
+        them as an :class:`~polynimbus.errors.IntentError`, so ``validate``, ``plan`` and
+        ``up --dry-run`` refuse the intent before anything is rendered. Default: none."""
+        return []
+
     def required_tools(self, impl: str) -> dict[str, str]:
         """Commands needed with implementation ``impl``, each with its Debian package."""
         return dict(self.tools)
@@ -171,9 +180,11 @@ class TunnelBackend:
         - 1``."""
         return [plan.port + k for k in range(plan.parallel)]
 
-    def port_range(self, plan: Plan) -> tuple[int, int]:
-        """The lowest and highest UDP port any tunnel of ``plan`` uses."""
-        return plan.port, plan.port + plan.parallel - 1
+    def port_range(self, port: int, parallel: int, sites: int) -> tuple[int, int]:
+        """The lowest and highest UDP port any tunnel uses, from the overlay's ``port``,
+        ``parallel`` tunnels per pair and the number of ``sites`` (an intent can be checked
+        before it is planned)."""
+        return port, port + parallel - 1
 
     def admitted(self, plan: Plan, site: SitePlan) -> list[tuple[str, int]]:
         """``(peer public address, UDP port)`` pairs the gateway's firewall admits from the

@@ -236,9 +236,9 @@ class OpenVpnBackend(TunnelBackend):
     def tunnel_ports(self, plan: Plan, a: int, b: int) -> list[int]:
         return [tunnel_port(plan, a, b, k) for k in range(plan.parallel)]
 
-    def port_range(self, plan: Plan) -> tuple[int, int]:
-        n = len(plan.sites)
-        return plan.port, tunnel_port(plan, max(n - 2, 0), max(n - 1, 1), plan.parallel - 1)
+    def port_range(self, port: int, parallel: int, sites: int) -> tuple[int, int]:
+        # the highest pair of indices, a + b = 2 * sites - 3 (see tunnel_port)
+        return port, port + max(2 * sites - 4, 0) * parallel + parallel - 1
 
     def admitted(self, plan: Plan, site: SitePlan) -> list[tuple[str, int]]:
         """Each peer to its own tunnels' ports only (:func:`tunnel_port`)."""
