@@ -28,8 +28,8 @@ from polynimbus.plan.model import SitePlan
 from polynimbus.render.lab import render_lab
 from polynimbus.resources import Resource
 from polynimbus.targets import get_target
-from polynimbus.targets.lab import LabTarget, list_labs
-from polynimbus.tunnels import get_transport
+from polynimbus.targets.lab import LabTarget, list_labs, processes
+from polynimbus.tunnels import TRANSPORTS, get_transport
 
 
 def lab_requirements(transport: str) -> list[str]:
@@ -200,9 +200,22 @@ def lab_up(
         result = apply(target, plan.name, desired, progress=progress, dry_run=dry_run, nodes=nodes)
         if not dry_run:
             state.mark_applied(sdir, text)
+            _prune_secrets(plan, sdir, desired, nodes)
             result.warnings += wait_for_tunnels(plan, result)
     result.warnings = warnings + result.warnings
     return result
+
+
+def _prune_secrets(plan: Plan, sdir: Path, desired: list[Resource], nodes: set[str] | None) -> None:
+    """After an apply: the files of daemons the lab no longer runs, and the credentials of
+    transports it no longer uses (a removed tunnel or a switched transport leaves no key
+    behind); after a scoped apply, only on its ``nodes``."""
+    processes.prune_files(sdir, names.lab_prefix(plan.name), desired, nodes)
+    in_use = set(get_transport(plan.transport).credential_dirs)
+    for name in TRANSPORTS.names():
+        for sub in TRANSPORTS.get(name).credential_dirs:
+            if sub not in in_use:
+                state.remove_subdir(sdir, sub)
 
 
 def wait_for_tunnels(plan: Plan, result: ApplyResult) -> list[str]:

@@ -410,6 +410,14 @@ def _remove_subdir(sp: Path, patterns: tuple[str, ...], out: Removal) -> None:
         out.removed.append(str(sp))
 
 
+def remove_subdir(path: Path, sub: str) -> Removal:
+    """Delete polynimbus's files in subdirectory ``sub`` of state directory ``path`` (see
+    ``SUBDIRS``), then the subdirectory if it became empty; absent is fine."""
+    out = Removal()
+    _remove_subdir(path / sub, SUBDIRS[sub], out)
+    return out
+
+
 def remove(path: Path, lab: str) -> Removal:
     """Delete what polynimbus created in lab ``lab``'s state directory ``path``.
 

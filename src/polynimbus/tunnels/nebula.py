@@ -738,6 +738,7 @@ class NebulaBackend(TunnelBackend):
     gateway_interface = False
     checks_source = True
     daemons = frozenset({"nebula"})
+    credential_dirs = ("nebula",)
     max_parallel = MAX_PARALLEL
     carries_ipv6 = False  # nebula 1.6: IPv4 certificates, addresses and unsafe routes
     # a (re)started daemon's first packet to a peer starts a handshake (retried every

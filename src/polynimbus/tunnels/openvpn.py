@@ -211,6 +211,7 @@ class OpenVpnBackend(TunnelBackend):
     summary = "OpenVPN 2.6, encrypted (TLS with the lab's CA, AES-256-GCM; a process per tunnel)"
     checks_source = True  # by the gateway: source_filter
     daemons = frozenset({"openvpn"})
+    credential_dirs = ("pki",)
     max_parallel = MAX_PARALLEL
     # a started tunnel carries traffic after about 2 s: a first send before the gateway's
     # routes exist restarts it (1 s pause), then TLS, then up to 1 s of OpenVPN's timer

@@ -134,6 +134,7 @@ class WireGuardBackend(TunnelBackend):
     gateway_interface = True
     checks_source = True
     daemons = frozenset({"wireguard-go"})
+    credential_dirs = ("keys",)
     max_parallel = 8
 
     def required_tools(self, impl: str) -> dict[str, str]:

@@ -12,15 +12,18 @@ environment, the rest is run; the process is named after the program
 (``charon-systemd:x``), and observe gives it the wanted command line back when its
 environment (``/proc/PID/environ``) still holds those assignments.
 
-A process with files runs in its node's file directory, ``STATE_DIR/daemons/NODE``
-(0700; files 0600 from the first byte), and carries its digest in its environment
-(:data:`DIGEST_ENV`), which observe reads back from ``/proc/PID/environ``.
+A process with files runs in a directory of its own, ``STATE_DIR/daemons/NODE.NAME``
+(0700; files 0600 from the first byte; removed with the process, :func:`prune_files`),
+and carries its digest in its environment (:data:`DIGEST_ENV`), which observe reads back
+from ``/proc/PID/environ``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import stat
 import subprocess
 import time
 from collections.abc import Iterable
@@ -43,14 +46,56 @@ DIGEST_ENV = "POLYNIMBUS_DIGEST"
 """Environment variable holding the digest a process was started with."""
 
 
-def files_dir(state_dir: Path, ns: str) -> Path:
-    """Where the files of the processes of node ``ns`` are written."""
-    return state_dir / "daemons" / ns
+def files_dir(state_dir: Path, ns: str, name: str) -> Path:
+    """Where the files of process ``name`` of node ``ns`` are written, and where it runs:
+    ``STATE_DIR/daemons/NS.NAME`` (``:`` and ``/`` of the name made ``-`` and ``_``), one
+    directory per process, so that a process's files go with it (:func:`prune_files`)."""
+    return state_dir / "daemons" / f"{ns}.{name.replace(':', '-').replace('/', '_')}"
+
+
+def prune_files(
+    state_dir: Path,
+    lab_prefix: str,
+    desired: Iterable[Resource],
+    nodes: set[str] | None = None,
+) -> list[str]:
+    """Remove the file directories of the lab's processes that ``desired`` no longer has
+    (their configuration and keys: a removed tunnel leaves no secret behind); regular
+    files and sockets in them, then the directory. Returns the directories removed.
+    Only directories named for the lab's nodes (``lab_prefix``; of ``nodes`` only, when
+    given) are looked at."""
+    base = state_dir / "daemons"
+    wanted = {
+        files_dir(state_dir, r.node, r.item.name).name
+        for r in desired
+        if isinstance(r.item, Process) and r.item.files
+    }
+    removed: list[str] = []
+    try:
+        entries = list(os.scandir(base))
+    except FileNotFoundError:
+        return removed
+    for e in entries:
+        if not e.name.startswith(lab_prefix) or e.name in wanted:
+            continue
+        if nodes is not None and not any(e.name.startswith(f"{n}.") for n in nodes):
+            continue  # a scoped apply: not read, not judged
+        if not e.is_dir(follow_symlinks=False):
+            continue
+        for f in os.scandir(e.path):
+            mode = f.stat(follow_symlinks=False).st_mode
+            if stat.S_ISREG(mode) or stat.S_ISSOCK(mode):
+                os.unlink(f.path)
+        with contextlib.suppress(OSError):  # something foreign in it: left
+            os.rmdir(e.path)
+            removed.append(e.path)
+    return removed
 
 
 def cwd_node(pid: int) -> str | None:
-    """The node whose file directory (:func:`files_dir`) process ``pid`` runs in, or
-    ``None``: how a tunnel daemon is recognised as a lab's even outside its namespace."""
+    """The name of the file directory (:func:`files_dir`: ``NS.NAME``) process ``pid`` runs
+    in, or ``None``: how a tunnel daemon is recognised as a lab's even outside its
+    namespace."""
     try:
         cwd = os.readlink(f"/proc/{pid}/cwd").removesuffix(" (deleted)")
     except OSError:
@@ -197,7 +242,7 @@ def start(ns: str, item: Process, state_dir: Path) -> None:
     _private_dir(log_dir)
     cwd = None
     if item.files:
-        cwd = files_dir(state_dir, ns)
+        cwd = files_dir(state_dir, ns, item.name)
         write_files(cwd, item)
     assigned, command = split_env(item.argv)
     env = dict(os.environ)
