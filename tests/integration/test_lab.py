@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -11,12 +13,14 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from polynimbus import names, procs
 from polynimbus.orchestrate import lab_down, lab_up
 from polynimbus.plan import build_plan
+from polynimbus.plan.model import Plan
 from polynimbus.targets.lab import list_lab_namespaces
 from polynimbus.tunnels import TRANSPORTS, get_transport
 from polynimbus.verify.reachability import ping_all
@@ -119,54 +123,110 @@ def test_topology_transport(lab, topology: str, transport: str) -> None:
     host_ns = names.host_ns(name, "aws", site.hosts[0].name)
     assert sh(host_ns, "ping", "-c", "1", "-W", "1", "192.0.2.1").returncode == 0
 
+    # the wire: nothing of the overlay's packets in clear on an encrypted transport; the
+    # unencrypted one (vxlan) is the positive control: the same check finds them there
+    found = cleartext_hits(plan, inet, lab.tmp / f"{name}-cleartext.pcap")
+    assert found["tunnel_packets"] > 0, f"the capture saw no tunnel traffic: {found}"
     if get_transport(transport).encrypted:
-        assert_no_cleartext(plan, inet)
+        assert found["pattern"] == 0, f"ping payloads crossed the internet in clear: {found}"
+        assert found["address_pairs"] == [], f"inner headers crossed in clear: {found}"
+    else:
+        assert found["pattern"] > 0, f"the check missed cleartext payloads: {found}"
+        assert len(found["address_pairs"]) == found["pairs"], found
 
     lab_down(name, sdir)
     assert leftovers(name, sdir) == []
 
 
-def assert_no_cleartext(plan, inet: str) -> None:
-    """Capture on every interface of the internet while all pairs ping: no packet may carry
-    an overlay (10.0.0.0/8) address in clear; tunnel packets must be seen (the capture works)."""
-    pcap = Path(f"/tmp/{plan.name}.pcap")
+def cleartext_hits(plan: Plan, inet: str, pcap: Path) -> dict[str, Any]:
+    """What of the overlay's traffic crosses the internet in clear.
+
+    Every host pings every host of the other sites with a fresh random 16-byte payload
+    pattern (``ping -p``) while ``tcpdump -s 0`` captures whole packets on every interface
+    of the internet namespace ``inet`` into ``pcap`` (removed afterwards). The raw capture
+    is then searched for the pattern and for each pinged pair's inner source and
+    destination addresses as 8 consecutive bytes (an inner IPv4 header's), whatever
+    encapsulates them.
+
+    Returns:
+        ``pattern``: occurrences of the payload pattern; ``address_pairs``: the ``SRC>DST``
+        inner address pairs found (requests and replies); ``pairs``: how many pairs were
+        pinged; ``tunnel_packets``: captured UDP packets on the transport's ports (0: the
+        capture saw no tunnel and proves nothing).
+    """
+    pattern = secrets.token_bytes(16)
+    hosts = [
+        (s.name, names.host_ns(plan.name, s.name, h.name), h.address)
+        for s in plan.sites
+        for h in s.hosts
+    ]
+    # the pairs across sites: a site's own hosts talk over its LAN, not the internet
+    pairs = [(ns, a, b) for sa, ns, a in hosts for sb, _, b in hosts if sa != sb]
     cap = subprocess.Popen(
-        [
-            "ip",
-            "netns",
-            "exec",
-            inet,
-            "tcpdump",
-            "-i",
-            "any",
-            "-n",
-            "--immediate-mode",
-            "-U",
-            "-w",
-            str(pcap),
-        ],
+        ["ip", "netns", "exec", inet, "tcpdump", "-i", "any", "-n", "-s", "0", "-Z", "root"]
+        + ["--immediate-mode", "-U", "-w", str(pcap)],
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
+    pings: list[subprocess.Popen[bytes]] = []
     try:
-        time.sleep(1.0)
-        assert all(p.reachable for p in ping_all(plan, count=2))
-        time.sleep(0.5)
+        assert cap.stderr is not None
+        said = []
+        for line in cap.stderr:  # "listening on any, ..." once the capture runs
+            said.append(line)
+            if "listening on" in line:
+                break
+        else:
+            pytest.fail(f"tcpdump in {inet} did not start: {''.join(said)}")
+        pings += [
+            subprocess.Popen(
+                ["ip", "netns", "exec", ns, "ping", "-n", "-q", "-c", "3", "-i", "0.1"]
+                + ["-W", "1", "-p", pattern.hex(), dst],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            for ns, _, dst in pairs
+        ]
+        failed = [p.args for p in pings if p.wait(timeout=10) != 0]
+        assert failed == [], f"pings with the pattern got no reply: {failed}"
+        time.sleep(0.1)
     finally:
+        for p in pings:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
         cap.send_signal(signal.SIGINT)
-        cap.wait(timeout=5)
-
-    def count(expr: str) -> int:
-        res = subprocess.run(
-            ["tcpdump", "-r", str(pcap), "-n", expr], capture_output=True, text=True, check=False
-        )
-        return len([line for line in res.stdout.splitlines() if line.strip()])
-
+        try:
+            cap.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            cap.kill()
+            cap.wait()
     try:
-        assert count(f"udp port {plan.port}") > 0, "the capture saw no tunnel traffic"
-        assert count("net 10.0.0.0/8") == 0, "overlay addresses crossed the internet in clear"
+        raw = pcap.read_bytes()
+        backend, n = get_transport(plan.transport), len(plan.sites)
+        ports = {
+            p for a in range(n) for b in range(a + 1, n) for p in backend.tunnel_ports(plan, a, b)
+        }
+        udp = "udp and (" + " or ".join(f"port {p}" for p in sorted(ports)) + ")"
+        res = subprocess.run(
+            ["tcpdump", "-r", str(pcap), "-n", "-q", udp],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
     finally:
         pcap.unlink(missing_ok=True)
+
+    def packed(addr: str) -> bytes:
+        return ipaddress.IPv4Address(addr).packed
+
+    return {
+        "pattern": raw.count(pattern),
+        "address_pairs": [f"{a}>{b}" for _, a, b in pairs if packed(a) + packed(b) in raw],
+        "tunnel_packets": len(res.stdout.splitlines()),
+        "pairs": len(pairs),
+    }
 
 
 def test_converge_add_host_and_remove_site(lab) -> None:
