@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import pytest
 
 from polynimbus import capabilities
-from polynimbus.errors import PolynimbusError
+from polynimbus.errors import IntentError, PolynimbusError, Problem
 from polynimbus.intent import load_intent_text
 from polynimbus.node import Link, Process, Route
 from polynimbus.plan import Plan, build_plan
@@ -206,8 +206,39 @@ sites:
 """
 
 
-def test_a_gateway_with_two_transit_peers_is_refused_with_a_hint():
-    plan = build_plan(load_intent_text(FIVE_IN_A_ROW))
+def unchecked(monkeypatch, text: str) -> Plan:
+    """The plan of ``text`` as if the planner did not refuse what IPsec cannot carry (to
+    reach the renderer's safety net)."""
+    monkeypatch.setattr(IpsecBackend, "plan_problems", lambda self, plan: [])
+    plan = build_plan(load_intent_text(text))
+    monkeypatch.undo()
+    return plan
+
+
+def refusal(text: str) -> list[Problem]:
+    with pytest.raises(IntentError) as err:
+        build_plan(load_intent_text(text))
+    return err.value.problems
+
+
+def test_a_gateway_with_two_transit_peers_is_refused_by_the_planner_with_a_path_and_hint():
+    [problem] = refusal(FIVE_IN_A_ROW)
+    assert problem.path == "overlay.transport"
+    assert "one transit peer per gateway" in problem.message
+    assert "(a1, b1)" in problem.message and "site 'c'" in problem.message
+    assert problem.hint and "full-mesh" in problem.hint and "wireguard" in problem.hint
+    # the same row on a transport that follows routes is planned
+    build_plan(load_intent_text(FIVE_IN_A_ROW.replace("ipsec", "wireguard")))
+    # four in a row: each inner gateway has one transit peer, fine
+    four = "\n".join(line for line in FIVE_IN_A_ROW.splitlines() if "b2" not in line)
+    plan = build_plan(load_intent_text(four + "\n"))
+    assert not IpsecBackend().plan_problems(plan)
+    for topology in ("full-mesh", "hub"):
+        assert not IpsecBackend().plan_problems(plan_of(topology))
+
+
+def test_the_renderer_still_refuses_a_plan_made_without_the_check(monkeypatch):
+    plan = unchecked(monkeypatch, FIVE_IN_A_ROW)
     check_transit(plan, plan.site("a1"))  # one transit peer (c): fine
     with pytest.raises(PolynimbusError) as err:
         items_of(plan, "c")
@@ -215,8 +246,15 @@ def test_a_gateway_with_two_transit_peers_is_refused_with_a_hint():
     assert err.value.hint and "full-mesh" in err.value.hint
 
 
-def test_srv6_sids_in_the_tunnels_widen_a_side_and_more_than_two_sites_are_refused():
-    plan = plan_of(extra="  srv6: {carrier: tunnels}\n")
+def test_srv6_sids_in_the_tunnels_widen_a_side_and_more_than_two_sites_are_refused(monkeypatch):
+    srv6 = three_sites("ip-unit", "full-mesh", "ipsec").replace(
+        "  transport: ipsec\n", "  transport: ipsec\n  srv6: {carrier: tunnels}\n"
+    )
+    [problem] = refusal(srv6)
+    assert problem.path == "overlay.srv6.carrier"
+    assert "SRv6" in problem.message and "2 sites" in problem.message
+    assert problem.hint and "carrier: underlay" in problem.hint
+    plan = unchecked(monkeypatch, srv6)
     assert plan.sites[0].sid_block in plan.prefixes(0)
     site = plan.sites[1]
     assert offer(plan, 0, site) == ANY  # the SID block holds no address of the gateway
@@ -225,6 +263,29 @@ def test_srv6_sids_in_the_tunnels_widen_a_side_and_more_than_two_sites_are_refus
     assert "SRv6" in err.value.message and err.value.hint and "underlay" in err.value.hint
     under = plan_of(extra="  srv6: {carrier: underlay}\n")
     assert offer(under, 0, under.sites[1]) == under.prefixes(0)
+    # two sites: one peer per gateway, SIDs in the tunnels are fine
+    duo = build_plan(
+        load_intent_text(
+            "name: ip-duo\noverlay:\n  transport: ipsec\n  srv6: {carrier: tunnels}\n"
+            "sites:\n  - {name: a, provider: aws, hosts: [h]}\n"
+            "  - {name: b, provider: gcp, hosts: [h]}\n"
+        )
+    )
+    assert len(duo.sites) == 2 and not IpsecBackend().plan_problems(duo)
+
+
+def test_plan_validate_and_up_refuse_a_row_of_five_before_rendering(tmp_path):
+    from typer.testing import CliRunner
+
+    from polynimbus.cli.app import app
+
+    f = tmp_path / "row.yaml"
+    f.write_text(FIVE_IN_A_ROW)
+    runner = CliRunner()
+    for args in (["validate", str(f)], ["plan", str(f)], ["up", "--dry-run", str(f)]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, (args, result.output)
+        assert "overlay.transport: transport 'ipsec'" in result.output, args
 
 
 def test_parallel_tunnels_are_daemons_on_consecutive_ports_with_multipath_routes():
@@ -311,3 +372,60 @@ def test_files_are_written_private(tmp_path):
     assert stat.S_IMODE(os.stat(d).st_mode) == 0o700
     for name, _ in proc.files:
         assert stat.S_IMODE(os.stat(d / name).st_mode) == 0o600
+
+
+def test_ike_and_esp_offer_aes_256_gcm_only():
+    plan = plan_of("hub", extra="  parallel: 2\n")
+    seen = 0
+    for site in plan.sites:
+        for k in range(plan.parallel):
+            s = settings(render_swanctl_conf(plan, site, k))
+            for p in site.peers:
+                name = plan.sites[p.site].name
+                ike = s[f"connections.{name}.proposals"]
+                esp = s[f"connections.{name}.children.{name}.esp_proposals"]
+                # one proposal each (no fallback), AES-256-GCM with a 16-byte ICV
+                # (RFC 4106), then PRF HMAC-SHA-256 (IKE) and ECP-256 (RFC 5903)
+                assert ike == "aes256gcm16-prfsha256-ecp256"
+                assert esp == "aes256gcm16-ecp256"
+                seen += 1
+    assert seen == 2 * len(plan.tunnels) * plan.parallel
+
+
+def test_rotate_keys_gives_a_new_ca_and_keys_and_restarts_every_daemon(tmp_path):
+    plan = plan_of()
+    backend = get_transport("ipsec")
+
+    def digests(creds) -> dict[tuple[str, str], str]:
+        return {
+            (s.name, p.name): p.digest
+            for s in plan.sites
+            for p in backend.gateway_items(plan, s, creds, "libipsec")
+            if isinstance(p, Process)
+        }
+
+    dry = backend.credentials(plan, tmp_path, dry_run=True)
+    assert not (tmp_path / "pki").exists()  # a dry run writes nothing
+    first = backend.credentials(plan, tmp_path)
+    assert digests(dry) != digests(first)
+    again = backend.credentials(plan, tmp_path)
+    assert again == first and digests(again) == digests(first)  # nothing restarts
+    rotated = backend.credentials(plan, tmp_path, rotate=True)
+    for s in plan.sites:
+        old, new = first[s.name], rotated[s.name]
+        assert new.ca_pem != old.ca_pem
+        assert new.cert_pem != old.cert_pem and new.key_pem != old.key_pem
+    before, after = digests(first), digests(rotated)
+    assert before.keys() == after.keys() and len(before) == len(plan.sites)
+    assert all(before[k] != after[k] for k in before)  # every daemon restarts
+    # the rotated credentials are kept, and the daemons carry them
+    assert backend.credentials(plan, tmp_path) == rotated
+    [proc] = [
+        i
+        for i in backend.gateway_items(plan, plan.sites[0], rotated, "libipsec")
+        if isinstance(i, Process)
+    ]
+    files = dict(proc.files)
+    inst = instance_name(plan, plan.sites[0])
+    assert files[f"{inst}.key"].strip() == rotated[plan.sites[0].name].key_pem.strip()
+    assert files[f"{inst}.ca.pem"].strip() == rotated[plan.sites[0].name].ca_pem.strip()

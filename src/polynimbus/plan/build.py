@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 
-from polynimbus.errors import IntentError, PlanError
+from polynimbus.errors import IntentError, PlanError, Problem
 from polynimbus.intent.models import Intent
 from polynimbus.names import wireguard_if
 from polynimbus.numbering import (
@@ -86,7 +86,10 @@ def _build_plan(intent: Intent) -> Plan:
     gateway, transit through intermediate gateways), §3.1.3 (topologies).
 
     Raises:
-        IntentError: the intent has numbering problems (when called without validation).
+        IntentError: the intent has numbering problems (when called without validation),
+            or problems only the planned topology shows: rates through a transit site,
+            what the transport cannot carry
+            (:meth:`~polynimbus.tunnels.base.TunnelBackend.plan_problems`).
         PlanError: the overlay cannot be planned (e.g. a hub that is not a site).
     """
     ov = intent.overlay
@@ -188,10 +191,12 @@ def _build_plan(intent: Intent) -> Plan:
         srv6=srv6_plan,
         tenants=tenant_plans,
     )
+    late: list[Problem] = []  # what only the planned topology shows
     if tenant_plans and ov.topology != "full-mesh":
         from polynimbus.plan.tenants import transit_problems
 
-        problems = transit_problems(plan, intent)
-        if problems:
-            raise IntentError(problems)
+        late += transit_problems(plan, intent)
+    late += TRANSPORTS.get(ov.transport)().plan_problems(plan)  # e.g. IPsec's one transit
+    if late:
+        raise IntentError(late)
     return plan

@@ -97,6 +97,8 @@ class TunnelBackend:
         daemons: basenames of the programs the backend runs as node processes (the lab
             finds them in a lab's namespaces, to diff and to remove them).
         max_parallel: the most tunnels per peer pair it can run (``overlay.parallel``).
+        credential_dirs: subdirectories of the state directory holding its credentials
+            (removed when the lab moves to another transport).
         max_tunnel_mtu: the largest inner packet the implementation carries, bytes (e.g.
             strongSwan's libipsec: 1400), or ``None``; caps the tunnel MTU.
         carries_ipv6: whether it carries IPv6 inside (a dual-stack overlay, SRv6); the
@@ -119,6 +121,7 @@ class TunnelBackend:
     daemons: ClassVar[frozenset[str]] = frozenset()
     max_parallel: ClassVar[int] = 1
     max_tunnel_mtu: ClassVar[int | None] = None
+    credential_dirs: ClassVar[tuple[str, ...]] = ()
     carries_ipv6: ClassVar[bool] = True
     ready_timeout_s: ClassVar[float] = 0.0
 

@@ -39,9 +39,12 @@ port from the peers, sees nothing else), one connection per peer with one CHILD_
   transit blocks (WireGuard's AllowedIPs) are out: strongSwan 5.9's kernel-libipsec
   refuses an outgoing policy whose source selector holds no local address
   (:func:`offer`). libipsec picks the SA of an outgoing packet by its selectors, most
-  specific first: a gateway may have one transit peer only (:func:`check_transit`;
-  full-mesh, hub and chains qualify). A gateway drops an incoming packet outside the
-  selectors (a source the peer may not send, where the peer is not a transit);
+  specific first: a gateway may have one transit peer only (:func:`transit_problems`,
+  which the planner reports, so ``validate``, ``plan`` and ``up`` refuse; full-mesh and
+  hub qualify, a tree whose inner site has two transit peers does not), and SRv6 carried
+  by the tunnels (its SID blocks make every side :data:`ANY`) fits 2 sites only. A
+  gateway drops an incoming packet outside the selectors (a source the peer may not
+  send, where the peer is not a transit);
 - routes: polynimbus renders them (over the ``ipsecN`` devices, multipath when
   ``parallel`` > 1). kernel-libipsec installs a route per CHILD_SA whatever
   ``install_routes`` says (strongSwan 5.9.8); the daemon is told to put them in a table of
@@ -64,13 +67,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from polynimbus.errors import PolynimbusError
+from polynimbus.errors import PolynimbusError, Problem
 from polynimbus.names import lab_tag
 from polynimbus.node import Item, Link, Process
 from polynimbus.tunnels.base import TRANSPORTS, TunnelBackend, daemon, ecmp_routes, parallel_ifname
 
 if TYPE_CHECKING:
-    from polynimbus.plan.model import Plan, SitePlan
+    from polynimbus.plan.model import PeerPlan, Plan, SitePlan
 
 CHARON = "charon-systemd"
 """The IKE daemon (Debian package charon-systemd): foreground, no pid file, no arguments."""
@@ -185,19 +188,101 @@ def offer(plan: Plan, owner: int, to: SitePlan) -> tuple[str, ...]:
     Raises:
         KeyError: ``to`` has no tunnel to ``owner``.
     """
-    site = plan.sites[owner]
     for p in to.peers:
         if p.site == owner:
-            own = plan.prefixes(owner)
-            if tuple(p.reaches) == (owner,) and all(_holds_local_address(site, x) for x in own):
-                return own
-            return ANY
+            return _side(plan, owner, p.reaches)
     raise KeyError(f"site {to.name} has no tunnel to site index {owner}")
+
+
+def _side(
+    plan: Plan, owner: int, reaches: tuple[int, ...], tight: dict[int, bool] | None = None
+) -> tuple[str, ...]:
+    """:func:`offer` for the tunnel to site index ``owner`` routing ``reaches``;
+    ``tight`` caches, by site index, whether each own prefix holds a gateway address."""
+    if tuple(reaches) != (owner,):
+        return ANY
+    own = plan.prefixes(owner)
+    if tight is None or owner not in tight:
+        ok = all(_holds_local_address(plan.sites[owner], x) for x in own)
+        if tight is None:
+            return own if ok else ANY
+        tight[owner] = ok
+    return own if tight[owner] else ANY
+
+
+def wide_peers(plan: Plan, site: SitePlan, tight: dict[int, bool] | None = None) -> list[PeerPlan]:
+    """``site``'s peers whose side of the tunnel is :data:`ANY` (see :func:`offer`)."""
+    return [p for p in site.peers if _side(plan, p.site, p.reaches, tight) == ANY]
+
+
+def _sids_in_tunnels(plan: Plan) -> bool:
+    return plan.srv6 is not None and plan.srv6.carrier == "tunnels"
+
+
+def transit_problems(plan: Plan) -> list[Problem]:
+    """The gateways libipsec cannot serve (see :func:`check_transit`), as intent problems:
+    one for a gateway with two transit peers or more (``overlay.transport``: a tree's inner
+    site), one for SRv6 carried by the tunnels on a gateway with two peers or more
+    (``overlay.srv6.carrier``: the SID blocks widen every side). Each names the first
+    such gateway and how many others there are."""
+    transit: list[tuple[SitePlan, list[str]]] = []
+    sids: list[tuple[SitePlan, list[str]]] = []
+    srv6 = _sids_in_tunnels(plan)
+    tight: dict[int, bool] = {}
+    for site in plan.sites:
+        if len(site.peers) < 2:
+            continue
+        wide = wide_peers(plan, site, tight)
+        if len(wide) < 2:
+            continue
+        names = [plan.sites[p.site].name for p in wide]
+        through = [plan.sites[p.site].name for p in wide if tuple(p.reaches) != (p.site,)]
+        if len(through) > 1 or not srv6:
+            transit.append((site, through if len(through) > 1 else names))
+        if srv6:
+            sids.append((site, names))
+
+    def where(found: list[tuple[SitePlan, list[str]]], what: str) -> str:
+        site, peers = found[0]
+        more = len(found) - 1
+        also = f", and {more} other gateway{'s' if more > 1 else ''} likewise" if more else ""
+        listed = ", ".join(peers)
+        return f"the gateway of site {site.name!r} has {len(peers)} {what} ({listed}){also}"
+
+    why = (
+        "kernel-libipsec, strongSwan's user-space ESP, picks a tunnel by its selectors, "
+        "not by routes"
+    )
+    out: list[Problem] = []
+    if transit:
+        out.append(
+            Problem(
+                "overlay.transport",
+                f"transport 'ipsec' can route through one transit peer per gateway only ({why}),"
+                f" but in this {plan.topology} {where(transit, 'transit peers')}",
+                "use a transport that follows routes (wireguard, openvpn), or topology: "
+                "full-mesh or hub",
+            )
+        )
+    if sids:
+        out.append(
+            Problem(
+                "overlay.srv6.carrier",
+                "transport 'ipsec' carries SRv6 in its tunnels between 2 sites only: the SID "
+                f"blocks make every tunnel's selectors 0.0.0.0/0 ({why}), and "
+                f"{where(sids, 'peers')}",
+                "set srv6: {carrier: underlay}, or use a transport that follows routes "
+                "(wireguard, openvpn)",
+            )
+        )
+    return out
 
 
 def check_transit(plan: Plan, site: SitePlan) -> None:
     """Refuse a gateway with two peers or more whose side is :data:`ANY` (see
-    :func:`offer`).
+    :func:`offer`). :func:`polynimbus.plan.build_plan` refuses such a plan already
+    (:meth:`IpsecBackend.plan_problems`); this is the renderer's safety net for a plan
+    made otherwise.
 
     libipsec picks the SA of an outgoing packet by its selectors alone (the most
     specific first): a peer's own blocks are specific, an :data:`ANY` side is not; two of
@@ -206,9 +291,9 @@ def check_transit(plan: Plan, site: SitePlan) -> None:
     Raises:
         PolynimbusError: the gateway has two such peers or more (with a hint).
     """
-    wide = [plan.sites[p.site].name for p in site.peers if offer(plan, p.site, site) == ANY]
+    wide = [plan.sites[p.site].name for p in wide_peers(plan, site)]
     if len(wide) > 1:
-        sids = plan.srv6 is not None and plan.srv6.carrier == "tunnels"
+        sids = _sids_in_tunnels(plan)
         why = "carry SRv6 SIDs or lead to other sites" if sids else "lead to other sites"
         raise PolynimbusError(
             f"ipsec: the gateway of site {site.name} has {len(wide)} peers whose tunnels "
@@ -416,6 +501,7 @@ class IpsecBackend(TunnelBackend):
     summary = "IPsec, encrypted (strongSwan IKEv2 with the lab's CA, ESP AES-256-GCM in UDP)"
     checks_source = False  # a transit side's selector is 0.0.0.0/0 (see offer)
     daemons = frozenset({CHARON})
+    credential_dirs = ("pki",)
     max_parallel = MAX_PARALLEL
 
     def implementation(self) -> str:
@@ -443,6 +529,11 @@ class IpsecBackend(TunnelBackend):
 
     def required_tools(self, impl: str) -> dict[str, str]:
         return dict(self.tools)
+
+    def plan_problems(self, plan: Plan) -> list[Problem]:
+        """A gateway with two transit peers, or SRv6 in the tunnels beyond 2 sites
+        (:func:`transit_problems`)."""
+        return transit_problems(plan)
 
     def credentials(
         self, plan: Plan, state_dir: Path, rotate: bool = False, dry_run: bool = False
