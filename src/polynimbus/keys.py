@@ -219,8 +219,9 @@ class KeyStore:
         """Load the key of every site, creating missing ones (all of them if ``rotate``).
 
         Creates the keys directory (0700) when missing; new keys are written with
-        ``write_private_file``. With ``rotate``, existing key files are replaced without
-        being read (so a refused or corrupt key file is replaced too).
+        ``write_private_file``; the keys of sites not in ``sites`` are removed. With
+        ``rotate``, existing key files are replaced without being read (so a refused or
+        corrupt key file is replaced too).
 
         Raises:
             KeyFileError: the keys directory or a stored key file is unsafe (symbolic link,
@@ -259,4 +260,12 @@ class KeyStore:
                     path=str(path),
                 ) from None
             out[site] = pair
+        wanted = {f"{s}.key" for s in sites}
+        for entry in os.scandir(self.dir):  # a site that left the lab keeps no key here
+            if (
+                entry.name.endswith(".key")
+                and entry.name not in wanted
+                and entry.is_file(follow_symlinks=False)
+            ):
+                os.unlink(entry.path)
         return out

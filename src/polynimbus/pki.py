@@ -7,13 +7,14 @@ gateway; so does polynimbus, with ``cryptography`` instead of easy-rsa. Everythi
 
 - ``ca.key``, ``ca.pem``: the CA's ECDSA P-256 key and self-signed certificate (CN
   ``polynimbus LAB CA``, basicConstraints CA:TRUE, pathlen 0; 10 years);
-- ``SITE.key``, ``SITE.pem``: each gateway's key and certificate (CN and SAN DNS = the site
+- ``gw.SITE.key``, ``gw.SITE.pem``: each gateway's key and certificate (CN and SAN DNS = the site
   name, SAN IP = its public address; serverAuth and clientAuth, since a gateway is both
   ends of its tunnels; 2 years).
 
 A stored certificate is kept while it is signed by the stored CA, names the site and its
 public address, and has more than :data:`RENEW_BEFORE` left; otherwise it is issued anew.
-``rotate`` makes a new CA and new certificates for every site (``up --rotate-keys``).
+``rotate`` makes a new CA and new certificates for every site (``up --rotate-keys``). The
+files of a site no longer in the lab are removed.
 """
 
 from __future__ import annotations
@@ -43,6 +44,9 @@ CA_DAYS = 3650
 """Validity of the CA certificate, days."""
 CERT_DAYS = 730
 """Validity of a gateway certificate, days."""
+GATEWAY_PREFIX = "gw."
+"""File name prefix of a gateway's key and certificate (``gw.SITE.key``): no site name can
+take the CA's files."""
 RENEW_BEFORE = dt.timedelta(days=30)
 """A gateway certificate with less than this left is issued anew on the next ``up``."""
 _ROTATE = "run 'polynimbus up --rotate-keys' to make a new CA and certificates"
@@ -256,6 +260,20 @@ class CertificateAuthority:
             )
         return key, cert
 
+    def _remove_others(self, sites: set[str]) -> None:
+        """Remove the key and certificate of every gateway not in ``sites`` (a site that
+        left the lab keeps no key here)."""
+        for entry in os.scandir(self.dir):
+            stem, dot, ext = entry.name.rpartition(".")
+            if (
+                dot
+                and ext in ("key", "pem")
+                and stem.startswith(GATEWAY_PREFIX)
+                and stem[len(GATEWAY_PREFIX) :] not in sites
+                and entry.is_file(follow_symlinks=False)
+            ):
+                os.unlink(entry.path)
+
     def _write_pair(
         self, stem: str, key: ec.EllipticCurvePrivateKey, cert: x509.Certificate
     ) -> None:
@@ -296,12 +314,15 @@ class CertificateAuthority:
             ca_pem = _cert_pem(ca[1])
             out: dict[str, GatewayCert] = {}
             for site, public in sites.items():
-                pair = None if new_ca else self._load_pair(site)
+                stem = f"{GATEWAY_PREFIX}{site}"
+                pair = None if new_ca else self._load_pair(stem)
                 if pair is None or not _still_good(pair[1], ca[1], site, public):
                     pair = issue(ca[0], ca[1], site, public)
                     if not dry_run:
-                        self._write_pair(site, *pair)
+                        self._write_pair(stem, *pair)
                 out[site] = GatewayCert(ca_pem, _cert_pem(pair[1]), _key_pem(pair[0]))
+            if not dry_run:
+                self._remove_others(set(sites))
         except OSError as exc:
             raise KeyFileError(
                 f"cannot write in {self.dir}: {exc.strerror}",

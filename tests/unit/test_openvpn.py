@@ -238,7 +238,7 @@ def test_credentials_are_kept_between_runs_and_rotated_on_demand(tmp_path):
     assert not (tmp_path / "pki").exists()  # a dry run writes nothing
     first = backend.credentials(plan, tmp_path)
     assert digests(dry) != digests(first)
-    key = tmp_path / "pki" / "aws.key"
+    key = tmp_path / "pki" / "gw.aws.key"
     assert stat.S_IMODE(os.stat(key).st_mode) == 0o600
     again = backend.credentials(plan, tmp_path)
     assert again == first and digests(again) == digests(first)  # nothing restarts

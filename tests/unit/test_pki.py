@@ -22,7 +22,14 @@ def test_files_are_private_and_certificates_chain_to_the_ca(tmp_path):
     got = CertificateAuthority(tmp_path, "lab").ensure(SITES)
     d = tmp_path / "pki"
     assert stat.S_IMODE(os.lstat(d).st_mode) == 0o700
-    assert set(modes(d)) == {"ca.key", "ca.pem", "aws.key", "aws.pem", "azure.key", "azure.pem"}
+    assert set(modes(d)) == {
+        "ca.key",
+        "ca.pem",
+        "gw.aws.key",
+        "gw.aws.pem",
+        "gw.azure.key",
+        "gw.azure.pem",
+    }
     assert set(modes(d).values()) == {0o600}
     ca = x509.load_pem_x509_certificate(got["aws"].ca_pem.encode())
     for site, public in SITES.items():
@@ -69,10 +76,10 @@ def test_dry_run_writes_nothing(tmp_path):
 def test_unsafe_or_corrupt_files_are_refused(tmp_path):
     ca = CertificateAuthority(tmp_path, "lab")
     ca.ensure(SITES)
-    os.chmod(tmp_path / "pki" / "aws.key", 0o644)
+    os.chmod(tmp_path / "pki" / "gw.aws.key", 0o644)
     with pytest.raises(KeyFileError, match="0600"):
         ca.ensure(SITES)
-    os.chmod(tmp_path / "pki" / "aws.key", 0o600)
+    os.chmod(tmp_path / "pki" / "gw.aws.key", 0o600)
     (tmp_path / "pki" / "ca.key").write_text("garbage")
     with pytest.raises(KeyFileError, match="corrupt"):
         ca.ensure(SITES)
@@ -80,3 +87,20 @@ def test_unsafe_or_corrupt_files_are_refused(tmp_path):
     os.chmod(tmp_path / "pki", 0o755)
     with pytest.raises(KeyFileError, match="0700"):
         ca.ensure(SITES)
+
+
+def test_a_site_named_ca_keeps_apart_from_the_ca_and_a_removed_site_leaves_no_key(tmp_path):
+    ca = CertificateAuthority(tmp_path, "lab")
+    first = ca.ensure({"ca": "100.64.0.1", "eu": None, "us": None})
+    assert ca.ensure({"ca": "100.64.0.1", "eu": None, "us": None}) == first
+    root = x509.load_pem_x509_certificate((tmp_path / "pki" / "ca.pem").read_bytes())
+    assert root.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    ca.ensure({"ca": "100.64.0.1", "eu": None})
+    assert sorted(p.name for p in (tmp_path / "pki").iterdir()) == [
+        "ca.key",
+        "ca.pem",
+        "gw.ca.key",
+        "gw.ca.pem",
+        "gw.eu.key",
+        "gw.eu.pem",
+    ]

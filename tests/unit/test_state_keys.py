@@ -438,3 +438,12 @@ def test_a_marker_with_bad_created_parents_is_refused_before_anything_is_deleted
     with pytest.raises(StateError):
         state.remove(sdir, "lab1")
     assert sdir.is_dir() and marker.exists()
+
+
+def test_a_site_that_left_the_lab_keeps_no_key(tmp_path):
+    from polynimbus.keys import KeyStore
+
+    store = KeyStore(tmp_path)
+    kept = store.ensure(["a", "b", "c"])
+    assert store.ensure(["a", "b"]) == {"a": kept["a"], "b": kept["b"]}
+    assert sorted(p.name for p in (tmp_path / "keys").iterdir()) == ["a.key", "b.key"]
