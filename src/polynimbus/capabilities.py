@@ -129,6 +129,40 @@ def ipsec_impl() -> str:
     return "kernel" if kernel_esp() else "libipsec"
 
 
+CAP_SYS_PTRACE = 19
+"""Bit of ``CAP_SYS_PTRACE`` in ``/proc/self/status`` ``CapEff``."""
+
+
+@functools.cache
+def take_fds() -> bool:
+    """True when this process may take a copy of another process's file descriptors
+    (``pidfd_getfd(2)``: Linux >= 5.6, and Yama's ``ptrace_scope`` 0, or 1-2 with
+    ``CAP_SYS_PTRACE``; 3 forbids it). The lab uses it to size ``wireguard-go``'s sockets.
+    """
+    try:
+        major, minor = (int(x) for x in os.uname().release.split(".")[:2])
+    except ValueError:
+        return False
+    if (major, minor) < (5, 6):
+        return False
+    try:
+        scope = int(Path("/proc/sys/kernel/yama/ptrace_scope").read_text())
+    except (OSError, ValueError):
+        scope = 0  # no Yama: root may
+    if scope == 0:
+        return os.geteuid() == 0
+    if scope == 3:
+        return False
+    try:
+        status = Path("/proc/self/status").read_text()
+        cap_eff = int(
+            next(ln for ln in status.splitlines() if ln.startswith("CapEff:")).split()[1], 16
+        )
+    except (OSError, StopIteration, ValueError):
+        return False
+    return bool(cap_eff >> CAP_SYS_PTRACE & 1)
+
+
 @functools.cache
 def netem() -> bool:
     """True when the kernel has the netem qdisc (delay emulation)."""

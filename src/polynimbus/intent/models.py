@@ -204,9 +204,11 @@ class Overlay(_Model):
         ipv6: dual-stack overlay (``fd00:A:B::/64`` beside ``10.A.B.0/24``); by default on
             when the intent has ``srv6``, services or chains.
         srv6: how SRv6 service chains are carried (see :class:`SRv6Spec`).
-        parallel: tunnels per peer pair (1-16), flows spread over them by a layer-4 hash
-            (seed 004: encryption on several cores); default: what the transport and the
-            core count justify (:meth:`polynimbus.tunnels.base.TunnelBackend.default_parallel`).
+        parallel: tunnels per peer pair (1-16, at most the transport's ``max_parallel``:
+            8 for the encrypted ones), flows spread over them by a layer-4 hash (seed 004:
+            encryption on several cores); default:
+            :meth:`polynimbus.tunnels.base.TunnelBackend.default_parallel` (1 for every
+            transport today: measured gains need several flows and free cores).
     """
 
     topology: Topology = "full-mesh"

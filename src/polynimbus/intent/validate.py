@@ -173,6 +173,8 @@ def _parallel_problems(intent: Intent) -> list[Problem]:
     from polynimbus.tunnels import TRANSPORTS
 
     ov = intent.overlay
+    if ov.transport not in TRANSPORTS.names():
+        return []  # reported where the transport is
     backend = TRANSPORTS.get(ov.transport)()
     out: list[Problem] = []
     most = backend.max_parallel

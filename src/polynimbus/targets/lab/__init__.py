@@ -14,6 +14,7 @@ scaffold's (:mod:`polynimbus.render.lab`). One module per concern:
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -24,7 +25,7 @@ from typing import Any
 
 from pyroute2 import NetlinkError
 
-from polynimbus import names, procs
+from polynimbus import capabilities, names, procs
 from polynimbus.errors import ApplyError, PolynimbusError
 from polynimbus.node import (
     Address,
@@ -143,11 +144,19 @@ class LabTarget:
     # ------------------------------------------------------------------ observe
     def canonicalise(self, desired: Sequence[Resource]) -> list[Resource]:
         """``desired`` with the fields only the target can compute filled in (the
-        kernel's form of each nftables table)."""
+        kernel's form of each nftables table), and without what this host cannot do
+        (``wireguard-go``'s socket buffers without :func:`capabilities.take_fds`)."""
         done = firewall.canonicalise_all(r.item for r in desired if isinstance(r.item, NftTable))
-        return [
-            Resource(r.node, done[r.item]) if isinstance(r.item, NftTable) else r for r in desired
-        ]
+        sizable = capabilities.take_fds()
+        out = []
+        for r in desired:
+            if isinstance(r.item, NftTable):
+                r = Resource(r.node, done[r.item])
+            elif isinstance(r.item, WireGuardConfig) and r.item.socket_buffer and not sizable:
+                # wireguard-go's sockets cannot be reached here: they keep their size
+                r = Resource(r.node, dataclasses.replace(r.item, socket_buffer=None))
+            out.append(r)
+        return out
 
     def observe(
         self, lab: str, desired: Sequence[Resource], nodes: set[str] | None = None

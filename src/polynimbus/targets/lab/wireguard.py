@@ -97,16 +97,21 @@ def set_socket_buffer(ns: str, ifname: str, size: int) -> None:
     pid = _daemon_pid(ns, ifname)
     if pid is None:
         raise ApplyError(f"no wireguard-go serves {ifname} in {ns}", "run up again")
+    deadline = time.monotonic() + SOCKET_TIMEOUT_S
     try:
-        with _udp_sockets(pid) as socks:
-            for s in socks:
-                s.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, size)
-                s.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, size)
+        while True:  # the daemon opens its sockets once its interface is up
+            with _udp_sockets(pid) as socks:
+                for s in socks:
+                    s.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, size)
+                    s.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, size)
+            if socks or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
     except OSError as exc:
         raise ApplyError(
             f"cannot set the UDP buffers of wireguard-go for {ifname} in {ns}: {exc}",
             "pidfd_getfd needs Linux >= 5.6 and ptrace rights over the daemon "
-            "(kernel.yama.ptrace_scope below 3)",
+            "(kernel.yama.ptrace_scope 0, or 1-2 with CAP_SYS_PTRACE)",
         ) from None
 
 
