@@ -22,7 +22,7 @@ from tests.integration.conftest import leftovers
 from tests.integration.test_cli import POLYNIMBUS, REPO, base_env, ok, pn, six_sites
 
 NAME = "cli-kill"
-KILLS = 20
+KILLS = 12
 SEED = 20240510
 
 
@@ -128,11 +128,11 @@ def kill_runs(lab, seed: int, kills: int, rerun: bool) -> None:  # type: ignore[
 
 
 def test_kill_then_rerun_completes_and_down_leaves_nothing(lab) -> None:
-    """20 kills: each time a re-run of up completes the lab (every pair reaches, a further
+    """12 kills: each time a re-run of up completes the lab (every pair reaches, a further
     up changes nothing), then down leaves nothing."""
     kill_runs(lab, SEED + 1, KILLS, rerun=True)
 
 
 def test_kill_then_down_leaves_nothing(lab) -> None:
-    """10 more kills: down right after the kill removes the half-built lab."""
+    """6 more kills: down right after the kill removes the half-built lab."""
     kill_runs(lab, SEED, KILLS // 2, rerun=False)
