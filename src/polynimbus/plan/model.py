@@ -305,6 +305,17 @@ class Plan:
                 return s
         raise KeyError(name)
 
+    def site_index(self, name: str) -> int:
+        """The index in ``sites`` of the site called ``name``.
+
+        Raises:
+            KeyError: no such site.
+        """
+        for i, s in enumerate(self.sites):
+            if s.name == name:
+                return i
+        raise KeyError(name)
+
     def routes(self, site: SitePlan) -> list[dict[str, Any]]:
         """A gateway's overlay routes: ``[{prefix, via, next_hop, transit}]`` by peer.
 

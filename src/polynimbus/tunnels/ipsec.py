@@ -147,18 +147,6 @@ def tun_name(k: int) -> str:
     return f"{TUN_PREFIX}{k}"
 
 
-def site_order(plan: Plan, site: SitePlan) -> int:
-    """The index of ``site`` in ``plan.sites``.
-
-    Raises:
-        KeyError: no site of that name.
-    """
-    for i, s in enumerate(plan.sites):
-        if s.name == site.name:
-            return i
-    raise KeyError(site.name)
-
-
 ANY = ("0.0.0.0/0", "::/0")
 """The traffic selector of a transit side: routes decide."""
 
@@ -404,7 +392,7 @@ def render_swanctl_conf(plan: Plan, site: SitePlan, k: int) -> str:
     :func:`render_strongswan_conf`)."""
     inst = instance_name(plan, site, k)
     f = _files(inst)
-    me = site_order(plan, site)
+    me = plan.site_index(site.name)
     lines = [
         f"# polynimbus: IKEv2 connections of site {site.name} in {plan.name}, "
         f"tunnel {k + 1} of {plan.parallel}",

@@ -190,10 +190,6 @@ def nebula_address(plan: Plan, site: SitePlan, k: int = 0) -> IPv4Interface:
     return IPv4Interface((int(net.network_address) + 1 + _address_index(plan, site), net.prefixlen))
 
 
-def _site_index(plan: Plan, site: SitePlan) -> int:
-    return next(i for i, s in enumerate(plan.sites) if s.name == site.name)
-
-
 def _peer_entry(plan: Plan, of: int, towards: int) -> tuple[int, ...]:
     """The sites gateway ``of`` routes through its peer ``towards`` (``()`` if none);
     peers are sorted by index, so a binary search finds the entry."""
@@ -208,7 +204,7 @@ def served_prefixes(plan: Plan, site: SitePlan) -> list[str]:
     """The IPv4 prefixes ``site``'s gateway serves, its certificate's ``-subnets``: its own
     block and every block one of its peers routes through it (transit on hub and MST).
     Sorted by address."""
-    me = _site_index(plan, site)
+    me = plan.site_index(site.name)
     sites = {me}
     if plan.topology != "full-mesh":  # a full mesh routes everything direct
         for p in site.peers:

@@ -83,18 +83,6 @@ def tunnel_port(plan: Plan, a: int, b: int, k: int = 0) -> int:
     return plan.port + (a + b - 1) * plan.parallel + k
 
 
-def site_index(plan: Plan, site: SitePlan) -> int:
-    """The index of ``site`` in ``plan.sites``.
-
-    Raises:
-        KeyError: no site of that name.
-    """
-    for i, s in enumerate(plan.sites):
-        if s.name == site.name:
-            return i
-    raise KeyError(site.name)
-
-
 def tunnels_pattern(plan: Plan) -> str:
     """Every OpenVPN interface of the lab, as nftables matches them."""
     return f"{openvpn_if_prefix(plan.name)}*"
@@ -151,7 +139,7 @@ def render_openvpn_config(
     Raises:
         KeyError: ``site`` has no credentials.
     """
-    me = site_index(plan, site) if me is None else me
+    me = plan.site_index(site.name) if me is None else me
     peer = plan.sites[peer_index]
     port = tunnel_port(plan, me, peer_index, k)
     server = me < peer_index
@@ -243,7 +231,7 @@ class OpenVpnBackend(TunnelBackend):
 
     def admitted(self, plan: Plan, site: SitePlan) -> list[tuple[str, int]]:
         """Each peer to its own tunnels' ports only (:func:`tunnel_port`)."""
-        me = site_index(plan, site)
+        me = plan.site_index(site.name)
         return [
             (plan.sites[p.site].public_address, tunnel_port(plan, me, p.site, k))
             for p in site.peers
@@ -258,7 +246,7 @@ class OpenVpnBackend(TunnelBackend):
         several: :func:`~polynimbus.tunnels.base.ecmp_routes`), and the source check of
         the tunnels (:func:`source_filter`)."""
         out: list[Item] = [source_filter(plan, site)] if site.peers else []
-        me = site_index(plan, site)
+        me = plan.site_index(site.name)
         for peer in site.peers:
             devs = tunnel_ifnames(plan, plan.sites[peer.site])
             for k, ifname in enumerate(devs):
