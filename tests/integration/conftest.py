@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import pytest
 from polynimbus import names, procs, state
 from polynimbus.intent import Intent, load_intent_text
 from polynimbus.orchestrate import lab_down
+from polynimbus.plan.model import SitePlan
 from polynimbus.targets.lab import WG_SOCKET_DIR, list_lab_namespaces, processes
 
 TOOLS = ["ip", "nft", "wg", "wireguard-go", "fping", "iperf3", "tcpdump"]
@@ -119,3 +122,35 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
             lab_down(name, used[name])
         for name in sorted(handle.names):
             assert not leftovers(name, used[name])
+
+
+def flows_per_tunnel(lab: str, site: SitePlan, devs: list[str]) -> list[int]:
+    """Packets each of ``devs`` (tunnel interfaces of ``site``'s gateway) received while
+    16 TCP connections ran from host ``a/h1`` to ``site``'s first host (``SITE/h1``): with
+    a layer-4 hash, every tunnel carries some (all 16 on one of two: probability 2**-15)."""
+
+    def rx(ifname: str) -> int:
+        path = f"/sys/class/net/{ifname}/statistics/rx_packets"
+        out = subprocess.run(["ip", "netns", "exec", gw, "cat", path], capture_output=True)
+        return int(out.stdout)
+
+    gw = names.gateway_ns(lab, site.name)
+    before = [rx(d) for d in devs]
+    server = subprocess.Popen(
+        ["ip", "netns", "exec", names.host_ns(lab, site.name, "h1"), "iperf3", "-s", "-1"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        time.sleep(0.5)
+        client = ("iperf3", "-c", site.hosts[0].address, "-P", "16", "-t", "1", "-l", "16k")
+        res = subprocess.run(
+            ["ip", "netns", "exec", names.host_ns(lab, "a", "h1"), *client],
+            capture_output=True,
+            text=True,
+        )
+        assert res.returncode == 0, res.stdout + res.stderr
+    finally:
+        server.kill()
+        server.wait()
+    return [rx(d) - x for d, x in zip(devs, before, strict=True)]

@@ -21,7 +21,7 @@ from polynimbus.plan import build_plan
 from polynimbus.targets.lab import list_lab_namespaces
 from polynimbus.tunnels.nebula import nebula_address, nebula_networks, tunnel_ifnames
 from polynimbus.verify.reachability import ping_all
-from tests.integration.conftest import three_sites
+from tests.integration.conftest import flows_per_tunnel, three_sites
 
 pytestmark = pytest.mark.skipif(shutil.which("nebula") is None, reason="nebula not installed")
 
@@ -163,10 +163,6 @@ def intruder(plan, sdir: Path, ns: str, target) -> Iterator[Path]:
             proc.wait(timeout=5)
 
 
-def rx_packets(ns: str, ifname: str) -> int:
-    return int(sh(ns, "cat", f"/sys/class/net/{ifname}/statistics/rx_packets").stdout)
-
-
 TWO_SITES = """name: {name}
 overlay: {{topology: full-mesh, transport: nebula, parallel: 2}}
 sites:
@@ -186,26 +182,9 @@ def test_two_nebula_daemons_per_gateway_carry_flows_and_rotate(lab) -> None:
     assert not second.changed, [c.describe() for c in second.changes]
 
     b = plan.site("b")
-    gw_b = names.gateway_ns(name, "b")
     devs = tunnel_ifnames(plan, b)
     # 16 TCP connections: the layer-4 hash sends some over each daemon's TUN
-    before = [rx_packets(gw_b, d) for d in devs]
-    server = subprocess.Popen(
-        ["ip", "netns", "exec", names.host_ns(name, "b", "h1"), "iperf3", "-s", "-1"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        time.sleep(0.5)
-        res = sh(
-            names.host_ns(name, "a", "h1"),
-            *("iperf3", "-c", b.hosts[0].address, "-P", "16", "-t", "1", "-l", "16k"),
-        )
-        assert res.returncode == 0, res.stdout + res.stderr
-    finally:
-        server.kill()
-        server.wait()
-    grew = [rx_packets(gw_b, d) - x for d, x in zip(devs, before, strict=True)]
+    grew = flows_per_tunnel(name, b, devs)
     assert all(g > 50 for g in grew), grew
 
     # --rotate-keys: a new CA and certificates, so every daemon restarts, and the overlay

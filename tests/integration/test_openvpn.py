@@ -6,15 +6,14 @@ from __future__ import annotations
 
 import re
 import subprocess
-import time
 
 from polynimbus import names, procs
 from polynimbus.orchestrate import lab_down, lab_up
 from polynimbus.plan import build_plan
 from polynimbus.tunnels.base import parallel_ifname
 from polynimbus.verify.reachability import ping_all
-from tests.integration.conftest import leftovers, three_sites
-from tests.integration.test_parallel import TWO_SITES, rx_packets
+from tests.integration.conftest import flows_per_tunnel, leftovers, three_sites
+from tests.integration.test_parallel import TWO_SITES
 
 
 def sh(ns: str, *argv: str) -> subprocess.CompletedProcess[str]:
@@ -108,23 +107,7 @@ def test_two_openvpn_tunnels_per_pair_carry_flows_over_both(lab):
     assert all(f"dev {parallel_ifname(base, k)} " in route for k in range(2)), route
     assert len(daemons(gw_b)) == 2
 
-    before = [rx_packets(gw_b, d) for d in devs_b]
-    server = subprocess.Popen(
-        ["ip", "netns", "exec", names.host_ns(name, "b", "h1"), "iperf3", "-s", "-1"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        time.sleep(0.5)
-        res = sh(
-            names.host_ns(name, "a", "h1"),
-            *("iperf3", "-c", b.hosts[0].address, "-P", "16", "-t", "1", "-l", "16k"),
-        )
-        assert res.returncode == 0, res.stdout + res.stderr
-    finally:
-        server.kill()
-        server.wait()
-    grew = [rx_packets(gw_b, d) - x for d, x in zip(devs_b, before, strict=True)]
+    grew = flows_per_tunnel(name, b, devs_b)
     assert all(g > 50 for g in grew), grew
 
     lab_down(name, sdir)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import subprocess
-import time
 
 from polynimbus import names
 from polynimbus.orchestrate import lab_up
 from polynimbus.plan import build_plan
 from polynimbus.tunnels.base import parallel_ifname
 from polynimbus.verify.reachability import ping_all
+from tests.integration.conftest import flows_per_tunnel
 
 TWO_SITES = """name: {name}
 overlay: {{topology: full-mesh, transport: {transport}, parallel: {parallel}}}
@@ -21,10 +21,6 @@ sites:
 
 def sh(ns: str, *argv: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["ip", "netns", "exec", ns, *argv], capture_output=True, text=True)
-
-
-def rx_packets(ns: str, ifname: str) -> int:
-    return int(sh(ns, "cat", f"/sys/class/net/{ifname}/statistics/rx_packets").stdout)
 
 
 def test_two_wireguard_tunnels_per_pair_carry_flows_over_both(lab) -> None:
@@ -39,28 +35,11 @@ def test_two_wireguard_tunnels_per_pair_carry_flows_over_both(lab) -> None:
     assert not second.changed, [c.describe() for c in second.changes]
 
     a, b = plan.site("a"), plan.site("b")
-    gw_b = names.gateway_ns(name, "b")
     devs = [parallel_ifname(b.tunnel_if, k) for k in range(2)]
     route = sh(names.gateway_ns(name, "a"), "ip", "route", "show", b.block).stdout
     assert all(f"dev {parallel_ifname(a.tunnel_if, k)}" in route for k in range(2)), route
 
     # 16 TCP connections with distinct source ports: the layer-4 hash sends some over
     # each tunnel (all 16 on one tunnel has probability 2 * 2**-16)
-    before = [rx_packets(gw_b, d) for d in devs]
-    server = subprocess.Popen(
-        ["ip", "netns", "exec", names.host_ns(name, "b", "h1"), "iperf3", "-s", "-1"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        time.sleep(0.5)
-        res = sh(
-            names.host_ns(name, "a", "h1"),
-            *("iperf3", "-c", b.hosts[0].address, "-P", "16", "-t", "1", "-l", "16k"),
-        )
-        assert res.returncode == 0, res.stdout + res.stderr
-    finally:
-        server.kill()
-        server.wait()
-    grew = [rx_packets(gw_b, d) - x for d, x in zip(devs, before, strict=True)]
+    grew = flows_per_tunnel(name, b, devs)
     assert all(g > 50 for g in grew), grew
