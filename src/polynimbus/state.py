@@ -25,6 +25,8 @@ on removal). A directory without the marker, or with another lab's, is refused w
   lab's name (``trace CHAIN``) know its plan;
 - ``api.sqlite`` (and its ``-journal``), ``admin.token``: ``serve``'s intent versions
   and tokens (0600, :mod:`polynimbus.api.store`);
+- ``monitor.sqlite`` (and its ``-wal``, ``-shm``, ``-journal``): ``monitor``'s series,
+  events and estimates (0600, :mod:`polynimbus.verify.monitor`);
 - ``lock``: the per-directory lock file of older versions; transient ``.*.tmp``.
 
 Anything else found in it was put there by someone else and is left alone by ``remove``.
@@ -91,6 +93,11 @@ TOP_FILES: tuple[str, ...] = (
     "api.sqlite",  # serve: intent versions and tenant tokens (polynimbus.api.store)
     "api.sqlite-journal",
     "admin.token",  # serve: the admin's bearer token
+    "events.jsonl",  # gateway agents' events: failovers (polynimbus.events)
+    "monitor.sqlite",  # monitor: probe series, tunnel counters, events, ABW estimates
+    "monitor.sqlite-wal",
+    "monitor.sqlite-shm",
+    "monitor.sqlite-journal",
 )
 """Patterns of the regular files polynimbus creates at the top of its state directory."""
 
