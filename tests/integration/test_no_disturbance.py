@@ -197,6 +197,25 @@ def wg_peers(ns: str, ifname: str) -> int:
     return len(res.stdout.split())
 
 
+def wg_sessions(lab: str, spaces: set[str]) -> dict[tuple[str, str], int]:
+    """The time of the latest handshake (s since the epoch) with each peer of every
+    WireGuard interface of the gateways in ``spaces``: ``{(namespace, peer key): time}``.
+    A peer whose session is kept keeps its time; ``wg setconf`` (or a restarted daemon)
+    drops every session, and the next packet makes a new handshake."""
+    out: dict[tuple[str, str], int] = {}
+    prefix = names.wireguard_if_prefix(lab)
+    for ns in sorted(spaces):
+        if not ns.endswith(".gateway"):
+            continue
+        links = ns_ok(ns, "ip", "-o", "link", "show").stdout
+        for ifname in re.findall(rf"^\d+: ({re.escape(prefix)}\w*)[:@]", links, re.M):
+            res = ns_ok(ns, "wg", "show", ifname, "latest-handshakes")
+            for line in res.stdout.splitlines():
+                key, stamp = line.split()
+                out[(ns, key)] = int(stamp)
+    return out
+
+
 @contextmanager
 def forwarding_dropped(ns: str, seconds: float) -> Iterator[None]:
     """Drop everything ``ns`` forwards for ``seconds`` (a table of its own, removed after)."""
@@ -238,6 +257,8 @@ def change_without_disturbance(
     lost, no process restarted, and only the namespaces the step may write were written."""
     before_spaces = set(list_lab_namespaces(lab))
     assert step.going <= before_spaces and not step.coming & before_spaces, step.what
+    sessions = wg_sessions(lab, before_spaces)
+    assert sessions and all(sessions.values()), f"{step.what}: no tunnel up: {sessions}"
     with pinging(src, dst) as pinger:
         before = lab_processes(lab, {pinger.pid})
         result = lab_up(intent, sdir, only_changes=step.only_changes)
@@ -245,6 +266,10 @@ def change_without_disturbance(
     assert_no_loss(report_of(pinger), step.what)
     spaces = set(list_lab_namespaces(lab))
     assert_no_restart(before, after, spaces, step.what)
+    # every peer that stays keeps its WireGuard session (wg syncconf, not setconf)
+    now = wg_sessions(lab, spaces)
+    dropped = {k: (t, now[k]) for k, t in sessions.items() if k in now and now[k] != t}
+    assert not dropped, f"{step.what}: sessions renewed (old, new handshake): {dropped}"
     # the change happened, and wrote only where it had to
     assert result.changed, step.what
     assert step.coming <= spaces and not step.going & spaces, step.what
