@@ -52,7 +52,7 @@ from typing import Any
 from polynimbus import names
 from polynimbus.errors import LabNotFoundError, StateError, VerifyError
 from polynimbus.plan.model import Plan
-from polynimbus.targets.lab.netns import in_netns, ipr, list_lab_namespaces
+from polynimbus.targets.lab.netns import in_netns, list_lab_namespaces
 from polynimbus.targets.lab.wireguard import WG_SOCKET_DIR
 
 DB_FILE = "monitor.sqlite"
@@ -449,9 +449,11 @@ def wg_uapi_get(ifname: str, timeout_s: float = 1.0) -> str:
 
 
 class TunnelReader:
-    """Reads the gateways' tunnel interface counters (rtnetlink, one kept connection per
-    gateway) and WireGuard handshake ages (``wireguard-go``'s control socket); thread-safe,
-    each read at most once per ``max_age_s``."""
+    """Reads the gateways' tunnel interface counters and WireGuard handshake ages, cheaply:
+    each gateway's ``/proc/net/dev`` is opened once from a thread inside its namespace
+    (the file keeps that namespace whichever thread reads it later) and read again from
+    the start; handshakes come from ``wireguard-go``'s control socket. No process is
+    started. Thread-safe; each read is reused for ``max_age_s``."""
 
     def __init__(self, plan: Plan) -> None:
         from polynimbus.tunnels import get_transport
@@ -460,7 +462,7 @@ class TunnelReader:
         backend = get_transport(plan.transport)
         self.patterns = {s.name: backend.ifname_pattern(plan, s) for s in plan.sites}
         self.by_public = {s.public_address: s.name for s in plan.sites}
-        self._ipr: dict[str, Any] = {}
+        self._fds: dict[str, int] = {}
         self._lock = threading.Lock()
         self._at = float("-inf")
         self.counters: list[TunnelCounters] = []
@@ -474,6 +476,18 @@ class TunnelReader:
                 self._at = time.monotonic()
             return list(self.counters), list(self.handshakes)
 
+    def _dev(self, ns: str) -> str:
+        fd = self._fds.get(ns)
+        if fd is None:
+            fd = self._fds[ns] = in_netns(
+                ns, lambda: os.open("/proc/thread-self/net/dev", os.O_RDONLY | os.O_CLOEXEC)
+            )
+        os.lseek(fd, 0, os.SEEK_SET)
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+        return b"".join(chunks).decode("ascii", "replace")
+
     def _read(self) -> None:
         counters: list[TunnelCounters] = []
         handshakes: list[Handshake] = []
@@ -481,28 +495,14 @@ class TunnelReader:
         for s in self.plan.sites:
             ns = names.gateway_ns(self.plan.name, s.name)
             try:
-                con = self._ipr.get(ns)
-                if con is None:
-                    con = self._ipr[ns] = ipr(ns)
-                links = con.get_links()
-            except Exception:  # noqa: BLE001 - a gateway gone: no counters for it
+                text = self._dev(ns)
+            except OSError:  # a gateway gone: no counters for it
                 self._drop(ns)
                 continue
-            for link in links:
-                name = link.get_attr("IFLA_IFNAME")
-                if not name or not fnmatch.fnmatchcase(name, self.patterns[s.name]):
+            for name, st in parse_net_dev(text).items():
+                if not fnmatch.fnmatchcase(name, self.patterns[s.name]):
                     continue
-                st = link.get_attr("IFLA_STATS64") or {}
-                counters.append(
-                    TunnelCounters(
-                        s.name,
-                        name,
-                        int(st.get("rx_bytes", 0)),
-                        int(st.get("tx_bytes", 0)),
-                        int(st.get("rx_packets", 0)),
-                        int(st.get("tx_packets", 0)),
-                    )
-                )
+                counters.append(TunnelCounters(s.name, name, *st))
                 if self.plan.transport == "wireguard":
                     handshakes += self._handshakes(s.name, name, now)
         self.counters, self.handshakes = counters, handshakes
@@ -523,16 +523,27 @@ class TunnelReader:
         return out
 
     def _drop(self, ns: str) -> None:
-        con = self._ipr.pop(ns, None)
-        if con is not None:
-            with contextlib.suppress(Exception):
-                con.close()
+        fd = self._fds.pop(ns, None)
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
     def close(self) -> None:
-        """Close every netlink connection."""
+        """Close every file."""
         with self._lock:
-            for ns in list(self._ipr):
+            for ns in list(self._fds):
                 self._drop(ns)
+
+
+def parse_net_dev(text: str) -> dict[str, tuple[int, int, int, int]]:
+    """``/proc/net/dev`` -> ``{interface: (rx_bytes, tx_bytes, rx_packets, tx_packets)}``."""
+    out = {}
+    for line in text.splitlines()[2:]:
+        name, sep, rest = line.partition(":")
+        f = rest.split()
+        if sep and len(f) >= 10:
+            out[name.strip()] = (int(f[0]), int(f[8]), int(f[1]), int(f[9]))
+    return out
 
 
 # ---------------------------------------------------------------------------- monitor
