@@ -73,6 +73,20 @@ def print_plan(plan: Plan) -> None:
                 r["next_hop"],
             )
     out.print(t)
+    if plan.failover:
+        from polynimbus.plan import failover
+
+        t = Table(
+            title="Failover detours (used after "
+            f"{failover.DOWN_AFTER * failover.PROBE_INTERVAL_MS} ms of silence)",
+            title_justify="left",
+        )
+        for col in ("tunnel", "detours (in order)"):
+            t.add_column(col)
+        for tun in plan.tunnels:
+            via = [plan.sites[i].name for i in failover.detours(plan, tun.a, tun.b)]
+            t.add_row(f"{plan.sites[tun.a].name} - {plan.sites[tun.b].name}", ", ".join(via))
+        out.print(t)
     if plan.srv6 is not None:
         print_srv6(plan)
     if plan.tenants:

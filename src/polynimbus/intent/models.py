@@ -209,6 +209,10 @@ class Overlay(_Model):
             encryption on several cores); default:
             :meth:`polynimbus.tunnels.base.TunnelBackend.default_parallel` (1 for every
             transport today: measured gains need several flows and free cores).
+        failover: run a failover agent on every gateway; a tunnel that stops answering
+            its probes for 300 ms has its traffic moved through a detour site, and moved
+            back when it heals (:mod:`polynimbus.plan.failover`). WireGuard only; every
+            tunnel needs a detour (full mesh of three sites or more).
     """
 
     topology: Topology = "full-mesh"
@@ -220,6 +224,7 @@ class Overlay(_Model):
     ipv6: bool | None = None
     srv6: SRv6Spec | None = None
     parallel: int | None = Field(default=None, ge=1, le=16)
+    failover: bool = False
 
     @field_validator("transport")
     @classmethod

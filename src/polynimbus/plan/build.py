@@ -190,6 +190,7 @@ def _build_plan(intent: Intent) -> Plan:
         ipv6=intent.dual_stack,
         srv6=srv6_plan,
         tenants=tenant_plans,
+        failover=ov.failover,
     )
     late: list[Problem] = []  # what only the planned topology shows
     if tenant_plans and ov.topology != "full-mesh":
@@ -197,6 +198,10 @@ def _build_plan(intent: Intent) -> Plan:
 
         late += transit_problems(plan, intent)
     late += TRANSPORTS.get(ov.transport)().plan_problems(plan)  # e.g. IPsec's one transit
+    if ov.failover:
+        from polynimbus.plan.failover import failover_problems
+
+        late += failover_problems(plan, TRANSPORTS.get(ov.transport).supports_failover)
     if late:
         raise IntentError(late)
     return plan

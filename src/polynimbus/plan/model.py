@@ -247,6 +247,7 @@ class Plan:
         tenants: the tenants' networks, routers and rates (:mod:`polynimbus.plan.tenants`).
         parallel: tunnels per peer pair (``overlay.parallel`` or the transport's default);
             they take UDP ports ``port`` .. ``port + parallel - 1``.
+        failover: gateways run failover agents (:mod:`polynimbus.plan.failover`).
     """
 
     name: str
@@ -264,6 +265,7 @@ class Plan:
     srv6: SRv6Plan | None = None
     tenants: tuple[TenantPlan, ...] = ()
     parallel: int = 1
+    failover: bool = False
 
     @property
     def tenant_mtu(self) -> int:
@@ -393,6 +395,22 @@ class Plan:
         out: dict[str, Any] = {}
         if self.ipv6:
             out["ipv6"] = True
+        if self.failover:
+            from polynimbus.plan import failover
+
+            out["failover"] = {
+                "probe_interval_ms": failover.PROBE_INTERVAL_MS,
+                "down_after": failover.DOWN_AFTER,
+                "up_after_ms": failover.UP_AFTER_MS,
+                "detours": [
+                    {
+                        "a": self.sites[t.a].name,
+                        "b": self.sites[t.b].name,
+                        "via": [self.sites[i].name for i in failover.detours(self, t.a, t.b)],
+                    }
+                    for t in self.tunnels
+                ],
+            }
         if self.srv6 is not None:
             out["srv6"] = self.srv6.to_dict()
         if self.tenants:

@@ -106,6 +106,8 @@ class TunnelBackend:
         ready_timeout_s: how long ``up`` waits, at most, for the tunnels of a daemon it
             (re)started to carry traffic (a TLS or IKE handshake after the start); 0 when
             they carry it at once (WireGuard's handshake rides the first packet).
+        supports_failover: whether its gateways can run the failover agent
+            (``overlay.failover``, :mod:`polynimbus.plan.failover`).
     """
 
     name: ClassVar[str]
@@ -124,6 +126,7 @@ class TunnelBackend:
     credential_dirs: ClassVar[tuple[str, ...]] = ()
     carries_ipv6: ClassVar[bool] = True
     ready_timeout_s: ClassVar[float] = 0.0
+    supports_failover: ClassVar[bool] = False
 
     def plan_problems(self, plan: Plan) -> list[Problem]:
         """What this transport cannot carry in ``plan``, which only the planned topology

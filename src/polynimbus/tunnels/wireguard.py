@@ -136,6 +136,7 @@ class WireGuardBackend(TunnelBackend):
     daemons = frozenset({"wireguard-go"})
     credential_dirs = ("keys",)
     max_parallel = 8
+    supports_failover = True
 
     def required_tools(self, impl: str) -> dict[str, str]:
         tools = dict(self.tools)

@@ -398,7 +398,7 @@ class LabTarget:
             and (
                 (p.argv[0].endswith("wireguard-go") and p.argv[-1].startswith(wg_prefix))
                 or (
-                    os.path.basename(p.argv[0]) in processes.DAEMONS
+                    processes.is_daemon(p.argv)
                     and (processes.cwd_node(p.pid) or "").startswith(ours)
                 )
             )

@@ -25,12 +25,14 @@ import os
 import re
 import stat
 import subprocess
+import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
 
 from polynimbus import procs
 from polynimbus.errors import ApplyError
+from polynimbus.events import STATE_DIR_ENV
 from polynimbus.keys import write_private_file
 from polynimbus.node import Process
 from polynimbus.resources import Key, Resource
@@ -41,6 +43,46 @@ DAEMONS = frozenset({"wireguard-go"}).union(
 )
 """Commands the lab starts as node processes (every transport's daemons); others in a
 namespace are not ours."""
+MODULE_DAEMONS = frozenset({"polynimbus.agent.failover"})
+"""Python modules the lab runs as node processes. The node model writes them
+``python3 -m MODULE ...`` (the same on every machine); the lab starts them with the Python
+running polynimbus (:data:`sys.executable`, where polynimbus is installed) and reads them
+back as ``python3 ...`` (:func:`normal_argv`)."""
+PYTHON = "python3"
+
+
+def is_daemon(argv: tuple[str, ...] | list[str]) -> bool:
+    """Whether ``argv`` is one of the daemons the lab starts (:data:`DAEMONS`,
+    :data:`MODULE_DAEMONS`)."""
+    if not argv:
+        return False
+    if os.path.basename(argv[0]) in DAEMONS:
+        return True
+    return _is_module_daemon(argv)
+
+
+def _is_module_daemon(argv: tuple[str, ...] | list[str]) -> bool:
+    return (
+        len(argv) > 2
+        and os.path.basename(argv[0]).startswith("python")
+        and argv[1] == "-m"
+        and argv[2] in MODULE_DAEMONS
+    )
+
+
+def normal_argv(argv: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """``argv`` as the node model writes it: a module daemon's interpreter is ``python3``."""
+    if _is_module_daemon(argv):
+        return (PYTHON, *argv[1:])
+    return tuple(argv)
+
+
+def launch_argv(command: tuple[str, ...]) -> tuple[str, ...]:
+    """The command line to start for the node model's ``command``: a module daemon runs
+    with this Python."""
+    if _is_module_daemon(command):
+        return (sys.executable, *command[1:])
+    return command
 START_TIMEOUT_S = 5.0
 DIGEST_ENV = "POLYNIMBUS_DIGEST"
 """Environment variable holding the digest a process was started with."""
@@ -161,7 +203,7 @@ def split_env(argv: tuple[str, ...]) -> tuple[dict[str, str], tuple[str, ...]]:
 def name_of(argv: tuple[str, ...]) -> str:
     """The node model name of a process with command line ``argv`` (leading environment
     assignments left out)."""
-    command = split_env(argv)[1]
+    command = normal_argv(split_env(argv)[1])
     return f"{os.path.basename(command[0])}:{command[-1]}"
 
 
@@ -192,7 +234,7 @@ def _wanted_argv(p: procs.Proc, argvs: frozenset[tuple[str, ...]]) -> tuple[str,
         env = environ_of(p.pid) if env is None else env
         if all(env.get(k) == v for k, v in assigned.items()):
             return argv
-    return tuple(p.argv)
+    return normal_argv(p.argv)
 
 
 def running(
@@ -209,7 +251,7 @@ def running(
         ns = inodes.get(p.netns_inode)
         if ns is None or not p.argv:
             continue
-        if os.path.basename(p.argv[0]) in DAEMONS or tuple(p.argv) in commands:
+        if is_daemon(p.argv) or tuple(p.argv) in commands:
             out.setdefault(ns, []).append(p)
     return out
 
@@ -250,12 +292,13 @@ def start(ns: str, item: Process, state_dir: Path) -> None:
     env.update(assigned)
     if item.digest:
         env[DIGEST_ENV] = item.digest
+    env[STATE_DIR_ENV] = str(state_dir)  # where agents append their events
     # named by node too: two gateways may each run a process of the same name
     log = log_dir / f"{ns}.{item.name.replace(':', '-').replace('/', '_')}.log"
     with open(log, "ab") as out:
         try:
             res = subprocess.run(
-                ["setsid", "-f", "ip", "netns", "exec", ns, *command],
+                ["setsid", "-f", "ip", "netns", "exec", ns, *launch_argv(command)],
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=out,

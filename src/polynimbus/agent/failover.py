@@ -1,0 +1,350 @@
+"""The failover agent of a WireGuard gateway (``overlay.failover``; policy in
+:mod:`polynimbus.plan.failover`).
+
+Run as ``python -m polynimbus.agent.failover CONFIG.json`` inside the gateway's network
+namespace. It probes every peer gateway through the tunnel (UDP echo between the gateways'
+overlay addresses, every ``interval_ms``) and answers the peers' probes. When a peer misses
+``down_after`` probes in a row, its prefixes move to a live *detour* peer by changing
+WireGuard's cryptokey routing (``wg set IF peer KEY allowed-ips ...``, wg(8)): the detour
+peer's AllowedIPs gain them, the dead peer keeps only its gateway address (``keep``), so the
+probes still go straight through the dead tunnel and see it heal. Kernel routes stay as
+they are: every overlay prefix already points at the WireGuard interface. After
+``up_after_ms`` of answered probes the prefixes move back.
+
+Why a probe of our own rather than FRR with BFD: on one WireGuard interface with many
+peers, the peer a packet goes to is chosen by AllowedIPs, not by the route's next hop, so a
+routing daemon's route change alone would not move traffic; the agent changes the one
+thing that decides, from a probe that travels the same tunnel as the traffic.
+
+Every change is logged on stdout and appended to the lab's event log
+(:mod:`polynimbus.events`) as ``{"kind": "failover" | "failback", "site", "peer", "via"}``.
+
+Config (JSON, rendered by :meth:`polynimbus.tunnels.wireguard.WireGuardBackend.gateway_items`)::
+
+    {"site": "aws", "interfaces": ["wg..."], "address": "10.1.0.254", "port": 52820,
+     "interval_ms": 100, "down_after": 3, "up_after_ms": 1000,
+     "peers": {"azure": {"public_key": "...", "probe": "10.2.0.254",
+                         "allowed": ["10.2.0.0/24"], "keep": ["10.2.0.254/32"],
+                         "detours": ["os"]}}}
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import selectors
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+MAGIC = b"PNFO"
+REQUEST, REPLY = 1, 2
+_HEADER = struct.Struct("!4sBI")  # magic, type, sequence number
+STARTUP_GRACE_S = 5.0
+"""A peer that has never answered is declared dead only after this long, s: the peers'
+agents and tunnels come up at their own pace."""
+RECONCILE_S = 1.0
+"""While traffic takes a detour, how often the agent compares WireGuard's AllowedIPs with
+what it wants, s (a ``polynimbus up`` in between puts the planned ones back)."""
+IP_FREEBIND = 15  # linux/in.h: bind before the address is configured
+
+
+@dataclass
+class PeerState:
+    """What the agent knows of one peer: ``alive`` is ``None`` until its first answer;
+    times are ``time.monotonic()`` seconds."""
+
+    name: str
+    alive: bool | None = None
+    last_answer: float | None = None
+    streak_since: float | None = None
+    via: str | None = None
+
+
+@dataclass
+class FailoverAgent:
+    """The agent's decisions, without sockets: feed it answers and ticks, it says which
+    AllowedIPs each peer must have.
+
+    Args:
+        config: the parsed configuration (module docstring).
+        started: ``time.monotonic()`` at start.
+    """
+
+    config: Mapping[str, Any]
+    started: float
+    peers: dict[str, PeerState] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.peers = {name: PeerState(name) for name in self.config["peers"]}
+
+    @property
+    def interval_s(self) -> float:
+        return float(self.config["interval_ms"]) / 1000
+
+    def answered(self, peer: str, now: float) -> None:
+        """A probe of ``peer`` was answered at ``now``."""
+        st = self.peers[peer]
+        if st.last_answer is None or now - st.last_answer > 1.5 * self.interval_s:
+            st.streak_since = now  # a probe went unanswered in between: a new streak
+        st.last_answer = now
+
+    def evaluate(self, now: float) -> list[dict[str, Any]]:
+        """Update every peer's liveness at ``now``; returns the events (failover,
+        failback) it caused, in peer order."""
+        down_s = int(self.config["down_after"]) * self.interval_s
+        up_s = float(self.config["up_after_ms"]) / 1000
+        events: list[dict[str, Any]] = []
+        changed = False
+        for st in self.peers.values():
+            silent = now - (st.last_answer if st.last_answer is not None else self.started)
+            if st.alive is None:
+                if st.last_answer is not None:
+                    st.alive = True
+                elif silent > STARTUP_GRACE_S:
+                    st.alive, changed = False, True
+            elif st.alive and silent > down_s:
+                st.alive, changed = False, True
+            elif (
+                not st.alive
+                and st.streak_since is not None
+                and silent <= 1.5 * self.interval_s
+                and now - st.streak_since >= up_s
+            ):
+                st.alive, changed = True, True
+                events.append(self._event("failback", st, None))
+                st.via = None
+        if changed or any(st.alive is False and st.via is None for st in self.peers.values()):
+            events += self._choose_detours()
+        return events
+
+    def _choose_detours(self) -> list[dict[str, Any]]:
+        events = []
+        for st in self.peers.values():
+            if st.alive is not False:
+                continue
+            detours = self.config["peers"][st.name].get("detours", [])
+            via = next((d for d in detours if self.peers.get(d, PeerState(d)).alive), None)
+            if via != st.via:
+                st.via = via
+                events.append(self._event("failover", st, via))
+        return events
+
+    def _event(self, kind: str, st: PeerState, via: str | None) -> dict[str, Any]:
+        return {"kind": kind, "site": self.config["site"], "peer": st.name, "via": via}
+
+    def allowed_ips(self) -> dict[str, list[str]]:
+        """Peer name -> the AllowedIPs it must have now (sorted)."""
+        peers = self.config["peers"]
+        out: dict[str, list[str]] = {}
+        for name, st in self.peers.items():
+            out[name] = list(peers[name]["keep"] if st.via else peers[name]["allowed"])
+        for name, st in self.peers.items():
+            if st.via:
+                out[st.via] += peers[name]["allowed"]
+        return {k: sorted(set(v)) for k, v in out.items()}
+
+
+def wg_set_argv(
+    interface: str, keys: Mapping[str, str], want: Mapping[str, list[str]]
+) -> list[str]:
+    """``wg set`` command line giving each peer in ``want`` its AllowedIPs (``keys``: peer
+    name -> public key). Peers gaining prefixes come first, so a prefix moves from one peer
+    to the other without a moment with neither."""
+    argv = ["wg", "set", interface]
+    order = sorted(want, key=lambda n: len(want[n]), reverse=True)
+    for name in order:
+        argv += ["peer", keys[name], "allowed-ips", ",".join(want[name])]
+    return argv
+
+
+def read_allowed_ips(interface: str, keys: Mapping[str, str]) -> dict[str, list[str]]:
+    """Peer name -> its AllowedIPs now (``wg show IF allowed-ips``); peers not found are
+    left out.
+
+    Raises:
+        subprocess.CalledProcessError: ``wg`` failed.
+    """
+    res = subprocess.run(
+        ["wg", "show", interface, "allowed-ips"], capture_output=True, text=True, check=True
+    )
+    by_key = {v: k for k, v in keys.items()}
+    out: dict[str, list[str]] = {}
+    for line in res.stdout.splitlines():
+        key, *ips = line.split()
+        if key in by_key:
+            out[by_key[key]] = sorted(i for i in ips if i != "(none)")
+    return out
+
+
+class Runner:
+    """The agent's sockets, probes, clock and WireGuard calls around :class:`FailoverAgent`.
+
+    Args:
+        config: the parsed configuration.
+        log: where to write human-readable lines (stdout for the daemon).
+        record: called with each event (the lab's event log), or ``None``.
+    """
+
+    def __init__(
+        self,
+        config: Mapping[str, Any],
+        log: Callable[[str], None] = print,
+        record: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.log = log
+        self.record = record
+        self.agent = FailoverAgent(config, time.monotonic())
+        self.keys = {n: p["public_key"] for n, p in config["peers"].items()}
+        self.by_address = {p["probe"]: n for n, p in config["peers"].items()}
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_IP, IP_FREEBIND, 1)
+        self.sock.bind((config["address"], int(config["port"])))
+        self.sock.setblocking(False)
+        self.seq = 0
+        self.stopping = False
+        self.applied: dict[str, list[str]] | None = None
+
+    def probe_all(self) -> None:
+        self.seq = (self.seq + 1) & 0xFFFFFFFF
+        packet = _HEADER.pack(MAGIC, REQUEST, self.seq)
+        for peer in self.config["peers"].values():
+            # no route yet, or the tunnel refuses: an unanswered probe
+            with contextlib.suppress(OSError):
+                self.sock.sendto(packet, (peer["probe"], int(self.config["port"])))
+
+    def receive(self, now: float) -> None:
+        while True:
+            try:
+                data, (addr, port) = self.sock.recvfrom(64)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return
+            if len(data) < _HEADER.size:
+                continue
+            magic, kind, seq = _HEADER.unpack_from(data)
+            if magic != MAGIC or addr not in self.by_address:
+                continue
+            if kind == REQUEST:
+                with contextlib.suppress(OSError):
+                    self.sock.sendto(_HEADER.pack(MAGIC, REPLY, seq), (addr, port))
+            elif kind == REPLY and (self.seq - seq) & 0xFFFFFFFF < int(self.config["down_after"]):
+                # a late answer still counts, up to the probes that make a tunnel dead:
+                # under load a tunnel is slow, not dead
+                self.agent.answered(self.by_address[addr], now)
+
+    def apply(self, force: bool = False) -> None:
+        want = self.agent.allowed_ips()
+        if not force and self.applied == want:
+            return
+        for interface in self.config["interfaces"]:
+            try:
+                have = read_allowed_ips(interface, self.keys)
+                diff = {n: ips for n, ips in want.items() if have.get(n) != ips}
+                if diff:
+                    subprocess.run(
+                        wg_set_argv(interface, self.keys, diff),
+                        capture_output=True,
+                        text=True,
+                        check=True,
+                    )
+            except (OSError, subprocess.CalledProcessError) as exc:
+                self.log(f"cannot set {interface}: {exc}")
+                self.applied = None
+                return
+        self.applied = want
+
+    def run(self) -> None:
+        """Probe, decide and apply until SIGTERM/SIGINT."""
+        sel = selectors.DefaultSelector()
+        sel.register(self.sock, selectors.EVENT_READ)
+        interval = self.agent.interval_s
+        next_probe = time.monotonic()
+        next_reconcile = next_probe + RECONCILE_S
+        self.log(f"failover agent of {self.config['site']}: probing {len(self.keys)} peer(s)")
+        while not self.stopping:
+            now = time.monotonic()
+            if now >= next_probe:
+                events = self.agent.evaluate(now)
+                for event in events:
+                    tunnel = f"tunnel {event['site']}-{event['peer']}"
+                    if event["kind"] == "failback":
+                        self.log(f"failback: {tunnel} answers again, traffic back on it")
+                    elif event["via"]:
+                        self.log(f"failover: {tunnel} dead, traffic via {event['via']}")
+                    else:
+                        self.log(f"failover: {tunnel} dead, and no detour alive")
+                    if self.record is not None:
+                        self.record(event)
+                # while traffic takes a detour, check that nobody (an up) put it back
+                degraded = any(st.via for st in self.agent.peers.values())
+                force = now >= next_reconcile and degraded
+                if events or force:
+                    self.apply(force=force)
+                if force or not degraded:
+                    next_reconcile = now + RECONCILE_S
+                self.probe_all()
+                next_probe += interval
+                if next_probe < now:  # we were descheduled: do not burst
+                    next_probe = now + interval
+            for _key, _mask in sel.select(max(0.0, next_probe - time.monotonic())):
+                self.receive(time.monotonic())
+        sel.close()
+        self.sock.close()
+
+    def stop(self, *_: object) -> None:
+        self.stopping = True
+
+
+def _recorder() -> Callable[[dict[str, Any]], None] | None:
+    from polynimbus.events import STATE_DIR_ENV, append_event
+
+    state_dir = os.environ.get(STATE_DIR_ENV)
+    if not state_dir:
+        return None
+
+    def record(event: dict[str, Any]) -> None:
+        detail = {k: v for k, v in event.items() if k != "kind"}
+        try:
+            append_event(Path(state_dir), event["kind"], **detail)
+        except OSError as exc:
+            print(f"cannot record the event: {exc}", flush=True)
+
+    return record
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: ``python -m polynimbus.agent.failover CONFIG.json``. Exit 0 on SIGTERM
+    or SIGINT, 2 on a bad command line or configuration."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) != 1:
+        print("usage: python -m polynimbus.agent.failover CONFIG.json", file=sys.stderr)
+        return 2
+    try:
+        config = json.loads(Path(args[0]).read_text())
+    except (OSError, ValueError) as exc:
+        print(f"cannot read {args[0]}: {exc}", file=sys.stderr)
+        return 2
+
+    def log(line: str) -> None:
+        print(time.strftime("%H:%M:%S ") + line, flush=True)
+
+    runner = Runner(config, log, _recorder())
+    signal.signal(signal.SIGTERM, runner.stop)
+    signal.signal(signal.SIGINT, runner.stop)
+    runner.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,179 @@
+"""Failover: the planner's detours and refusals, the agent's configuration and its
+decisions (polynimbus.plan.failover, polynimbus.agent.failover), without a lab."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from polynimbus.agent.failover import STARTUP_GRACE_S, FailoverAgent, wg_set_argv
+from polynimbus.errors import IntentError
+from polynimbus.intent import load_intent_text
+from polynimbus.keys import KeyPair
+from polynimbus.plan import build_plan
+from polynimbus.plan.failover import DOWN_AFTER, PROBE_INTERVAL_MS, UP_AFTER_MS, detours
+from polynimbus.render.failover import failover_config
+
+
+def intent(n: int = 3, topology: str = "full-mesh", extra: str = "") -> str:
+    hub = "  hub: s0\n" if topology == "hub" else ""
+    sites = "".join(
+        f"  - {{name: s{i}, provider: {['aws', 'azure', 'openstack', 'onprem'][i % 4]}, "
+        f"hosts: [h]}}\n"
+        for i in range(n)
+    )
+    return (
+        f"name: t\noverlay:\n  topology: {topology}\n  failover: true\n{hub}{extra}sites:\n{sites}"
+    )
+
+
+def test_detours_of_a_full_mesh_are_every_other_site() -> None:
+    plan = build_plan(load_intent_text(intent(4)))
+    assert detours(plan, 0, 1) == [2, 3]
+    assert detours(plan, 2, 3) == [0, 1]
+    assert plan.to_dict()["failover"]["detours"][0] == {"a": "s0", "b": "s1", "via": ["s2", "s3"]}
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        (intent(2), "no detour site"),
+        (intent(3, "hub"), "2 tunnel(s) have no detour"),
+        (intent(3, extra="  transport: vxlan\n"), "not available with transport 'vxlan'"),
+    ],
+)
+def test_the_planner_refuses_failover_it_cannot_do(text: str, words: str) -> None:
+    with pytest.raises(IntentError) as exc:
+        build_plan(load_intent_text(text))
+    assert words in exc.value.render()
+    assert "overlay.failover" in exc.value.render()
+
+
+def test_without_failover_no_agent_and_no_plan_section() -> None:
+    plan = build_plan(load_intent_text(intent(3).replace("  failover: true\n", "")))
+    assert not plan.failover and "failover" not in plan.to_dict()
+
+
+def _keys(plan) -> dict[str, KeyPair]:  # type: ignore[no-untyped-def]
+    return {s.name: KeyPair(private=f"priv-{s.name}", public=f"pub-{s.name}") for s in plan.sites}
+
+
+def test_agent_config_keeps_the_gateway_address_and_names_detours() -> None:
+    plan = build_plan(load_intent_text(intent(3)))
+    s0 = plan.sites[0]
+    cfg = failover_config(plan, s0, _keys(plan), [s0.tunnel_if])
+    assert cfg["address"] == s0.gateway_address and cfg["interfaces"] == [s0.tunnel_if]
+    s1 = plan.sites[1]
+    p = cfg["peers"]["s1"]
+    assert p["probe"] == s1.gateway_address
+    assert p["keep"] == [f"{s1.gateway_address}/32"]
+    assert p["allowed"] == [s1.block]
+    assert p["detours"] == ["s2"]
+    assert p["public_key"] == "pub-s1"
+    assert "priv" not in json.dumps(cfg)  # the agent never sees a private key
+
+
+def _config() -> dict:  # type: ignore[type-arg]
+    return {
+        "site": "a",
+        "interfaces": ["wg0"],
+        "interval_ms": PROBE_INTERVAL_MS,
+        "down_after": DOWN_AFTER,
+        "up_after_ms": UP_AFTER_MS,
+        "peers": {
+            "b": {"allowed": ["10.1.0.0/24"], "keep": ["10.1.0.254/32"], "detours": ["c", "d"]},
+            "c": {"allowed": ["10.2.0.0/24"], "keep": ["10.2.0.254/32"], "detours": ["b", "d"]},
+            "d": {"allowed": ["10.4.0.0/24"], "keep": ["10.4.0.254/32"], "detours": ["b", "c"]},
+        },
+    }
+
+
+def _run(agent: FailoverAgent, start: float, end: float, answer: set[str]) -> list[dict]:  # type: ignore[type-arg]
+    """Probe rounds every interval from ``start`` to ``end``; ``answer``: peers that answer."""
+    events = []
+    t = start
+    step = PROBE_INTERVAL_MS / 1000
+    while t < end - 1e-9:
+        for peer in answer:
+            agent.answered(peer, t + 0.001)
+        events += agent.evaluate(t + 0.002)
+        t += step
+    return events
+
+
+def test_a_silent_peer_fails_over_after_down_after_probes_and_back_after_up_after() -> None:
+    agent = FailoverAgent(_config(), 0.0)
+    assert _run(agent, 0, 1, {"b", "c", "d"}) == []
+    assert agent.allowed_ips() == {
+        "b": ["10.1.0.0/24"],
+        "c": ["10.2.0.0/24"],
+        "d": ["10.4.0.0/24"],
+    }
+    # b's last answer came at 0.901: dead once 300 ms pass without one, not before
+    assert _run(agent, 1, 1.2, {"c", "d"}) == []
+    events = _run(agent, 1.2, 1.3, {"c", "d"})
+    assert events == [{"kind": "failover", "site": "a", "peer": "b", "via": "c"}]
+    assert agent.allowed_ips() == {
+        "b": ["10.1.0.254/32"],  # probes still go straight to b
+        "c": ["10.1.0.0/24", "10.2.0.0/24"],
+        "d": ["10.4.0.0/24"],
+    }
+    # b answers again from t=3: back after a full second of answers, not before
+    assert _run(agent, 3, 3.9, {"b", "c", "d"}) == []
+    events = _run(agent, 3.9, 4.2, {"b", "c", "d"})
+    assert events == [{"kind": "failback", "site": "a", "peer": "b", "via": None}]
+    assert agent.allowed_ips()["b"] == ["10.1.0.0/24"]
+    assert agent.allowed_ips()["c"] == ["10.2.0.0/24"]
+
+
+def test_a_flapping_path_restarts_the_streak() -> None:
+    agent = FailoverAgent(_config(), 0.0)
+    _run(agent, 0, 1, {"b", "c", "d"})
+    _run(agent, 1, 1.6, {"c", "d"})
+    assert agent.allowed_ips()["b"] == ["10.1.0.254/32"]
+    _run(agent, 1.6, 2.3, {"b", "c", "d"})  # 700 ms of answers
+    _run(agent, 2.3, 2.5, {"c", "d"})  # a miss
+    assert _run(agent, 2.5, 3.4, {"b", "c", "d"}) == []  # 900 ms: still on the detour
+    assert agent.allowed_ips()["b"] == ["10.1.0.254/32"]
+    assert _run(agent, 3.4, 3.7, {"b", "c", "d"})[0]["kind"] == "failback"
+
+
+def test_the_detour_dying_moves_traffic_to_the_next_detour() -> None:
+    agent = FailoverAgent(_config(), 0.0)
+    _run(agent, 0, 1, {"b", "c", "d"})
+    _run(agent, 1, 1.6, {"c", "d"})
+    events = _run(agent, 1.6, 2.2, {"d"})
+    assert {"kind": "failover", "site": "a", "peer": "b", "via": "d"} in events
+    assert {"kind": "failover", "site": "a", "peer": "c", "via": "d"} in events
+    assert agent.allowed_ips()["d"] == ["10.1.0.0/24", "10.2.0.0/24", "10.4.0.0/24"]
+
+
+def test_no_detour_alive_leaves_the_prefixes_where_they_are() -> None:
+    agent = FailoverAgent(_config(), 0.0)
+    _run(agent, 0, 1, {"b", "c", "d"})
+    events = _run(agent, 1, 2, set())
+    assert all(e["via"] is None for e in events)
+    assert agent.allowed_ips() == {
+        "b": ["10.1.0.0/24"],
+        "c": ["10.2.0.0/24"],
+        "d": ["10.4.0.0/24"],
+    }
+
+
+def test_a_peer_that_never_answered_gets_the_startup_grace() -> None:
+    agent = FailoverAgent(_config(), 0.0)
+    assert _run(agent, 0, STARTUP_GRACE_S - 0.2, {"c", "d"}) == []
+    events = _run(agent, STARTUP_GRACE_S - 0.2, STARTUP_GRACE_S + 0.3, {"c", "d"})
+    assert events == [{"kind": "failover", "site": "a", "peer": "b", "via": "c"}]
+
+
+def test_wg_set_gives_prefixes_to_the_gaining_peer_first() -> None:
+    argv = wg_set_argv(
+        "wg0", {"b": "KB", "c": "KC"}, {"b": ["10.1.0.254/32"], "c": ["10.1.0.0/24", "10.2.0.0/24"]}
+    )
+    assert argv == [
+        "wg", "set", "wg0",
+        "peer", "KC", "allowed-ips", "10.1.0.0/24,10.2.0.0/24",
+        "peer", "KB", "allowed-ips", "10.1.0.254/32",
+    ]  # fmt: skip
