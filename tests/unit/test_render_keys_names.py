@@ -47,8 +47,12 @@ def test_nft_ruleset_admits_the_tunnel_port_only_from_peers():
     ]
     assert site.public_address not in tunnel[0]
     assert sum("icmp" in r for r in wan_rules) == 1
-    assert sum("@underlay_probe" in r for r in wan_rules) == 1  # empty unless verify opens it
-    assert len(wan_rules) == 3
+    # the timed set is empty unless verify --throughput (TCP) or abw (UDP) opens a port
+    assert [r.split(" accept")[0] for r in wan_rules if "@underlay_probe" in r] == [
+        'iifname "wan0" ip saddr . tcp dport @underlay_probe',
+        'iifname "wan0" ip saddr . udp dport @underlay_probe',
+    ]
+    assert len(wan_rules) == 4
     assert "policy drop" in text and "masquerade" in text
     assert "maxseg size set 1400" in text
 
@@ -98,7 +102,10 @@ def test_a_dual_stack_overlay_skips_conntrack_for_ipv6_overlay_prefixes_too():
 def test_a_site_without_peers_opens_no_tunnel_port():
     plan = build_plan(load_intent_text("name: solo\nsites:\n  - {name: a, provider: aws}\n"))
     text = render_gateway_ruleset(plan, plan.sites[0], plan.sites[0].tunnel_if)
-    assert "udp dport" not in text
+    assert [line for line in text.splitlines() if "udp dport" in line] == [
+        '\t\tiifname "wan0" ip saddr . udp dport @underlay_probe accept '
+        'comment "abw --channel underlay"'
+    ]  # only abw's timed set, empty until abw opens one port to one peer
 
 
 def test_keys_are_private_reused_and_rotated(tmp_path):

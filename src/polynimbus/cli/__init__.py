@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from polynimbus.cli import (  # noqa: F401
+    abw,
     demo,
     down,
     exec_,

@@ -9,7 +9,8 @@
 - It clamps the MSS of TCP SYNs crossing a tunnel to the tunnel MTU minus 40 bytes (IPv4),
   minus 60 (IPv6, on a dual-stack overlay).
 - An empty, timed set ``underlay_probe`` lets ``verify --throughput`` open one TCP port to
-  one peer for a minute; nothing else is ever opened.
+  one peer for a minute, and ``abw --channel underlay`` one UDP port (its probe
+  receiver's); nothing else is ever opened.
 - Overlay traffic and the tunnels' own packets bypass conntrack (``notrack`` at priority
   raw): the rules that admit them never ask for a connection state (the tunnel rule is
   stateless, LAN and tunnel traffic is accepted by interface), so tracking them only cost
@@ -60,6 +61,7 @@ _TEMPLATE = """table {family} {table} {{
 {input_extra}{tunnel_rule}
 \t\tiifname "{wan}" meta l4proto {{ icmp, ipv6-icmp }} accept comment "ICMP"
 \t\tiifname "{wan}" ip saddr . tcp dport @{probe} accept comment "verify --throughput"
+\t\tiifname "{wan}" ip saddr . udp dport @{probe} accept comment "abw --channel underlay"
 \t}}
 
 \tchain forward {{

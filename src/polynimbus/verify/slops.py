@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -121,11 +121,14 @@ class RateSearch:
     Args:
         low, high: the range to search, bit/s (e.g. 0 and the path's capacity or ADR).
         resolution: the width at which the range is good enough, bit/s.
+        relative: or that share of the range's middle, when it is wider (e.g. 0.1:
+            within 10 % of the estimate).
     """
 
     low: float
     high: float
     resolution: float
+    relative: float = 0.0
     rmin: float = field(init=False)
     rmax: float = field(init=False)
     gmin: float | None = field(default=None, init=False)
@@ -133,8 +136,8 @@ class RateSearch:
     fleets: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
-        if not 0 <= self.low < self.high or self.resolution <= 0:
-            raise ValueError("need 0 <= low < high and a positive resolution")
+        if not 0 <= self.low < self.high or self.resolution <= 0 or self.relative < 0:
+            raise ValueError("need 0 <= low < high, a positive resolution, relative >= 0")
         self.rmin, self.rmax = self.low, self.high
 
     def record(self, rate: float, verdict: Verdict) -> None:
@@ -153,15 +156,22 @@ class RateSearch:
         """Whether the range is as narrow as asked."""
         return self.next_rate() is None
 
+    @property
+    def width(self) -> float:
+        """The width at which the search stops now, bit/s: ``resolution``, or ``relative``
+        times the middle of [Rmin, Rmax] when that is more."""
+        return max(self.resolution, self.relative * (self.rmin + self.rmax) / 2)
+
     def next_rate(self) -> float | None:
         """The next fleet's rate, bit/s, or ``None`` once converged."""
-        if self.rmax - self.rmin <= self.resolution:
+        res = self.width
+        if self.rmax - self.rmin <= res:
             return None
         if self.gmin is None or self.gmax is None:
             return (self.rmin + self.rmax) / 2
-        if self.rmax - self.gmax > self.resolution:
+        if self.rmax - self.gmax > res:
             return (self.gmax + self.rmax) / 2
-        if self.gmin - self.rmin > self.resolution:
+        if self.gmin - self.rmin > res:
             return (self.rmin + self.gmin) / 2
         return None
 
@@ -169,3 +179,99 @@ class RateSearch:
         """The range that holds the available bandwidth, bit/s: [Rmin, Rmax], the grey
         region included when there is one."""
         return self.rmin, self.rmax
+
+
+IP_UDP_HEADERS = 28
+"""Bytes an IPv4 and a UDP header add to a probe's payload; rates here are IP-layer."""
+K_MIN = 32
+"""Fewest packets in a stream (enough for the trend tests' sqrt(K) group medians)."""
+K_MAX = 100
+"""Most packets in a stream (Pathload's K)."""
+SEND_SLACK_NS = 500_000
+"""A stream whose sender paused longer than this beyond one period is discarded, ns
+(Pathload discards the streams a context switch disturbed)."""
+RATE_SLACK = 0.1
+"""A stream whose actual sending rate is off the asked one by more than this share is
+discarded."""
+LOSS_ABOVE = 0.1
+"""A stream that lost more than this share of its packets overflowed the tight link's
+queue: its rate is above the available bandwidth (Pathload: heavy loss)."""
+
+
+def stream_shape(
+    rate_bps: float,
+    capacity_bps: float,
+    max_payload: int,
+    growth_s: float = 150e-6,
+    excess: float = 0.1,
+) -> tuple[int, int, int]:
+    """The size of the streams probing ``rate_bps`` on a path of about ``capacity_bps``:
+    each must carry enough bytes that, sent ``excess`` above the available bandwidth, it
+    grows the tight link's queue by ``growth_s`` (``excess · bytes · 8 / capacity``, a
+    fluid model), and no more (seed 003 §4.3.4.4: intrusiveness).
+
+    Args:
+        rate_bps, capacity_bps: bit/s (IP layer); max_payload: UDP payload that fits the
+            path MTU, bytes.
+
+    Returns:
+        ``(k, payload, period_ns)``: K packets (:data:`K_MIN`..:data:`K_MAX`) of
+        ``payload`` bytes (200 up to ``max_payload``), one every ``period_ns`` ns.
+
+    Raises:
+        ValueError: a rate, capacity or payload that is not positive.
+    """
+    if rate_bps <= 0 or capacity_bps <= 0 or max_payload <= 0:
+        raise ValueError("rate, capacity and payload must be positive")
+    want = growth_s * capacity_bps / 8 / excess  # bytes per stream, IP layer
+    k = max(K_MIN, min(K_MAX, math.ceil(want / (max_payload + IP_UDP_HEADERS))))
+    payload = max(200, min(max_payload, round(want / k) - IP_UDP_HEADERS))
+    period = round((payload + IP_UDP_HEADERS) * 8 / rate_bps * 1e9)
+    return k, payload, max(1, period)
+
+
+def judge_stream(
+    sent_ns: Sequence[int], received: Mapping[int, int], period_ns: int, leads: int = 0
+) -> Trend | None:
+    """One stream's trend from what was sent and received.
+
+    Args:
+        sent_ns: the actual send time of each packet, by sequence number, ns.
+        received: one-way delay by sequence number for the packets that arrived, ns.
+        period_ns: the asked spacing, ns.
+        leads: the stream's first packets, sent back to back before the periodic ones
+            (they empty a token bucket on the tight link); not judged.
+
+    Returns:
+        ``None`` when the sender was disturbed (a pause of more than
+        :data:`SEND_SLACK_NS` beyond a period, or a rate off by more than
+        :data:`RATE_SLACK`); ``"increasing"`` when more than :data:`LOSS_ABOVE` of the
+        periodic packets were lost; else :func:`stream_trend` of their delays.
+    """
+    periodic = sent_ns[leads:]
+    k = len(periodic)
+    if k < 5:
+        return None
+    gaps = [b - a for a, b in zip(periodic, periodic[1:], strict=False)]
+    if max(gaps) > period_ns + SEND_SLACK_NS:
+        return None
+    actual = (periodic[-1] - periodic[0]) / (k - 1)
+    if abs(actual - period_ns) > RATE_SLACK * period_ns:
+        return None
+    owds = [received[s] for s in sorted(received) if s >= leads]
+    if k - len(owds) > LOSS_ABOVE * k:
+        return "increasing"
+    if len(owds) < 4:
+        return "ambiguous"
+    return stream_trend(owds)
+
+
+def dispersion_rate(recv_ns: Sequence[int], packet_bytes: int) -> float | None:
+    """The rate at which a back-to-back train left the path (its dispersion), bit/s:
+    ``(n - 1) · packet_bytes · 8 / (last - first)`` over the receive times ``recv_ns`` (ns);
+    Pathload's ADR, which lies between the available bandwidth and the capacity.
+    ``None`` with fewer than 2 packets or no spread."""
+    if len(recv_ns) < 2:
+        return None
+    spread = max(recv_ns) - min(recv_ns)
+    return (len(recv_ns) - 1) * packet_bytes * 8 / spread * 1e9 if spread > 0 else None
