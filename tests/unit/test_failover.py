@@ -177,3 +177,18 @@ def test_wg_set_gives_prefixes_to_the_gaining_peer_first() -> None:
         "peer", "KC", "allowed-ips", "10.1.0.0/24,10.2.0.0/24",
         "peer", "KB", "allowed-ips", "10.1.0.254/32",
     ]  # fmt: skip
+
+
+def test_traffic_moves_back_only_when_both_ends_are_ready() -> None:
+    agent = FailoverAgent(_config(), 0.0)
+    _run(agent, 0, 1, {"b", "c", "d"})
+    _run(agent, 1, 1.6, {"c", "d"})
+    assert agent.ready("b", 1.6) is False  # what a's probes tell b: not yet
+    agent.heard("b", False)  # b has not heard a for a second yet
+    assert _run(agent, 1.6, 3.0, {"b", "c", "d"}) == []
+    assert agent.ready("b", 3.0) is True  # a is ready: its probes say so
+    assert agent.allowed_ips()["b"] == ["10.1.0.254/32"]
+    agent.heard("b", True)
+    events = agent.evaluate(3.01)
+    assert events == [{"kind": "failback", "site": "a", "peer": "b", "via": None}]
+    assert agent.allowed_ips()["b"] == ["10.1.0.0/24"]

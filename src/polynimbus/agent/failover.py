@@ -47,7 +47,10 @@ from typing import Any
 
 MAGIC = b"PNFO"
 REQUEST, REPLY = 1, 2
-_HEADER = struct.Struct("!4sBI")  # magic, type, sequence number
+_HEADER = struct.Struct("!4sBIB")  # magic, type, sequence number, flags
+READY = 1
+"""Flag of a probe or answer: the sender would carry this peer's traffic on the direct
+tunnel now (it never lost the peer, or has heard it answer for ``up_after_ms``)."""
 STARTUP_GRACE_S = 5.0
 """A peer that has never answered is declared dead only after this long, s: the peers'
 agents and tunnels come up at their own pace."""
@@ -67,6 +70,7 @@ class PeerState:
     last_answer: float | None = None
     streak_since: float | None = None
     via: str | None = None
+    peer_ready: bool = True
 
 
 @dataclass
@@ -97,11 +101,31 @@ class FailoverAgent:
             st.streak_since = now  # a probe went unanswered in between: a new streak
         st.last_answer = now
 
+    def heard(self, peer: str, ready: bool) -> None:
+        """A probe or answer came from ``peer``, with its :data:`READY` flag."""
+        self.peers[peer].peer_ready = ready
+
+    def ready(self, peer: str, now: float) -> bool:
+        """Whether this agent would carry ``peer``'s traffic on their direct tunnel now:
+        the :data:`READY` flag it sends to ``peer``. Both ends move back only when both
+        are ready, within one probe's round trip of each other: WireGuard drops what
+        arrives from a peer whose AllowedIPs lack the source, so an end moving back alone
+        would black-hole the other's traffic until it follows."""
+        st = self.peers[peer]
+        return st.alive is not False or self._streak_done(st, now)
+
+    def _streak_done(self, st: PeerState, now: float) -> bool:
+        silent = now - (st.last_answer if st.last_answer is not None else self.started)
+        return (
+            st.streak_since is not None
+            and silent <= 1.5 * self.interval_s
+            and now - st.streak_since >= float(self.config["up_after_ms"]) / 1000
+        )
+
     def evaluate(self, now: float) -> list[dict[str, Any]]:
         """Update every peer's liveness at ``now``; returns the events (failover,
         failback) it caused, in peer order."""
         down_s = int(self.config["down_after"]) * self.interval_s
-        up_s = float(self.config["up_after_ms"]) / 1000
         events: list[dict[str, Any]] = []
         changed = False
         for st in self.peers.values():
@@ -113,12 +137,7 @@ class FailoverAgent:
                     st.alive, changed = False, True
             elif st.alive and silent > down_s:
                 st.alive, changed = False, True
-            elif (
-                not st.alive
-                and st.streak_since is not None
-                and silent <= 1.5 * self.interval_s
-                and now - st.streak_since >= up_s
-            ):
+            elif not st.alive and st.peer_ready and self._streak_done(st, now):
                 st.alive, changed = True, True
                 events.append(self._event("failback", st, None))
                 st.via = None
@@ -216,8 +235,10 @@ class Runner:
 
     def probe_all(self) -> None:
         self.seq = (self.seq + 1) & 0xFFFFFFFF
-        packet = _HEADER.pack(MAGIC, REQUEST, self.seq)
-        for peer in self.config["peers"].values():
+        now = time.monotonic()
+        for name, peer in self.config["peers"].items():
+            flags = READY if self.agent.ready(name, now) else 0
+            packet = _HEADER.pack(MAGIC, REQUEST, self.seq, flags)
             # no route yet, or the tunnel refuses: an unanswered probe
             with contextlib.suppress(OSError):
                 self.sock.sendto(packet, (peer["probe"], int(self.config["port"])))
@@ -232,16 +253,19 @@ class Runner:
                 return
             if len(data) < _HEADER.size:
                 continue
-            magic, kind, seq = _HEADER.unpack_from(data)
+            magic, kind, seq, flags = _HEADER.unpack_from(data)
             if magic != MAGIC or addr not in self.by_address:
                 continue
+            peer = self.by_address[addr]
+            self.agent.heard(peer, bool(flags & READY))
             if kind == REQUEST:
+                mine = READY if self.agent.ready(peer, now) else 0
                 with contextlib.suppress(OSError):
-                    self.sock.sendto(_HEADER.pack(MAGIC, REPLY, seq), (addr, port))
+                    self.sock.sendto(_HEADER.pack(MAGIC, REPLY, seq, mine), (addr, port))
             elif kind == REPLY and (self.seq - seq) & 0xFFFFFFFF < int(self.config["down_after"]):
                 # a late answer still counts, up to the probes that make a tunnel dead:
                 # under load a tunnel is slow, not dead
-                self.agent.answered(self.by_address[addr], now)
+                self.agent.answered(peer, now)
 
     def apply(self, force: bool = False) -> None:
         want = self.agent.allowed_ips()
@@ -264,8 +288,27 @@ class Runner:
                 return
         self.applied = want
 
+    def decide(self, now: float, reconcile: bool = False) -> None:
+        """Evaluate the peers at ``now``, log and record what changed, and apply it
+        (``reconcile``: also compare WireGuard's state while on a detour)."""
+        events = self.agent.evaluate(now)
+        for event in events:
+            tunnel = f"tunnel {event['site']}-{event['peer']}"
+            if event["kind"] == "failback":
+                self.log(f"failback: {tunnel} answers again, traffic back on it")
+            elif event["via"]:
+                self.log(f"failover: {tunnel} dead, traffic via {event['via']}")
+            else:
+                self.log(f"failover: {tunnel} dead, and no detour alive")
+            if self.record is not None:
+                self.record(event)
+        if events or reconcile:
+            self.apply(force=reconcile)
+
     def run(self) -> None:
-        """Probe, decide and apply until SIGTERM/SIGINT."""
+        """Probe, decide and apply until SIGTERM/SIGINT: a round of probes every
+        ``interval_ms``, a decision after each round and after each packet received (a
+        peer's READY flag moves traffic back at once)."""
         sel = selectors.DefaultSelector()
         sel.register(self.sock, selectors.EVENT_READ)
         interval = self.agent.interval_s
@@ -275,30 +318,20 @@ class Runner:
         while not self.stopping:
             now = time.monotonic()
             if now >= next_probe:
-                events = self.agent.evaluate(now)
-                for event in events:
-                    tunnel = f"tunnel {event['site']}-{event['peer']}"
-                    if event["kind"] == "failback":
-                        self.log(f"failback: {tunnel} answers again, traffic back on it")
-                    elif event["via"]:
-                        self.log(f"failover: {tunnel} dead, traffic via {event['via']}")
-                    else:
-                        self.log(f"failover: {tunnel} dead, and no detour alive")
-                    if self.record is not None:
-                        self.record(event)
                 # while traffic takes a detour, check that nobody (an up) put it back
                 degraded = any(st.via for st in self.agent.peers.values())
-                force = now >= next_reconcile and degraded
-                if events or force:
-                    self.apply(force=force)
-                if force or not degraded:
+                reconcile = degraded and now >= next_reconcile
+                self.decide(now, reconcile)
+                if reconcile or not degraded:
                     next_reconcile = now + RECONCILE_S
                 self.probe_all()
                 next_probe += interval
                 if next_probe < now:  # we were descheduled: do not burst
                     next_probe = now + interval
-            for _key, _mask in sel.select(max(0.0, next_probe - time.monotonic())):
-                self.receive(time.monotonic())
+            if sel.select(max(0.0, next_probe - time.monotonic())):
+                now = time.monotonic()
+                self.receive(now)
+                self.decide(now)
         sel.close()
         self.sock.close()
 

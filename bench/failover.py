@@ -1,0 +1,138 @@
+"""Failover of a cut tunnel (issue 9): how long traffic stops, over many trials. Needs root.
+
+A three-site lab (``bn-fo``, ``overlay.failover: true``) with a ping every 10 ms from
+``a/h1`` to ``b/h1`` and one iperf3 TCP flow between them. Each trial cuts the internet
+path between the gateways of ``a`` and ``b`` (``polynimbus cut``), waits, heals it, waits
+for the traffic to move back, and reads:
+
+- the ping's longest gap at the cut (failover) and at the heal (failback), ms: the time
+  between two consecutive answers (:mod:`polynimbus.verify.gaps`);
+- how long the agents took to log the failover after the cut (events), ms;
+- whether the TCP flow carried bytes in every second of the trial.
+
+Prints one line per trial, then median and maximum. The lab is removed at the end, also on
+failure or Ctrl-C; nothing else is touched.
+
+    python bench/failover.py [--trials 10] [--hold 2.0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from polynimbus import names
+from polynimbus.events import read_events
+from polynimbus.intent import load_intent_text
+from polynimbus.orchestrate import lab_down, lab_up
+from polynimbus.plan import build_plan
+from polynimbus.targets.lab import faults
+from polynimbus.verify.gaps import FastPing
+
+INTENT = """name: bn-fo
+overlay: {failover: true}
+sites:
+  - {name: a, provider: aws, hosts: [h1]}
+  - {name: b, provider: azure, hosts: [h1]}
+  - {name: c, provider: openstack, hosts: [h1]}
+"""
+
+
+def trial(plan, sdir: Path, hold: float) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    a, b = plan.site("a"), plan.site("b")
+    src = names.host_ns(plan.name, "a", "h1")
+    dst = names.host_ns(plan.name, "b", "h1")
+    seconds = int(2 * hold + 3)
+    server = subprocess.Popen(
+        ["ip", "netns", "exec", dst, "iperf3", "-s", "-1"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        time.sleep(0.3)
+        client = subprocess.Popen(
+            ["ip", "netns", "exec", src, "iperf3", "-c", b.hosts[0].address]
+            + ["-t", str(seconds), "-J"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(0.5)
+        ping = FastPing(src, b.hosts[0].address)
+        time.sleep(0.5)
+        cut_at = time.time()
+        faults.cut(plan.name, a.public_address, b.public_address)
+        time.sleep(hold)
+        before_heal = ping.stop()
+        ping = FastPing(src, b.hosts[0].address)
+        faults.heal(plan.name)
+        time.sleep(hold)
+        after_heal = ping.stop()
+        out, _ = client.communicate(timeout=seconds + 20)
+    finally:
+        faults.heal(plan.name)
+        server.kill()
+        server.wait()
+    events = [e for e in read_events(sdir, since=cut_at) if e["kind"] == "failover"]
+    detect = (min(e["ts"] for e in events) - cut_at) * 1000 if events else None
+    try:
+        per_second = [i["sum"]["bytes"] for i in json.loads(out)["intervals"]]
+    except (ValueError, KeyError):
+        per_second = []
+    return {
+        "failover_gap_ms": before_heal.gap_ms,
+        "failback_gap_ms": after_heal.gap_ms,
+        "detect_ms": detect,
+        "tcp_every_second": bool(per_second) and all(x > 0 for x in per_second),
+        "tcp_mbit_s": [round(x * 8 / 1e6) for x in per_second],
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--trials", type=int, default=10)
+    ap.add_argument("--hold", type=float, default=2.0, help="seconds cut, then healed")
+    args = ap.parse_args()
+    intent = load_intent_text(INTENT)
+    plan = build_plan(intent)
+    with tempfile.TemporaryDirectory(prefix="pn-bench-fo-") as tmp:
+        sdir = Path(tmp) / "state"
+        try:
+            lab_up(intent, sdir)
+            time.sleep(2)  # the agents' first answers
+            rows = []
+            for i in range(args.trials):
+                r = trial(plan, sdir, args.hold)
+                rows.append(r)
+                print(
+                    f"trial {i + 1}: failover gap {r['failover_gap_ms']:.0f} ms, "
+                    f"detected after {r['detect_ms']:.0f} ms, "
+                    f"failback gap {r['failback_gap_ms']:.0f} ms, "
+                    f"TCP every second: {r['tcp_every_second']} {r['tcp_mbit_s']} Mbit/s",
+                    flush=True,
+                )
+                time.sleep(1.5)  # back on the direct tunnel (up after 1 s of answers)
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return 130
+        finally:
+            lab_down(plan.name, sdir)
+    for key in ("failover_gap_ms", "failback_gap_ms", "detect_ms"):
+        values = [float(r[key]) for r in rows if r[key] is not None]  # type: ignore[arg-type]
+        print(
+            f"{key}: median {statistics.median(values):.0f}, max {max(values):.0f} "
+            f"over {len(values)} trials"
+        )
+    ok = sum(bool(r["tcp_every_second"]) for r in rows)
+    print(f"TCP flow carried bytes every second in {ok} of {len(rows)} trials")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
