@@ -7,9 +7,10 @@ over their stdin and stdout: the control channel never crosses the measured path
 1. Three trains of back-to-back packets give the asymptotic dispersion rate (ADR), which
    lies between the available bandwidth and the capacity: the search runs in
    [0, :data:`ADR_MARGIN` × ADR] and the streams are sized from it.
-2. Fleets of :data:`STREAMS` periodic streams probe one rate each; every stream's one-way
-   delays are judged increasing or not (PCT and PDT), the fleet above, below or grey
-   (:mod:`polynimbus.verify.slops`), and a binary search narrows [Rmin, Rmax] until it is
+2. Fleets of up to :data:`STREAMS` periodic streams probe one rate each; every stream's
+   one-way delays are judged increasing or not (PCT and PDT), the fleet above, below or
+   grey (:mod:`polynimbus.verify.slops`; a fleet stops as soon as the streams still to
+   come could not change its verdict), and a binary search narrows [Rmin, Rmax] until it is
    within :data:`RELATIVE` of its middle, or the time (:data:`DEADLINE_S`) or byte budget
    runs out (then ``converged`` is false).
 
@@ -47,7 +48,7 @@ CHANNELS: tuple[Channel, ...] = ("overlay", "underlay")
 AGENT = Path(__file__).with_name("abw_agent.py")
 TRAINS = 2
 """Back-to-back trains sent for the ADR."""
-TRAIN_PACKETS = 32
+TRAIN_PACKETS = 24
 """Packets in a train (more than the tight link's bucket holds: see render.gateway)."""
 ADR_MARGIN = 1.2
 """The search's upper end: this times the highest train dispersion rate."""
@@ -55,8 +56,8 @@ LEADS = 2
 """Full-size packets sent back to back at the start of each stream: they empty a token
 bucket of up to two frames on the tight link (the lab's tbf, render.gateway), which would
 otherwise let the stream's start through above the link's rate and hide a small excess."""
-STREAMS = 6
-"""Streams per fleet (Pathload: 12; half of them, for the byte budget)."""
+STREAMS = 5
+"""Streams per fleet (Pathload: 12; fewer, for the byte budget: 4 of 5 decide)."""
 RELATIVE = 0.08
 """The search stops when [Rmin, Rmax] is this narrow relative to its middle."""
 MIN_RESOLUTION_BPS = 100_000.0
@@ -66,8 +67,11 @@ DEADLINE_S = 9.0
 MAX_FLEETS = 14
 """... or after this many fleets (those whose every stream was disturbed included)."""
 DRAIN_S = 0.06
-"""After a fleet, the receiver waits this long for its last packets (the tight link's
-queue holds at most 50 ms: render.gateway.TBF_LATENCY_MS), s."""
+"""After a stream, the receiver waits at most this long for its last packets (the tight
+link's queue holds at most 50 ms: render.gateway.TBF_LATENCY_MS), s."""
+GAP_NS = 2_000_000
+"""Idle time between two streams, ns, after the receiver had the first one's last packet
+(the queue it built is gone by then: Pathload waits so that streams do not overlap)."""
 AGENT_TIMEOUT_S = 10.0
 """Longest wait for one answer of an agent, s."""
 PROBE_TIMEOUT_S = 60
@@ -88,7 +92,9 @@ class AbwResult:
         bytes_sent: every probe packet's IP bytes (trains and fleets; none for control).
         converged: the range narrowed to :data:`RELATIVE` before the deadline.
         adr_bps: the trains' dispersion rate, bit/s; fleets: fleets sent; streams_discarded:
-            streams the sender's scheduling disturbed.
+            streams the sender's scheduling disturbed; packet_bytes: IP size of the periodic
+            probes, bytes (a link's rate counts its own headers too: an Ethernet link of
+            capacity C carries C · packet_bytes / (packet_bytes + 14) of them).
     """
 
     src: str
@@ -102,6 +108,7 @@ class AbwResult:
     adr_bps: float | None
     fleets: int
     streams_discarded: int
+    packet_bytes: int
 
     @property
     def estimate_bps(self) -> float:
@@ -338,47 +345,50 @@ def _search(
     adr = max(adrs)
     search = slops.RateSearch(0.0, ADR_MARGIN * adr, MIN_RESOLUTION_BPS, RELATIVE)
     discarded = attempts = 0
+    probe = packet
     while (rate := search.next_rate()) is not None:
         if time.monotonic() > deadline or attempts >= MAX_FLEETS:
             break
         attempts += 1
-        tag += 1
-        k, payload, period = slops.stream_shape(rate, adr, max_payload)
-        duration = k * period
-        gap = max(2_000_000, 2 * duration)
+        duration = slops.stream_duration(rate, search.rmin, search.rmax)
+        k, payload, period = slops.stream_shape(rate, adr, max_payload, duration_s=duration)
+        probe = payload + slops.IP_UDP_HEADERS
         say(
             f"fleet {search.fleets + 1}: {rate / 1e6:.1f} Mbit/s "
             f"(range {search.rmin / 1e6:.1f}-{search.rmax / 1e6:.1f})"
         )
-        reply = send.ask(
-            {
-                "op": "fleet",
-                "tag": tag,
-                "streams": STREAMS,
-                "k": k,
-                "size": payload,
-                "period_ns": period,
-                "gap_ns": gap,
-                "leads": LEADS,
-                "lead_size": max_payload,
-            }
-        )
-        sent_bytes += fleet_bytes(reply)
-        pkts = recv.ask({"op": "collect", "tag": tag, "wait_s": DRAIN_S})["pkts"]
-        owd: list[dict[int, int]] = [{} for _ in reply["sent"]]
-        for stream, seq, t_sent, t_recv in pkts:
-            if 0 <= stream < len(owd):
-                owd[stream][seq] = t_recv - t_sent
-        trends = []
-        for times, got in zip(reply["sent"], owd, strict=True):
-            trend = slops.judge_stream(times, got, period, LEADS)
+        trends: list[slops.Trend] = []
+        verdict: slops.Verdict | None = None
+        for s in range(STREAMS):
+            tag += 1
+            reply = send.ask(
+                {
+                    "op": "fleet",
+                    "tag": tag,
+                    "streams": 1,
+                    "k": k,
+                    "size": payload,
+                    "period_ns": period,
+                    "gap_ns": GAP_NS,
+                    "idle_first": s > 0,
+                    "leads": LEADS,
+                    "lead_size": max_payload,
+                }
+            )
+            sent_bytes += fleet_bytes(reply)
+            collect = {"op": "collect", "tag": tag, "wait_s": DRAIN_S, "expect": LEADS + k}
+            got = {seq: t_recv - t_sent for _, seq, t_sent, t_recv in recv.ask(collect)["pkts"]}
+            trend = slops.judge_stream(reply["sent"][0], got, period, LEADS)
             if trend is None:
                 discarded += 1
             else:
                 trends.append(trend)
-        if not trends:
+            verdict = slops.fleet_decided(trends, STREAMS - 1 - s)
+            if verdict is not None:
+                break
+        if verdict is None:
             continue  # every stream disturbed: probe the same rate again
-        search.record(rate, slops.fleet_verdict(trends))
+        search.record(rate, verdict)
     low, high = search.estimate()
     return AbwResult(
         src=a.name,
@@ -392,4 +402,5 @@ def _search(
         adr_bps=adr,
         fleets=search.fleets,
         streams_discarded=discarded,
+        packet_bytes=probe,
     )

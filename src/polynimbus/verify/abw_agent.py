@@ -9,8 +9,9 @@ Probe packet (UDP payload, network byte order): magic ``PNab``, tag (uint32: the
 or fleet), stream (uint16), sequence (uint16), send time (int64 ns, CLOCK_REALTIME,
 written just before ``send``), zero padding to the asked size.
 
-Receiver commands: ``{"op": "collect", "tag": T, "wait_s": W}`` -> after W s (the tight
-link's queue drains), every packet of tag T received so far as ``{"pkts": [[stream, seq,
+Receiver commands: ``{"op": "collect", "tag": T, "wait_s": W, "expect": E}`` -> once E
+packets of tag T are in, or after W s (the tight link's queue drains), every packet of
+tag T received so far as ``{"pkts": [[stream, seq,
 send_ns, recv_ns], ...]}``; ``recv_ns`` is the kernel's receive time (SO_TIMESTAMPNS,
 the same CLOCK_REALTIME), so ``recv_ns - send_ns`` is the one-way delay on one host.
 
@@ -18,7 +19,8 @@ Sender commands: ``{"op": "train", "tag": T, "n": N, "size": L}``: N packets of 
 back to back; ``{"op": "fleet", "tag": T, "streams": N, "k": K, "size": L, "period_ns":
 P, "gap_ns": G, "leads": M, "lead_size": S}``: N streams, each M packets of S bytes back
 to back then K packets of L bytes, one every P ns (paced by a busy-wait on
-``perf_counter_ns``), G ns idle between streams. Both answer ``{"sent":
+``perf_counter_ns``), G ns idle between streams (and before the first with
+``"idle_first": true``). Both answer ``{"sent":
 [[send_ns, ...] per stream], "bytes": B}`` with the actual send times and the UDP payload
 bytes sent. ``{"op": "quit"}`` ends either end; so does the end of its stdin.
 """
@@ -100,12 +102,16 @@ def receiver(addr: str) -> None:
             if cmd.get("op") == "quit":
                 return
             if cmd.get("op") == "collect":
+                tag = int(cmd["tag"])
+                expect = int(cmd.get("expect", 0))
                 end = time.monotonic() + float(cmd.get("wait_s", 0))
+                drain()
                 while (left := end - time.monotonic()) > 0:
+                    if expect and len(got.get(tag, ())) >= expect:
+                        break
                     select.select([sock], [], [], left)
                     drain()
-                drain()
-                _reply({"pkts": got.pop(int(cmd["tag"]), [])})
+                _reply({"pkts": got.pop(tag, [])})
 
 
 def _send_stream(
@@ -188,7 +194,7 @@ def sender(src: str, dst: str, port: int) -> None:
             leads = int(cmd.get("leads", 0))
             lead = bytearray(max(int(cmd.get("lead_size", size)), HEADER.size))
             for s in range(int(cmd["streams"])):
-                if s:
+                if s or cmd.get("idle_first"):
                     _idle(gap)
                 sent.append(
                     _send_stream(

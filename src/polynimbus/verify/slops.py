@@ -109,6 +109,32 @@ def fleet_verdict(trends: Sequence[Trend]) -> Verdict:
     return "grey"
 
 
+def stream_duration(rate_bps: float, rmin_bps: float, rmax_bps: float) -> float:
+    """How long the streams of a fleet at ``rate_bps`` last, s: :data:`STREAM_S` when the
+    search is fine (the range [``rmin_bps``, ``rmax_bps``] narrow around the rate), down
+    to half of it while the range is wide: a coarse step needs to tell only a large
+    excess, which a shorter stream shows too (fewer bytes at the highest rates)."""
+    width = max(rmax_bps - rmin_bps, 1.0)
+    return STREAM_S * min(1.0, max(0.5, 0.5 * rate_bps / width))
+
+
+def fleet_decided(trends: Sequence[Trend], remaining: int) -> Verdict | None:
+    """The fleet's verdict once its streams still to come can no longer change it (they
+    are not sent then: fewer bytes), else ``None``.
+
+    Args:
+        trends: the trends of the streams judged so far (disturbed ones left out).
+        remaining: streams of the fleet not sent yet.
+    """
+    if remaining <= 0:
+        return fleet_verdict(trends)
+    none: list[Trend] = ["none"] * remaining
+    up: list[Trend] = ["increasing"] * remaining
+    low = fleet_verdict([*trends, *none])
+    high = fleet_verdict([*trends, *up])
+    return low if low == high and any(t != "ambiguous" for t in trends) else None
+
+
 @dataclass
 class RateSearch:
     """Pathload's binary search on the probing rate (seed 003 §4.3.3).
@@ -183,6 +209,8 @@ class RateSearch:
 
 IP_UDP_HEADERS = 28
 """Bytes an IPv4 and a UDP header add to a probe's payload; rates here are IP-layer."""
+STREAM_S = 0.012
+"""Shortest stream, s (Pathload's streams last at least K = 100 periods of 100 µs)."""
 K_MIN = 32
 """Fewest packets in a stream (enough for the trend tests' sqrt(K) group medians)."""
 K_MAX = 100
@@ -204,15 +232,18 @@ def stream_shape(
     max_payload: int,
     growth_s: float = 150e-6,
     excess: float = 0.1,
+    duration_s: float = STREAM_S,
 ) -> tuple[int, int, int]:
     """The size of the streams probing ``rate_bps`` on a path of about ``capacity_bps``:
     each must carry enough bytes that, sent ``excess`` above the available bandwidth, it
     grows the tight link's queue by ``growth_s`` (``excess · bytes · 8 / capacity``, a
-    fluid model), and no more (seed 003 §4.3.4.4: intrusiveness).
+    fluid model), and last at least ``duration_s`` (cross traffic is made of packets, not
+    a fluid: a shorter stream meets too few of them and sees the link emptier than it is);
+    and no more (seed 003 §4.3.4.4: intrusiveness).
 
     Args:
         rate_bps, capacity_bps: bit/s (IP layer); max_payload: UDP payload that fits the
-            path MTU, bytes.
+            path MTU, bytes; growth_s, duration_s: s.
 
     Returns:
         ``(k, payload, period_ns)``: K packets (:data:`K_MIN`..:data:`K_MAX`) of
@@ -223,7 +254,7 @@ def stream_shape(
     """
     if rate_bps <= 0 or capacity_bps <= 0 or max_payload <= 0:
         raise ValueError("rate, capacity and payload must be positive")
-    want = growth_s * capacity_bps / 8 / excess  # bytes per stream, IP layer
+    want = max(growth_s * capacity_bps / 8 / excess, rate_bps * duration_s / 8)  # IP bytes
     k = max(K_MIN, min(K_MAX, math.ceil(want / (max_payload + IP_UDP_HEADERS))))
     payload = max(200, min(max_payload, round(want / k) - IP_UDP_HEADERS))
     period = round((payload + IP_UDP_HEADERS) * 8 / rate_bps * 1e9)
