@@ -27,6 +27,7 @@ from polynimbus.verify.monitor import (
     parse_listen,
     parse_net_dev,
     parse_uapi,
+    probe_packet,
     probe_paths,
     read_samples,
     record_abw,
@@ -99,11 +100,8 @@ def test_echo_request_checksum_verifies_and_the_monitor_template_matches() -> No
         assert icmp_checksum(pkt) == 0  # a correct checksum makes the whole sum 0xffff
         assert pkt[0] == 8 and struct.unpack("!HH", pkt[4:8]) == (ident, seq)
         # the monitor's incremental checksum gives the same packet
-        body, base = Monitor._template(ident, payload)
-        from polynimbus.verify.monitor import _checksum_fold
-
-        csum = _checksum_fold(base + seq)
-        assert struct.pack("!H", csum) == pkt[2:4]
+        _, base = Monitor._template(ident, payload)
+        assert probe_packet(base, ident, seq, payload) == pkt
 
 
 def test_parse_uapi_and_net_dev() -> None:
