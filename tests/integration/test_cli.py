@@ -27,7 +27,14 @@ from tests.integration.conftest import leftovers, three_sites
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 POLYNIMBUS = VENV_BIN / "polynimbus"
-EXAMPLE_LABS = ("prestocloud", "federation", "aws-regions", "service-chain", "tenants")
+EXAMPLE_LABS = (
+    "prestocloud",
+    "federation",
+    "aws-regions",
+    "service-chain",
+    "tenants",
+    "failover",
+)
 # the README and --help commands wait this long for labs of other people's tests to go
 # (exec without --lab needs the example lab to be the only one on the host)
 OTHER_LABS_WAIT_S = 120
@@ -123,6 +130,8 @@ def help_commands() -> list[str]:
         ["verify"],
         ["trace"],
         ["exec"],
+        ["cut"],  # cut, then heal: the help examples leave the lab whole
+        ["heal"],
         ["move"],
         ["snapshot"],
         ["snapshot", "save"],

@@ -110,6 +110,7 @@ def test_a_cut_tunnel_fails_over_through_the_detour_and_back_within_a_second(lab
     # the ping: answered before, during and after the cut; one gap at the cut, < 1 s
     assert run.gap_ms is not None and 200 < run.gap_ms < 1000, run  # seen, and recovered
     assert run.answered > 0.8 * run.sent, run
+    assert run.redirects == 0, run  # the detour forwards quietly (send_redirects off)
     # the TCP flow kept going: bytes in every second of its 7
     intervals = json.loads(out)["intervals"]
     per_second = [i["sum"]["bytes"] for i in intervals]

@@ -67,28 +67,44 @@ def render_gateway(
     impl: str = "userspace",
     netem: bool = False,
     wan_if: str = names.WAN_IF,
+    standby: bool = False,
 ) -> NodeModel:
-    """The node model of ``site``'s gateway.
+    """The node model of ``site``'s gateway (of its standby gateway with ``standby``: a
+    ``gateways: 2`` site, :mod:`polynimbus.render.standby`).
 
     Args:
         keys: the transport's credentials by site name (key pairs, certificates).
         impl: the transport's implementation (``TunnelBackend.implementation``).
         netem: whether the kernel has netem (delay emulation).
         wan_if: the gateway's public interface (provided by the environment).
+        standby: render the site's standby gateway rather than its primary.
 
     Returns:
-        sysctls (forwarding on, reverse-path filter off for transit), the LAN bridge with
-        the gateway's overlay address, the public address and default route, underlay
-        shaping, the transport's items (tunnels, processes, overlay routes, configuration),
-        the nftables table, SRv6 items, and the tenants' share (VXLAN admission, per-tenant
-        shaping: :func:`polynimbus.render.tenants.gateway_tenant_items`).
+        sysctls (forwarding on, reverse-path filter and ICMP redirects off for transit),
+        the LAN bridge with the gateway's overlay address, the public address and default
+        route, underlay shaping, the transport's items (tunnels, processes, overlay routes,
+        configuration), the failover agent (``overlay.failover``), the nftables table, SRv6
+        items, and the tenants' share (VXLAN admission, per-tenant shaping:
+        :func:`polynimbus.render.tenants.gateway_tenant_items`).
     """
     backend = get_transport(plan.transport)
     block = IPv4Network(site.block)
+    vrrp: list[Item] = []
+    vip: dict[str, str] = {}
+    if site.standby is not None:  # gateways: 2; each gateway sees the site as its own
+        from polynimbus.render.standby import gateway_view, keepalived_process, node_name
+
+        vip = {"vip": site.gateway_address, "node": node_name(standby)}
+        vrrp.append(keepalived_process(site, names.LAN_BRIDGE, standby))
+        site, keys = gateway_view(site, keys, standby)
     model = NodeModel().add(
         Sysctl("net.ipv4.ip_forward", "1"),
         Sysctl("net.ipv4.conf.all.rp_filter", "0"),
         Sysctl("net.ipv4.conf.default.rp_filter", "0"),
+        # transit leaves by the tunnel interface it came in by (hub, failover detours):
+        # no ICMP redirects to the sender, who cannot reach the "better" next hop anyway
+        Sysctl("net.ipv4.conf.all.send_redirects", "0"),
+        Sysctl("net.ipv4.conf.default.send_redirects", "0"),
         Link("lo", "loopback"),
         Address(wan_if, f"{site.public_address}/31"),
         Route("default", dev=wan_if, via=site.internet_address),
@@ -102,7 +118,8 @@ def render_gateway(
         from polynimbus.render.failover import failover_agent
 
         devs = [i.name for i in tunnel_items if isinstance(i, Link)]
-        model.add(failover_agent(plan, site, keys, devs))
+        model.add(failover_agent(plan, site, keys, devs, **vip))
+    model.add(*vrrp)
     if plan.parallel > 1:  # spread flows over the parallel tunnels by their layer-4 header
         model.add(Sysctl("net.ipv4.fib_multipath_hash_policy", "1"))
         if plan.ipv6:

@@ -32,12 +32,15 @@ class PingRun:
         gap_ms: the longest time between two consecutive answers (or from the first
             request to the first answer), ms; ``None`` without two answers.
         gaps_ms: every time between consecutive answers above 50 ms, in order, ms.
+        redirects: ICMP redirects received (a router on the way sent the sender
+            elsewhere).
     """
 
     sent: int
     answered: int
     gap_ms: float | None
     gaps_ms: tuple[float, ...]
+    redirects: int = 0
 
     @property
     def lost(self) -> int:
@@ -68,6 +71,7 @@ def parse_ping(text: str) -> PingRun:
         answered=answered,
         gap_ms=max(deltas) if deltas else None,
         gaps_ms=tuple(d for d in deltas if d > 50),
+        redirects=sum("Redirect" in line for line in text.splitlines()),
     )
 
 
