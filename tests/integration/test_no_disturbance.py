@@ -16,9 +16,11 @@ control).
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,11 +29,12 @@ from pathlib import Path
 
 import pytest
 
-from polynimbus import names, procs
+from polynimbus import names, procs, state
 from polynimbus.apply import ApplyResult
-from polynimbus.intent import Intent
-from polynimbus.orchestrate import lab_up
+from polynimbus.intent import Intent, load_intent_text
+from polynimbus.orchestrate import desired_lab, lab_up
 from polynimbus.plan import build_plan
+from polynimbus.resources import Key
 from polynimbus.targets.lab import list_lab_namespaces
 
 PROVIDERS = {"a": "aws", "b": "azure", "c": "gcp", "d": "openstack"}
@@ -44,7 +47,8 @@ SETTLE_S = 0.15
 def intent_text(
     name: str, sites: str = "abc", c_hosts: int = 1, srv6: bool = False, chain: bool = False
 ) -> str:
-    """Full-mesh WireGuard over ``sites`` (one host ``h1`` each, ``c_hosts`` on ``c``);
+    """Full-mesh WireGuard over ``sites`` (one host ``h1`` each, ``c_hosts`` on ``c``;
+    ``a``'s internet link shaped, so its gateway has qdiscs that must stay);
     ``srv6``: with a service on ``c``; ``chain``: a chain from ``c/h1`` to ``a/h1`` through
     it, for UDP port 5300 only."""
     lines = [f"name: {name}", "overlay:", "  topology: full-mesh", "  transport: wireguard"]
@@ -53,7 +57,8 @@ def intent_text(
     lines.append("sites:")
     for s in sites:
         hosts = ", ".join(f"h{i}" for i in range(1, (c_hosts if s == "c" else 1) + 1))
-        lines.append(f"  - {{name: {s}, provider: {PROVIDERS[s]}, hosts: [{hosts}]}}")
+        shaped = ", underlay: {rate: 500mbit}" if s == "a" else ""  # a qdisc to keep
+        lines.append(f"  - {{name: {s}, provider: {PROVIDERS[s]}, hosts: [{hosts}]{shaped}}}")
     if srv6:
         lines += ["services:", "  - {name: svc, site: c, mode: sr-aware, function: forward}"]
     if chain:
@@ -71,7 +76,7 @@ class PingReport:
     and the sequence numbers missing below the last answered one (gaps)."""
 
     sent: int
-    answered: set[int]
+    answered: dict[int, float]
     gaps: list[int]
     output: str
 
@@ -85,13 +90,13 @@ class PingReport:
         return f"sent {self.sent}, answered {len(self.answered)}, gaps {len(gaps)} {shown}"
 
 
-REPLY = re.compile(r"bytes from .*icmp_seq=(\d+)")
+REPLY = re.compile(r"^\[(\d+\.\d+)\] \d+ bytes from .*icmp_seq=(\d+)", re.M)
 SUMMARY = re.compile(r"(\d+) packets transmitted")
 
 
 def parse_ping(output: str) -> PingReport:
     """The :class:`PingReport` of a ``ping -D -O -n`` output (its summary included)."""
-    answered = {int(m.group(1)) for m in REPLY.finditer(output)}
+    answered = {int(m.group(2)): float(m.group(1)) for m in REPLY.finditer(output)}
     m = SUMMARY.search(output)
     assert m, f"no ping summary in:\n{output[-500:]}"
     sent = int(m.group(1))
@@ -113,16 +118,19 @@ def pinging(ns: str, address: str) -> Iterator[Pinger]:
     """A ping every 10 ms from namespace ``ns`` to ``address`` for the block (plus
     :data:`SETTLE_S` either side); its report is set on exit."""
     argv = ["ip", "netns", "exec", ns, "ping", "-D", "-O", "-n", "-i", str(INTERVAL_S)]
-    proc = subprocess.Popen([*argv, address], stdout=subprocess.PIPE, text=True)
-    pinger = Pinger(proc.pid)  # ip netns exec execs ping: one process
-    try:
-        time.sleep(SETTLE_S)
-        yield pinger
-        time.sleep(SETTLE_S)
-    finally:
-        proc.send_signal(signal.SIGINT)
-        stdout, _ = proc.communicate(timeout=10)
-    pinger.report = parse_ping(stdout)
+    # into a file: a pipe nobody reads fills up (64 KiB, 800 lines) and stops the ping
+    with tempfile.TemporaryFile("w+") as out:
+        proc = subprocess.Popen([*argv, address], stdout=out, text=True)
+        pinger = Pinger(proc.pid)  # ip netns exec execs ping: one process
+        try:
+            time.sleep(SETTLE_S)
+            yield pinger
+            time.sleep(SETTLE_S)
+        finally:
+            proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=10)
+        out.seek(0)
+        pinger.report = parse_ping(out.read())
 
 
 def report_of(pinger: Pinger) -> PingReport:
@@ -130,10 +138,13 @@ def report_of(pinger: Pinger) -> PingReport:
     return pinger.report
 
 
-def assert_no_loss(report: PingReport, what: str) -> None:
+def assert_no_loss(report: PingReport, start: float, end: float, what: str) -> None:
     """Every packet answered: no gap, and at most the last two (in flight when ping was
-    stopped) unanswered; and enough packets sent to have covered the change."""
-    assert report.sent >= 2 * SETTLE_S / INTERVAL_S, f"{what}: ping too short: {report.sent}"
+    stopped) unanswered; and answers from before ``start`` and after ``end`` (seconds
+    since the epoch), so that the ping covered the change."""
+    stamps = report.answered.values()
+    covered = min(stamps, default=end) < start and max(stamps, default=start) > end
+    assert covered, f"{what}: the ping did not cover the change: {report.describe()}"
     assert not report.gaps, f"{what}: lost packets: {report.describe()}"
     assert report.unanswered <= 2, f"{what}: {report.describe()}"
 
@@ -164,17 +175,51 @@ def assert_no_restart(
     assert not moved, f"{what}: restarted or gone (old pid, new pid): {moved}"
 
 
+def udp_sockets(pid: int) -> frozenset[int]:
+    """The inodes of the UDP sockets process ``pid`` holds (a daemon that rebinds, as
+    ``wireguard-go`` does when it is given its listen port again, holds new ones)."""
+    udp: set[int] = set()
+    for table in ("udp", "udp6"):
+        with open(f"/proc/{pid}/net/{table}") as f:
+            udp |= {int(line.split()[9]) for line in f.readlines()[1:]}
+    held = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if link.startswith("socket:[") and int(link[8:-1]) in udp:
+            held.add(int(link[8:-1]))
+    return frozenset(held)
+
+
+def tunnel_sockets(
+    running: dict[tuple[str, tuple[str, ...]], int],
+) -> dict[tuple[str, tuple[str, ...]], frozenset[int]]:
+    """The UDP sockets of each ``wireguard-go`` of ``running``."""
+    return {k: udp_sockets(pid) for k, pid in running.items() if k[1][0].endswith("wireguard-go")}
+
+
 def assert_writes_only(
-    result: ApplyResult, existing: set[str], nodes: set[str], links: set[str], what: str
+    result: ApplyResult,
+    existing: set[str],
+    changed: set[Key],
+    nodes: set[str],
+    links: set[str],
+    what: str,
 ) -> None:
     """Of the namespaces that were there before and after the change (``existing``), only
     ``nodes`` were written, and on them no process, namespace or qdisc was (re)created or
-    removed, and no link but ``links`` (``"NODE IFNAME"``) touched."""
+    removed, no link but ``links`` (``"NODE IFNAME"``) touched, and nothing written that
+    the change leaves as it was (``changed``: the keys of the resources it adds, removes
+    or changes; a flush-then-add, or a resource re-applied because its link was
+    recreated, would write others)."""
     for c in result.changes:
         r = c.resource
         if r.node not in existing:
             continue
         assert r.node in nodes, f"{what}: {c.describe()}"
+        assert r.key in changed, f"{what}: wrote what did not change: {c.describe()}"
         assert r.kind not in ("process", "netns", "qdisc"), f"{what}: {c.describe()}"
         if r.kind == "link":
             assert f"{r.node} {r.item.ident()[0]}" in links, f"{what}: {c.describe()}"
@@ -250,6 +295,13 @@ class Step:
     links: set[str]
 
 
+def kept_intent(sdir: Path) -> Intent:
+    """The intent the lab's last up applied (kept in its state directory)."""
+    text = state.kept_intent_applied(sdir)
+    assert text is not None
+    return load_intent_text(text)
+
+
 def change_without_disturbance(
     lab: str, sdir: Path, step: Step, intent: Intent, src: str, dst: str
 ) -> ApplyResult:
@@ -257,23 +309,35 @@ def change_without_disturbance(
     lost, no process restarted, and only the namespaces the step may write were written."""
     before_spaces = set(list_lab_namespaces(lab))
     assert step.going <= before_spaces and not step.coming & before_spaces, step.what
+    was = {r.key: r.item for r in desired_lab(build_plan(kept_intent(sdir)), sdir, dry_run=True)[0]}
+    now = {r.key: r.item for r in desired_lab(build_plan(intent), sdir, dry_run=True)[0]}
+    changed = {k for k in was.keys() | now.keys() if was.get(k) != now.get(k)}
     sessions = wg_sessions(lab, before_spaces)
     assert sessions and all(sessions.values()), f"{step.what}: no tunnel up: {sessions}"
     with pinging(src, dst) as pinger:
         before = lab_processes(lab, {pinger.pid})
+        sockets = tunnel_sockets(before)
+        start = time.time()
         result = lab_up(intent, sdir, only_changes=step.only_changes)
+        end = time.time()
         after = lab_processes(lab, {pinger.pid})
-    assert_no_loss(report_of(pinger), step.what)
+    assert_no_loss(report_of(pinger), start, end, step.what)
     spaces = set(list_lab_namespaces(lab))
     assert_no_restart(before, after, spaces, step.what)
+    # nor did a tunnel daemon rebind its sockets (a packet arriving then is lost)
+    assert sockets and all(sockets.values()), f"{step.what}: no tunnel socket: {sockets}"
+    kept = tunnel_sockets({k: pid for k, pid in after.items() if k in sockets})
+    rebound = {k[0]: (sockets[k], v) for k, v in kept.items() if v != sockets[k]}
+    assert not rebound, f"{step.what}: tunnel sockets replaced (old, new): {rebound}"
     # every peer that stays keeps its WireGuard session (wg syncconf, not setconf)
-    now = wg_sessions(lab, spaces)
-    dropped = {k: (t, now[k]) for k, t in sessions.items() if k in now and now[k] != t}
+    renewed = wg_sessions(lab, spaces)
+    dropped = {k: (t, renewed[k]) for k, t in sessions.items() if renewed.get(k, t) != t}
     assert not dropped, f"{step.what}: sessions renewed (old, new handshake): {dropped}"
     # the change happened, and wrote only where it had to
     assert result.changed, step.what
     assert step.coming <= spaces and not step.going & spaces, step.what
-    assert_writes_only(result, before_spaces & spaces, step.writes, step.links, step.what)
+    existing = before_spaces & spaces
+    assert_writes_only(result, existing, changed, step.writes, step.links, step.what)
     return result
 
 
@@ -351,3 +415,38 @@ def test_a_chain_comes_and_goes_without_disturbing_other_traffic(lab) -> None:
     ):
         result = change_without_disturbance(name, sdir, step, lab.intent(step.text), a_h1, b_addr)
         assert any(c.resource.kind == "route" for c in result.changes), step.what
+
+
+def _config(private: str, port: int, peers: dict[str, str]) -> str:
+    """A ``wg setconf`` text: ``peers`` by public key, each with its allowed IPs."""
+    lines = ["[Interface]", f"PrivateKey = {private}", f"ListenPort = {port}"]
+    for i, (pub, ips) in enumerate(peers.items()):
+        lines += ["[Peer]", f"PublicKey = {pub}", f"Endpoint = 198.18.0.{i}:51820"]
+        lines += [f"AllowedIPs = {ips}", "PersistentKeepalive = 25"]
+    return "\n".join(lines) + "\n"
+
+
+def test_a_running_wireguard_interface_gets_only_what_differs() -> None:
+    """:func:`polynimbus.targets.lab.wireguard.changes`, pure: the ``wg set`` of a change
+    names only the peers it adds, removes or alters, never the listen port or the key
+    that stay (``wg syncconf`` would give all of them again)."""
+    from polynimbus.targets.lab.wireguard import changes
+    from polynimbus.tunnels.wireguard import parse_wg_config
+
+    base = {"PB=": "10.2.0.0/24", "PC=": "10.4.0.0/24"}
+    live = parse_wg_config(_config("KA=", 51820, base))
+    assert changes(live, _config("KA=", 51820, base)) == ([], None)
+    argv, key = changes(live, _config("KA=", 51820, {**base, "PD=": "10.3.0.0/24"})) or ([], "")
+    assert key is None
+    assert argv == ["peer", "PD=", "endpoint", "198.18.0.2:51820"] + [
+        "allowed-ips", "10.3.0.0/24", "persistent-keepalive", "25"
+    ]  # fmt: skip
+    argv, key = changes(live, _config("KA=", 51820, {"PB=": base["PB="]})) or ([], "")
+    assert (argv, key) == (["peer", "PC=", "remove"], None)
+    grown = {"PB=": "10.2.0.0/24, 10.3.0.0/24", "PC=": base["PC="]}
+    argv, key = changes(live, _config("KA=", 51820, grown)) or ([], "")
+    assert argv[:2] == ["peer", "PB="] and "10.2.0.0/24,10.3.0.0/24" in argv and "PC=" not in argv
+    argv, key = changes(live, _config("KN=", 51821, base)) or ([], "")
+    assert argv == ["private-key", "/dev/stdin", "listen-port", "51821"] and key == "KN=\n"
+    # a setting it does not know: the whole configuration goes through wg syncconf
+    assert changes(live, _config("KA=", 51820, base) + "PresharedKey = X=\n") is None
