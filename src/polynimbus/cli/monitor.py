@@ -101,9 +101,9 @@ def monitor(
     Every interval, one ICMP echo per path: every gateway pair through the overlay
     (overlay address to overlay address, through the tunnels) and over the underlay
     (public address to public address, the plain internet), and a fixed sample of
-    inter-site host pairs (--hosts). A probe unanswered before the path's next probe is
-    lost. Probes leave from raw sockets opened once in each node's namespace; no process
-    is started per probe.
+    inter-site host pairs (--hosts). A probe whose reply does not arrive within one
+    interval is lost. Probes leave from raw sockets opened once in each node's
+    namespace; no process is started per probe.
 
     The series go to monitor.sqlite in the lab's state directory ('polynimbus report'
     draws them). /metrics has the last RTT (polynimbus_rtt_ms), the loss over the last
@@ -114,9 +114,11 @@ def monitor(
 
     Examples:
 
-      polynimbus monitor examples/prestocloud.yaml --duration 3 --metrics 127.0.0.1:0
+      polynimbus monitor examples/prestocloud.yaml
 
-      curl -s 127.0.0.1:9464/metrics | grep polynimbus_rtt_ms
+      curl -s 127.0.0.1:9464/metrics | grep polynimbus_rtt_ms   (from another shell)
+
+      polynimbus monitor examples/prestocloud.yaml --duration 60 --interval 0.5
 
     Needs root and the lab up. Exit status: 0 stopped; 1 the lab is not up, not root, or
     the metrics address is taken; 2 a bad option.
@@ -171,4 +173,9 @@ def monitor(
         mon.close()
     sent = sum(s.sent for s in mon.states)
     lost = sum(s.lost for s in mon.states)
-    err.print(f"stopped: {sent} probes stored, {lost} lost", markup=False)
+    skipped = (
+        f", {mon.skipped} not sent (the machine was too busy to send them on time)"
+        if mon.skipped
+        else ""
+    )
+    err.print(f"stopped: {sent} probes stored, {lost} lost{skipped}", markup=False)

@@ -13,8 +13,9 @@ Probing is cheap by construction: one raw ICMP socket per source namespace and s
 address, opened once inside the namespace (:func:`~polynimbus.targets.lab.netns.in_netns`;
 a socket keeps its namespace), all of them driven by one ``epoll`` loop in this process;
 the kernel stamps each reply on arrival (``SO_TIMESTAMPNS``) and filters out every ICMP
-type but echo replies (``ICMP_FILTER``). No process is started per probe. A probe with
-no reply before the next probe of its path (one interval later) is lost.
+type but echo replies (``ICMP_FILTER``). No process is started per probe. A probe whose
+reply the kernel did not receive within one interval of sending it is lost (replies
+waiting in a socket are read before any loss is decided).
 
 Storage (:func:`open_db`): ``STATE_DIR/monitor.sqlite`` (0600, WAL), tables
 
@@ -609,7 +610,10 @@ class Monitor:
         self._pending_seq = [-1] * len(self.paths)
         self._pending_tx = [0] * len(self.paths)
         self._rows: list[tuple[float, int, float | None]] = []
+        self._timeout_ns = int(interval_s * 1e9)
         self.rounds = 0
+        self.skipped = 0
+        """Probes not sent because the loop was descheduled for over an interval."""
 
     # -- lifecycle
     def __enter__(self) -> Monitor:
@@ -709,6 +713,21 @@ class Monitor:
                 now = time.monotonic()
                 if end is not None and now >= end:
                     break
+                behind = now - (t0 + nxt * gap)
+                if behind > self.interval_s:
+                    # descheduled for over an interval (a busy machine): skip the missed
+                    # probes rather than send them in a burst, where each path's previous
+                    # probe would be taken for lost a few microseconds after it left
+                    missed = int(behind / gap)
+                    nxt += missed
+                    self.skipped += missed
+                    self.rounds = nxt // n
+                if t0 + nxt * gap <= now + SCHEDULER_TICK_S:
+                    # take every reply that arrived before a late wake-up (a busy machine)
+                    # before sending: a probe is lost by its kernel timestamps, not by
+                    # when this process got to read the reply
+                    for fd, _ in ep.poll(0):
+                        self._drain(*by_fd[fd])
                 # send what is due, batched: one wake-up per tick (hot loop: locals only)
                 while t0 + nxt * gap <= now + SCHEDULER_TICK_S:
                     i = nxt % n
@@ -737,8 +756,7 @@ class Monitor:
                 if end is not None:
                     wait = min(wait, end - time.monotonic())
                 for fd, _ in ep.poll(max(0.0, min(wait, MAX_SLEEP_S))):
-                    s, fdmap = by_fd[fd]
-                    self._drain(s, fdmap)
+                    self._drain(*by_fd[fd])
         finally:
             ep.close()
 
@@ -772,7 +790,8 @@ class Monitor:
                     rx = sec * 1_000_000_000 + nsec
             if not rx:
                 rx = time.time_ns()
-            self._result(i, max(0, rx - self._pending_tx[i]) / 1e6)
+            rtt_ns = max(0, rx - self._pending_tx[i])
+            self._result(i, rtt_ns / 1e6 if rtt_ns <= self._timeout_ns else None)
 
     def _result(self, i: int, rtt_ms: float | None) -> None:
         st = self.states[i]
