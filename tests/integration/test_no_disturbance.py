@@ -406,8 +406,8 @@ def test_a_chain_comes_and_goes_without_disturbing_other_traffic(lab) -> None:
     a_h1 = names.host_ns(name, "a", "h1")
     b_addr = plan.site("b").hosts[0].address
     assert answers(a_h1, b_addr)
-    # the chain's ends (a, c) and c's network functions; never b nor a host
-    writes = {names.gateway_ns(name, s) for s in "ac"}
+    # the chain's ends (a, c), its source host and c's network functions; never b
+    writes = {names.gateway_ns(name, s) for s in "ac"} | {names.host_ns(name, "c", "h1")}
     writes |= {names.nfv_ns(name, "c"), names.service_ns(name, "c", "svc")}
     for step in (
         Step("add chain", chained, False, set(), set(), writes, set()),
