@@ -58,7 +58,7 @@ def trial(plan, sdir: Path, hold: float) -> dict[str, object]:  # type: ignore[n
         time.sleep(0.3)
         client = subprocess.Popen(
             ["ip", "netns", "exec", src, "iperf3", "-c", b.hosts[0].address]
-            + ["-t", str(seconds), "-J"],
+            + ["-t", str(seconds), "-b", "100M", "-J"],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

@@ -76,7 +76,7 @@ def test_a_cut_tunnel_fails_over_through_the_detour_and_back_within_a_second(lab
     try:
         time.sleep(0.3)
         client = subprocess.Popen(
-            ["ip", "netns", "exec", src, "iperf3", "-c", b.hosts[0].address, "-t", "7", "-J"],
+            ["ip", "netns", "exec", src, "iperf3", "-c", b.hosts[0].address, "-t", "7", "-b", "100M", "-J"],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

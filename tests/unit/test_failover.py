@@ -192,3 +192,30 @@ def test_traffic_moves_back_only_when_both_ends_are_ready() -> None:
     events = agent.evaluate(3.01)
     assert events == [{"kind": "failback", "site": "a", "peer": "b", "via": None}]
     assert agent.allowed_ips()["b"] == ["10.1.0.0/24"]
+
+
+def test_a_detour_that_lost_the_dead_peer_too_is_not_used() -> None:
+    agent = FailoverAgent(_config(), 0.0)
+    _run(agent, 0, 1, {"b", "c", "d"})
+    agent.heard("c", True, frozenset({"b"}))  # c cannot reach b either
+    events = _run(agent, 1, 1.6, {"c", "d"})
+    assert events == [{"kind": "failover", "site": "a", "peer": "b", "via": "d"}]
+    assert agent.lost() == {"b"}
+    agent.heard("d", True, frozenset({"b"}))  # now d lost b as well: no detour left
+    events = agent.evaluate(1.65)
+    assert events == [{"kind": "failover", "site": "a", "peer": "b", "via": None}]
+    assert agent.allowed_ips()["b"] == ["10.1.0.0/24"]
+
+
+def test_a_path_cut_one_way_is_dead_for_both_ends() -> None:
+    agent = FailoverAgent(_config(), 0.0)
+    _run(agent, 0, 1, {"b", "c", "d"})
+    # b's probes still reach a, but a's do not reach b: b lost a, and says so
+    agent.heard("b", False, frozenset({"a"}))
+    events = agent.evaluate(1.01)
+    assert events == [{"kind": "failover", "site": "a", "peer": "b", "via": "c"}]
+    # once b is ready to come back (it hears a again), a stale report does not flap
+    _run(agent, 1.1, 2.2, {"b", "c", "d"})
+    agent.heard("b", True, frozenset({"a"}))
+    assert agent.evaluate(2.21)[0]["kind"] == "failback"
+    assert agent.evaluate(2.22) == []

@@ -18,6 +18,9 @@ thing that decides, from a probe that travels the same tunnel as the traffic.
 
 Every change is logged on stdout and appended to the lab's event log
 (:mod:`polynimbus.events`) as ``{"kind": "failover" | "failback", "site", "peer", "via"}``.
+On a gateway of a site with two gateways (``"vip"`` and ``"node"`` in the config,
+:mod:`polynimbus.render.standby`), so is each move of the site's gateway address:
+``{"kind": "takeover" | "release", "site", "peer": "gateway" | "gateway-2"}``.
 
 Config (JSON, rendered by :meth:`polynimbus.tunnels.wireguard.WireGuardBackend.gateway_items`)::
 
@@ -71,6 +74,7 @@ class PeerState:
     streak_since: float | None = None
     via: str | None = None
     peer_ready: bool = True
+    peer_lost: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -95,15 +99,25 @@ class FailoverAgent:
         return float(self.config["interval_ms"]) / 1000
 
     def answered(self, peer: str, now: float) -> None:
-        """A probe of ``peer`` was answered at ``now``."""
+        """``peer`` was heard through the tunnel at ``now``: it answered a probe, or
+        probed us (either proves the path works in its direction; a path that works one
+        way only is caught by the peer's report, :meth:`heard`)."""
         st = self.peers[peer]
         if st.last_answer is None or now - st.last_answer > 1.5 * self.interval_s:
             st.streak_since = now  # a probe went unanswered in between: a new streak
         st.last_answer = now
 
-    def heard(self, peer: str, ready: bool) -> None:
-        """A probe or answer came from ``peer``, with its :data:`READY` flag."""
-        self.peers[peer].peer_ready = ready
+    def heard(self, peer: str, ready: bool, lost: frozenset[str] = frozenset()) -> None:
+        """A probe or answer came from ``peer``, with its :data:`READY` flag and the
+        peers it has lost (:meth:`lost`): it is no detour to those, and if it lost us
+        (and is not ready to come back) the tunnel is dead for us too, even if its
+        packets reach us (a path cut one way only)."""
+        st = self.peers[peer]
+        st.peer_ready, st.peer_lost = ready, lost
+
+    def lost(self) -> frozenset[str]:
+        """The peers this agent considers dead, which its probes and answers carry."""
+        return frozenset(st.name for st in self.peers.values() if st.alive is False)
 
     def ready(self, peer: str, now: float) -> bool:
         """Whether this agent would carry ``peer``'s traffic on their direct tunnel now:
@@ -127,22 +141,22 @@ class FailoverAgent:
         failback) it caused, in peer order."""
         down_s = int(self.config["down_after"]) * self.interval_s
         events: list[dict[str, Any]] = []
-        changed = False
         for st in self.peers.values():
             silent = now - (st.last_answer if st.last_answer is not None else self.started)
             if st.alive is None:
                 if st.last_answer is not None:
                     st.alive = True
                 elif silent > STARTUP_GRACE_S:
-                    st.alive, changed = False, True
-            elif st.alive and silent > down_s:
-                st.alive, changed = False, True
+                    st.alive = False
+            elif st.alive and (
+                silent > down_s or (self.config["site"] in st.peer_lost and not st.peer_ready)
+            ):
+                st.alive = False
             elif not st.alive and st.peer_ready and self._streak_done(st, now):
-                st.alive, changed = True, True
+                st.alive = True
                 events.append(self._event("failback", st, None))
                 st.via = None
-        if changed or any(st.alive is False and st.via is None for st in self.peers.values()):
-            events += self._choose_detours()
+        events += self._choose_detours()  # every time: a detour may lose its own path
         return events
 
     def _choose_detours(self) -> list[dict[str, Any]]:
@@ -151,7 +165,16 @@ class FailoverAgent:
             if st.alive is not False:
                 continue
             detours = self.config["peers"][st.name].get("detours", [])
-            via = next((d for d in detours if self.peers.get(d, PeerState(d)).alive), None)
+            via = next(
+                (
+                    d
+                    for d in detours
+                    if d in self.peers
+                    and self.peers[d].alive
+                    and st.name not in self.peers[d].peer_lost
+                ),
+                None,
+            )
             if via != st.via:
                 st.via = via
                 events.append(self._event("failover", st, via))
@@ -232,21 +255,61 @@ class Runner:
         self.seq = 0
         self.stopping = False
         self.applied: dict[str, list[str]] | None = None
+        self.vip: str | None = config.get("vip")
+        self.node: str = config.get("node", "gateway")
+        self.holds_vip: bool | None = None
+
+    def ready(self, peer: str, now: float) -> bool:
+        """The READY flag sent to ``peer``: :meth:`FailoverAgent.ready`, and on the primary
+        of a two-gateway site only while it holds the site's gateway address (the peers
+        move the site's prefixes back to it then, not before: the hosts still send
+        through the standby)."""
+        if self.vip is not None and self.node == "gateway" and not self.holds_vip:
+            return False
+        return self.agent.ready(peer, now)
+
+    def watch_vip(self) -> None:
+        """On a gateway of a two-gateway site, record when it takes (``takeover``) or
+        releases (``release``) the site's gateway address (keepalived moves it): the
+        address is ours when a socket can bind it."""
+        if self.vip is None:
+            return
+        probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            probe.bind((self.vip, 0))
+            holds = True
+        except OSError:
+            holds = False
+        finally:
+            probe.close()
+        if holds == self.holds_vip or (self.holds_vip is None and not holds):
+            self.holds_vip = holds
+            return
+        self.holds_vip = holds
+        kind = "takeover" if holds else "release"
+        self.log(f"{kind}: {self.node} {'holds' if holds else 'left'} {self.vip}")
+        if self.record is not None:
+            self.record({"kind": kind, "site": self.config["site"], "peer": self.node, "via": None})
 
     def probe_all(self) -> None:
         self.seq = (self.seq + 1) & 0xFFFFFFFF
         now = time.monotonic()
         for name, peer in self.config["peers"].items():
-            flags = READY if self.agent.ready(name, now) else 0
-            packet = _HEADER.pack(MAGIC, REQUEST, self.seq, flags)
+            flags = READY if self.ready(name, now) else 0
+            packet = _HEADER.pack(MAGIC, REQUEST, self.seq, flags) + self._lost_payload()
             # no route yet, or the tunnel refuses: an unanswered probe
             with contextlib.suppress(OSError):
                 self.sock.sendto(packet, (peer["probe"], int(self.config["port"])))
 
+    def _lost_payload(self) -> bytes:
+        """What follows the header: the names of the peers this agent has lost, one per
+        line (a detour that lost the dead peer too must not be used)."""
+        return "\n".join(sorted(self.agent.lost())).encode()
+
     def receive(self, now: float) -> None:
         while True:
             try:
-                data, (addr, port) = self.sock.recvfrom(64)
+                data, (addr, port) = self.sock.recvfrom(4096)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
@@ -257,11 +320,14 @@ class Runner:
             if magic != MAGIC or addr not in self.by_address:
                 continue
             peer = self.by_address[addr]
-            self.agent.heard(peer, bool(flags & READY))
+            lost = frozenset(data[_HEADER.size :].decode(errors="replace").split("\n")) - {""}
+            self.agent.heard(peer, bool(flags & READY), lost)
             if kind == REQUEST:
-                mine = READY if self.agent.ready(peer, now) else 0
+                self.agent.answered(peer, now)
+                mine = READY if self.ready(peer, now) else 0
                 with contextlib.suppress(OSError):
-                    self.sock.sendto(_HEADER.pack(MAGIC, REPLY, seq, mine), (addr, port))
+                    reply = _HEADER.pack(MAGIC, REPLY, seq, mine) + self._lost_payload()
+                    self.sock.sendto(reply, (addr, port))
             elif kind == REPLY and (self.seq - seq) & 0xFFFFFFFF < int(self.config["down_after"]):
                 # a late answer still counts, up to the probes that make a tunnel dead:
                 # under load a tunnel is slow, not dead
@@ -321,6 +387,7 @@ class Runner:
                 # while traffic takes a detour, check that nobody (an up) put it back
                 degraded = any(st.via for st in self.agent.peers.values())
                 reconcile = degraded and now >= next_reconcile
+                self.watch_vip()
                 self.decide(now, reconcile)
                 if reconcile or not degraded:
                     next_reconcile = now + RECONCILE_S
