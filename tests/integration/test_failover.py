@@ -76,7 +76,8 @@ def test_a_cut_tunnel_fails_over_through_the_detour_and_back_within_a_second(lab
     try:
         time.sleep(0.3)
         client = subprocess.Popen(
-            ["ip", "netns", "exec", src, "iperf3", "-c", b.hosts[0].address, "-t", "7", "-b", "100M", "-J"],
+            ["ip", "netns", "exec", src, "iperf3", "-c", b.hosts[0].address]
+            + ["-t", "7", "-b", "100M", "-J"],  # paced: a flow at full speed starves 2 cores
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
