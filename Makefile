@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 # Debian packages the lab and the tests use (tool -> package map lives in src/polynimbus/capabilities.py).
-DEB_PACKAGES := iproute2 iputils-ping iperf3 nftables wireguard-tools wireguard-go fping tcpdump procps kmod util-linux ethtool nebula openvpn strongswan-swanctl charon-systemd libcharon-extra-plugins libstrongswan-standard-plugins
+DEB_PACKAGES := iproute2 iputils-ping iperf3 nftables wireguard-tools wireguard-go keepalived fping tcpdump procps kmod util-linux ethtool nebula openvpn strongswan-swanctl charon-systemd libcharon-extra-plugins libstrongswan-standard-plugins
 
 .PHONY: help deps venv demo test test-unit test-integration lint golden bench lock clean
 

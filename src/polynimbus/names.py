@@ -17,6 +17,13 @@ host namespace         ``pn.LAB.SITE.HOST``                   host         host
 gateway WAN link       ``wan0``                               gateway      namespace
 internet-side link     ``uSID`` (7 chars)                     internet     namespace
 site LAN bridge        ``lan0``                               gateway      namespace
+standby gateway        ``pn.LAB.SITE.gateway-2``              host         host
+two-gateway LAN switch ``pn.LAB.SITE.lan`` (bridge ``lan0``;  host         host
+                       ports ``g1``, ``g2``, ``hN``)
+gateway <-> switch     ``lan1`` (member of the gateway's      gateway      namespace
+                       ``lan0``)
+standby WireGuard      ``wgTAGSIDb`` (13 chars)               gateway-2    host
+standby's uplink       ``uSIDb`` (8 chars)                    internet     namespace
 host port on the LAN   ``hN`` (N: host offset in the block)   gateway      namespace
 host NIC               ``eth0``                               host         namespace
 WireGuard interface    ``wgTAGSID`` (12 chars)                gateway      host
@@ -63,6 +70,8 @@ CORE_IF = "core0"
 """The NFV node's link to its gateway."""
 LAN_BRIDGE = "lan0"
 HOST_IF = "eth0"
+SWITCH_LINK_IF = "lan1"
+"""A two-gateway site's gateway: its port to the LAN switch, member of its ``lan0``."""
 NS_PREFIX = "pn"
 
 
@@ -104,6 +113,34 @@ def service_ns(lab: str, site: str, service: str) -> str:
 def wireguard_if(lab: str, site_id: str) -> str:
     """Host-unique WireGuard interface name of a gateway (12 chars)."""
     return check_ifname(f"wg{lab_tag(lab)}{site_id}")
+
+
+def standby_wireguard_if(lab: str, site_id: str) -> str:
+    """Host-unique WireGuard interface name of a site's standby gateway (13 chars: the
+    primary's and ``b``)."""
+    return check_ifname(f"{wireguard_if(lab, site_id)}b")
+
+
+def standby_ns(lab: str, site: str) -> str:
+    """Namespace of a site's standby gateway (``gateways: 2``; exec target
+    ``SITE/gateway-2``)."""
+    return host_ns(lab, site, "gateway-2")
+
+
+def switch_ns(lab: str, site: str) -> str:
+    """Namespace of a two-gateway site's LAN switch (its bridge and every port)."""
+    return host_ns(lab, site, "lan")
+
+
+def standby_uplink_if(site_id: str) -> str:
+    """Interface in the internet namespace towards a site's standby gateway (8 chars)."""
+    return check_ifname(f"u{site_id}b")
+
+
+def switch_port_if(node: str) -> str:
+    """A port of a two-gateway site's LAN switch: ``g1``/``g2`` for the gateways
+    (``node`` ``gateway``/``gateway-2``), ``hN`` for hosts (:func:`host_port_if`)."""
+    return check_ifname("g2" if node == "gateway-2" else "g1")
 
 
 def wireguard_if_prefix(lab: str) -> str:

@@ -32,12 +32,13 @@ from polynimbus.targets.lab import LabTarget, list_labs, processes
 from polynimbus.tunnels import TRANSPORTS, get_transport
 
 
-def lab_requirements(transport: str) -> list[str]:
-    """Commands ``up`` needs for ``transport`` on this machine."""
+def lab_requirements(transport: str, vrrp: bool = False) -> list[str]:
+    """Commands ``up`` needs for ``transport`` on this machine (and keepalived with
+    ``vrrp``: a site with two gateways, :mod:`polynimbus.render.standby`)."""
     backend = get_transport(transport)
     tools = ["ip", "nft", "unshare", "setsid"]
     tools += list(backend.required_tools(backend.implementation()))
-    return tools
+    return tools + (["keepalived"] if vrrp else [])
 
 
 def _credentials(plan: Plan, sdir: Path, rotate: bool, dry_run: bool) -> Mapping[str, Any]:
@@ -178,7 +179,8 @@ def lab_up(
         ApplyError: a change failed (run again to complete; ``lab_down`` removes it).
     """
     capabilities.require_root("up --dry-run" if dry_run else "up")
-    capabilities.require_tools(lab_requirements(intent.overlay.transport))
+    vrrp = any(s.gateways > 1 for s in intent.sites)
+    capabilities.require_tools(lab_requirements(intent.overlay.transport, vrrp))
     plan = build_plan(intent)
     sdir = state.resolve(plan.name, state_dir)
     with contextlib.nullcontext() if locked else _locks(plan.name, dry_run):

@@ -15,7 +15,8 @@ from polynimbus.targets.lab import list_lab_namespaces
 
 
 def resolve_node(target: str, lab: str | None) -> str:
-    """The namespace of ``TARGET`` (``SITE/HOST``, ``SITE/gateway``, ``SITE/nfv`` (the NFV
+    """The namespace of ``TARGET`` (``SITE/HOST``, ``SITE/gateway``, ``SITE/gateway-2`` (the
+    standby of a ``gateways: 2`` site; its LAN switch is ``SITE/lan``), ``SITE/nfv`` (the NFV
     node), ``SITE/SERVICE`` (a network function), ``TENANT:SITE/HOST`` (a tenant host),
     ``TENANT:SITE/router`` (a tenant's router) or ``internet``).
 
@@ -65,7 +66,8 @@ def exec_(
     target: Annotated[
         str,
         typer.Argument(
-            help="SITE/HOST, SITE/gateway, SITE/nfv, SITE/SERVICE, TENANT:SITE/HOST, "
+            help="SITE/HOST, SITE/gateway, SITE/gateway-2, SITE/nfv, SITE/SERVICE, "
+            "TENANT:SITE/HOST, "
             "TENANT:SITE/router or internet.",
             show_default=False,
         ),
@@ -78,9 +80,10 @@ def exec_(
 ) -> None:
     """Run a command inside a lab node, like 'docker exec'.
 
-    TARGET is SITE/HOST, SITE/gateway, SITE/nfv (the NFV node of a site with service
-    chains), SITE/SERVICE (a network function), TENANT:SITE/HOST (a tenant's host),
-    TENANT:SITE/router (its virtual router on a site) or internet. --lab may come before
+    TARGET is SITE/HOST, SITE/gateway, SITE/gateway-2 (the standby gateway of a site with
+    gateways: 2), SITE/nfv (the NFV node of a site with service chains), SITE/SERVICE (a
+    network function), TENANT:SITE/HOST (a tenant's host), TENANT:SITE/router (its
+    virtual router on a site) or internet. --lab may come before
     or after TARGET;
     '--' then starts the command (needed when the command has options of its own, e.g.
     '-h', which would otherwise be taken as the command).

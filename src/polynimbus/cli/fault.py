@@ -1,5 +1,6 @@
 """``polynimbus cut FILE SITE1 SITE2`` and ``polynimbus heal FILE [SITE1 SITE2]``: cut and
-restore the internet path between two gateways of a running lab."""
+restore the internet path between two gateways of a running lab; ``polynimbus kill FILE
+SITE/gateway``: a gateway dies (``polynimbus up FILE`` revives it)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import typer
 
 from polynimbus import capabilities
 from polynimbus.cli.app import IntentFile, app, handle_errors, out
+from polynimbus.cli.exec_ import resolve_node
 from polynimbus.errors import LabNotFoundError, PolynimbusError
 from polynimbus.intent import load_intent
 from polynimbus.plan import build_plan
@@ -97,3 +99,47 @@ def heal(
         out.print("nothing to heal: no such cut path")
     for x, y in healed:
         out.print(f"healed {by_address.get(x, x)} <-> {by_address.get(y, y)}")
+
+
+@app.command()
+@handle_errors
+def kill(
+    file: IntentFile,
+    target: Annotated[
+        str,
+        typer.Argument(
+            metavar="SITE/gateway",
+            help="The gateway to kill: SITE/gateway, or SITE/gateway-2 (a standby).",
+            show_default=False,
+        ),
+    ],
+) -> None:
+    """Kill a gateway of a running lab (lab only), to watch a standby take over.
+
+    Every interface of the gateway goes down and every process in it is killed at once
+    (SIGKILL), as when a machine loses power. With `gateways: 2` on the site and
+    `overlay: {failover: true}`, the standby takes the hosts' gateway address and the
+    tunnels within a second (see the event log and `polynimbus monitor`).
+
+    Example:
+
+      polynimbus kill examples/two-gateways.yaml b/gateway
+
+    Revive it with `polynimbus up FILE`: links up, daemons started; the primary takes
+    the gateway address back 1.5 s after it returns.
+    """
+    plan = _running_plan(file)
+    site, _, node = target.partition("/")
+    if node not in ("gateway", "gw", "gateway-2"):
+        raise PolynimbusError(
+            f"{target!r} is not a gateway", "write SITE/gateway or SITE/gateway-2"
+        )
+    _public(plan, site)  # the site exists
+    if node == "gateway-2" and plan.site(site).standby is None:
+        raise PolynimbusError(
+            f"site {site!r} has one gateway", f"write {site}/gateway, or set gateways: 2"
+        )
+    ns = resolve_node(target, plan.name)
+    killed = faults.kill_node(ns)
+    out.print(f"killed {target}: links down, {len(killed)} process(es) killed")
+    out.print(f"revive it with: polynimbus up {file}")

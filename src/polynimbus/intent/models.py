@@ -161,7 +161,15 @@ class HostSpec(_Model):
 
 
 class SiteSpec(_Model):
-    """A site: one cloud network (VPC, VNet, OpenStack network) with one gateway."""
+    """A site: one cloud network (VPC, VNet, OpenStack network) with its gateway.
+
+    Attributes:
+        gateways: 1 (default) or 2. With 2, a standby gateway (exec target
+            ``SITE/gateway-2``) takes over the hosts' gateway address (VRRP with keepalived)
+            and the tunnels (the failover agents) when the active one dies, within 1 s
+            (issue 9); needs ``overlay.failover: true`` and WireGuard
+            (:func:`polynimbus.plan.standby.standby_problems`).
+    """
 
     name: str
     provider: Provider
@@ -170,6 +178,7 @@ class SiteSpec(_Model):
     subnet: IPv4Network | None = None
     hosts: list[HostSpec] = Field(default_factory=list)
     underlay: UnderlaySpec | None = None
+    gateways: int = Field(1, ge=1, le=2)
 
     @field_validator("name")
     @classmethod

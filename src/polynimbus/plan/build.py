@@ -94,6 +94,14 @@ def _build_plan(intent: Intent) -> Plan:
     """
     ov = intent.overlay
     numbering, problems = number_sites(intent)
+    twin = [s.gateways > 1 for s in intent.sites]
+    if any(twin):
+        from polynimbus.plan.standby import host_conflicts, standby_problems
+
+        problems += standby_problems(intent, [n.block if n else None for n in numbering])
+        for i, sn in enumerate(numbering):
+            if twin[i] and sn is not None and sn.block.num_addresses >= 8:
+                problems += host_conflicts(i, sn.block, list(sn.hosts))
     if problems:
         raise IntentError(problems)
     nums = [n for n in numbering if n is not None]
@@ -119,6 +127,11 @@ def _build_plan(intent: Intent) -> Plan:
     under = underlay_indices(nums, ov.address_space)
     t_mtu = mtu.tunnel_mtu(ov.transport, ov.underlay_mtu)
     edge_keys = a * n + b  # ascending, as the tunnels are sorted by (a, b)
+    standby_under: list[int | None] = [None] * n
+    if any(twin):
+        from polynimbus.plan.standby import standby_indices, standby_plan
+
+        standby_under = standby_indices(under, twin)
 
     sites: list[SitePlan] = []
     for i, (spec, num) in enumerate(zip(intent.sites, nums, strict=True)):
@@ -161,6 +174,9 @@ def _build_plan(intent: Intent) -> Plan:
                 sid_block=sid_block(num.block) if intent.uses_srv6 else None,
                 public_address6=public6,
                 internet_address6=inet6,
+                standby=None
+                if (k := standby_under[i]) is None
+                else standby_plan(intent.name, spec.name, num.site_id, num.block, k),
             )
         )
     tunnels = Tunnels(a, b, topology.edge_lengths(locs, a, b), vnis)

@@ -59,6 +59,29 @@ class PeerPlan:
 
 
 @dataclass(frozen=True, slots=True)
+class StandbyPlan:
+    """The standby gateway of a site with ``gateways: 2`` (:mod:`polynimbus.plan.standby`).
+
+    Attributes:
+        key: its credentials' name (``SITE.2``: site names have no dots).
+        address: its own LAN address (the third-last usable of the block).
+        primary_address: the active gateway's own LAN address (the second-last); the
+            site's ``gateway_address`` is the VRRP virtual address the two share.
+        public_address, internet_address: its /31 on the emulated internet.
+        tunnel_if: its WireGuard interface name (host-unique).
+        vrid: the VRRP virtual router id of the site (1-255).
+    """
+
+    key: str
+    address: str
+    primary_address: str
+    public_address: str
+    internet_address: str
+    tunnel_if: str
+    vrid: int
+
+
+@dataclass(frozen=True, slots=True)
 class SitePlan:
     """One site and its gateway.
 
@@ -79,6 +102,7 @@ class SitePlan:
         gateway_address6: the gateway's IPv6 overlay address, else ``None``.
         sid_block: the site's SRv6 SID block (``5f00:A:B::/48``) when SRv6 is used.
         public_address6, internet_address6: the underlay's IPv6 (``carrier: underlay``).
+        standby: the standby gateway (``gateways: 2``), else ``None``.
     """
 
     name: str
@@ -100,6 +124,13 @@ class SitePlan:
     sid_block: str | None = None
     public_address6: str | None = None
     internet_address6: str | None = None
+    standby: StandbyPlan | None = None
+
+    @property
+    def own_address(self) -> str:
+        """The active gateway's own overlay address: ``gateway_address``, or with a
+        standby the primary's own LAN address (``gateway_address`` is then virtual)."""
+        return self.standby.primary_address if self.standby else self.gateway_address
 
 
 @dataclass(frozen=True, slots=True)
@@ -354,6 +385,16 @@ class Plan:
                 extra["block6"] = s.block6
             if s.sid_block:
                 extra["sid_block"] = s.sid_block
+            if s.standby:
+                sb = s.standby
+                extra["standby"] = {
+                    "address": sb.address,
+                    "primary_address": sb.primary_address,
+                    "public_address": sb.public_address,
+                    "internet_address": sb.internet_address,
+                    "tunnel_interface": sb.tunnel_if,
+                    "vrid": sb.vrid,
+                }
             sites.append(
                 {
                     **extra,

@@ -94,6 +94,8 @@ def _site(
     netem: bool,
 ) -> list[Resource]:
     lab = plan.name
+    if site.standby is not None:
+        return _twin_site(plan, site, inet, keys, impl, netem)
     gw = names.gateway_ns(lab, site.name)
     up_if = names.uplink_if(site.site_id)
     block = IPv4Network(site.block)
@@ -134,6 +136,68 @@ def _site(
                 Route("default6", dev=names.HOST_IF, via=site.gateway_address6),
             )
         out += on(hn, *host_routes(plan, site, host.address, host.address6))
+    return out
+
+
+def _twin_site(
+    plan: Plan,
+    site: SitePlan,
+    inet: str,
+    keys: Mapping[str, Any],
+    impl: str,
+    netem: bool,
+) -> list[Resource]:
+    """A site with two gateways (``gateways: 2``, :mod:`polynimbus.plan.standby`): the
+    hosts' LAN is a bridge in a switch node of its own (``pn.LAB.SITE.lan``), so it
+    outlives either gateway; each gateway joins it from its own ``lan0`` bridge (port
+    ``lan1``) and has its own uplink to the internet router."""
+    assert site.standby is not None
+    lab = plan.name
+    sw = names.switch_ns(lab, site.name)
+    block = IPv4Network(site.block)
+    out = on(sw, Netns(), Link("lo", "loopback"), Link(names.LAN_BRIDGE, "bridge", mtu=LAN_MTU))
+    sb = site.standby
+    for standby, ns, up_if, inet_addr in (
+        (
+            False,
+            names.gateway_ns(lab, site.name),
+            names.uplink_if(site.site_id),
+            site.internet_address,
+        ),
+        (
+            True,
+            names.standby_ns(lab, site.name),
+            names.standby_uplink_if(site.site_id),
+            sb.internet_address,
+        ),
+    ):
+        gateway = render_gateway(plan, site, keys, impl, netem, names.WAN_IF, standby)
+        out += on(ns, Netns(), *gateway.items)
+        out.append(veth(ns, names.WAN_IF, inet, up_if, plan.underlay_mtu))
+        out += on(inet, Address(up_if, f"{inet_addr}/31"))
+        out += on(inet, *shaping(up_if, site.rate_bps, site.delay_ms, netem))
+        port = names.switch_port_if("gateway-2" if standby else "gateway")
+        out.append(
+            veth(ns, names.SWITCH_LINK_IF, sw, port, LAN_MTU, names.LAN_BRIDGE, names.LAN_BRIDGE)
+        )
+    for host in site.hosts:
+        hn = names.host_ns(lab, site.name, host.name)
+        out += on(hn, Netns(), Link("lo", "loopback"))
+        out.append(
+            veth(
+                hn,
+                names.HOST_IF,
+                sw,
+                names.host_port_if(host.offset),
+                LAN_MTU,
+                master_b=names.LAN_BRIDGE,
+            )
+        )
+        out += on(
+            hn,
+            Address(names.HOST_IF, f"{host.address}/{block.prefixlen}"),
+            Route("default", dev=names.HOST_IF, via=site.gateway_address),
+        )
     return out
 
 

@@ -171,6 +171,7 @@ class TunnelBackend:
         if not self.needs_keys:
             return {}
         sites = [s.name for s in plan.sites]
+        sites += [s.standby.key for s in plan.sites if s.standby]  # gateways: 2
         if not dry_run:
             return KeyStore(state_dir).ensure(sites, rotate=rotate)
         stored = {} if rotate else KeyStore(state_dir).load(sites)
@@ -197,7 +198,9 @@ class TunnelBackend:
         internet for its tunnels: by default every peer to ``port`` .. ``port + parallel
         - 1`` (a transport with a port per tunnel gives its own)."""
         ports = range(plan.port, plan.port + plan.parallel)
-        return [(plan.sites[p.site].public_address, k) for p in site.peers for k in ports]
+        out = [(plan.sites[p.site].public_address, k) for p in site.peers for k in ports]
+        standbys = [plan.sites[p.site].standby for p in site.peers]
+        return out + [(sb.public_address, k) for sb in standbys if sb for k in ports]
 
     def gateway_items(
         self, plan: Plan, site: SitePlan, creds: Mapping[str, Any], impl: str

@@ -60,6 +60,16 @@ def render_wg_config(plan: Plan, site: SitePlan, keys: Mapping[str, KeyPair], k:
             "AllowedIPs = " + ", ".join(x for d in peer.reaches for x in plan.prefixes(d)),
             f"PersistentKeepalive = {PERSISTENT_KEEPALIVE_S}",
         ]
+        if p.standby is not None:  # gateways: 2: its standby holds only its own address
+            lines += [
+                "",
+                f"# {p.name}/gateway-2",
+                "[Peer]",
+                f"PublicKey = {keys[p.standby.key].public}",
+                f"Endpoint = {p.standby.public_address}:{port}",
+                f"AllowedIPs = {p.standby.address}/32",
+                f"PersistentKeepalive = {PERSISTENT_KEEPALIVE_S}",
+            ]
     return "\n".join(lines) + "\n"
 
 

@@ -1,5 +1,6 @@
 """Faults injected into a running lab, to watch it recover: the internet path between two
-gateways cut (both directions dropped by the emulated internet router).
+gateways cut (both directions dropped by the emulated internet router), and a gateway's
+death (:func:`kill_node`).
 
 The cuts live in an nftables table of their own, ``ip polynimbus-faults``, in the lab's
 internet namespace, holding a set of ``public address . public address`` pairs. Nothing
@@ -9,7 +10,10 @@ heals), ``down`` removes it with the namespace.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 
 from polynimbus import names
 from polynimbus.errors import ApplyError
@@ -95,3 +99,35 @@ def heal(lab: str, a: str | None = None, b: str | None = None) -> list[tuple[str
     if healed and len(healed) == len(present):
         _nft(lab, ["delete", "table", "ip", TABLE])
     return healed
+
+
+def kill_node(ns: str) -> list[int]:
+    """The sudden death of a lab node: every process in namespace ``ns`` is killed (SIGKILL:
+    no daemon says goodbye, as when a machine loses power), then every interface but
+    ``lo`` goes down (nothing leaves or enters it any more). The namespace stays;
+    ``polynimbus up`` brings it back (links up, processes started).
+
+    Returns:
+        The processes killed.
+
+    Raises:
+        ApplyError: the namespace does not exist, or a link cannot be set down.
+    """
+    from polynimbus import procs
+
+    res = netns.run(["ip", "-n", ns, "-o", "link", "show"])
+    if res.returncode != 0:
+        raise ApplyError(f"no node {ns}: {res.stderr.strip()}", "is the lab up?")
+    inode = procs.netns_inode(ns)
+    pids = [p.pid for p in procs.processes() if inode is not None and p.netns_inode == inode]
+    for pid in pids:  # first, so that no daemon sees its links go down and acts on it
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    links = [line.split(":")[1].strip().split("@")[0] for line in res.stdout.splitlines()]
+    for ifname in links:
+        if ifname == "lo":
+            continue
+        res = netns.run(["ip", "-n", ns, "link", "set", "dev", ifname, "down"])
+        if res.returncode != 0 and "Cannot find device" not in res.stderr:
+            raise ApplyError(f"cannot set {ifname} down in {ns}: {res.stderr.strip()}", None)
+    return pids

@@ -39,6 +39,10 @@ from polynimbus.targets.lab import netns
 from polynimbus.targets.lab.processes import name_of
 
 ROUTE_PROTO = 250
+VIP_LABEL_SUFFIX = ":vip"
+"""Addresses labelled ``IF:vip`` belong to a VRRP daemon (keepalived,
+:mod:`polynimbus.render.standby`), which adds and removes them: the lab neither observes
+nor removes them."""
 """rtnetlink protocol number marking polynimbus routes and rules."""
 IFF_UP = 0x1
 RTNH_F_ONLINK = 0x4
@@ -219,6 +223,8 @@ def _observe_addresses(
             continue
         if addr in ("127.0.0.1", "::1") or addr.lower().startswith("fe80:"):
             continue  # the kernel's own
+        if str(a.get("IFA_LABEL") or "").endswith(VIP_LABEL_SUFFIX):
+            continue  # a VRRP daemon's (render.standby): it comes and goes with mastership
         r = Resource(ns, Address(ifname, f"{addr}/{a['prefixlen']}"))
         out[r.key] = r
 

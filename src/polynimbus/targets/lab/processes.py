@@ -38,10 +38,11 @@ from polynimbus.node import Process
 from polynimbus.resources import Key, Resource
 from polynimbus.tunnels import TRANSPORTS
 
-DAEMONS = frozenset({"wireguard-go"}).union(
+DAEMONS = frozenset({"wireguard-go", "keepalived"}).union(
     *(TRANSPORTS.get(n).daemons for n in TRANSPORTS.names())
 )
-"""Commands the lab starts as node processes (every transport's daemons); others in a
+"""Commands the lab starts as node processes (every transport's daemons, and keepalived
+for the sites with two gateways: :mod:`polynimbus.render.standby`); others in a
 namespace are not ours."""
 MODULE_DAEMONS = frozenset({"polynimbus.agent.failover"})
 """Python modules the lab runs as node processes. The node model writes them
@@ -83,6 +84,8 @@ def launch_argv(command: tuple[str, ...]) -> tuple[str, ...]:
     if _is_module_daemon(command):
         return (sys.executable, *command[1:])
     return command
+
+
 START_TIMEOUT_S = 5.0
 DIGEST_ENV = "POLYNIMBUS_DIGEST"
 """Environment variable holding the digest a process was started with."""
