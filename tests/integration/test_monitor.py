@@ -16,7 +16,10 @@ import time
 import urllib.request
 from pathlib import Path
 
+from typer.testing import CliRunner
+
 from polynimbus import names
+from polynimbus.cli import app
 from polynimbus.intent import load_intent_text
 from polynimbus.orchestrate import lab_up
 from polynimbus.plan import build_plan
@@ -172,15 +175,15 @@ def test_monitor_metrics_cut_sigterm_and_report(lab, tmp_path: Path) -> None:
         else:
             assert lost <= 1, (key, inside)  # one late reply on a loaded machine at most
 
-    # report: PNGs and a summary equal to the rows' own statistics
+    # report: PNGs and a summary equal to the rows' own statistics (in this process: the
+    # command line is the same, without a second interpreter's start-up)
     out = tmp_path / "report"
-    res = subprocess.run(
-        [POLYNIMBUS, "report", path, "--state-dir", sdir, "--since", "1h", "--out", out],
-        capture_output=True,
-        text=True,
-        timeout=120,
+    res = CliRunner().invoke(
+        app,
+        ["report", str(path), "--state-dir", str(sdir), "--since", "1h", "--out", str(out)],
+        env={"COLUMNS": "200"},
     )
-    assert res.returncode == 0, res.stdout + res.stderr
+    assert res.exit_code == 0, res.output
     pngs = ("timeseries", "cdf-overlay", "cdf-underlay", "cdf-paths", "boxplot")
     for png in (f"{n}.png" for n in pngs):
         data = (out / png).read_bytes()
@@ -199,25 +202,18 @@ def test_monitor_metrics_cut_sigterm_and_report(lab, tmp_path: Path) -> None:
         assert abs(r["p99_ms"] - q[98]) < 1e-9, key
         if key in affected:
             assert r["lost"] > 0, key
-    assert "median ms" in res.stdout
+    assert "median ms" in res.output
 
 
 def test_monitor_refuses_a_lab_that_is_not_up(tmp_path: Path) -> None:
     path = tmp_path / "mo-none.yaml"
     path.write_text(three_sites("mo-none"))
-    res = subprocess.run(
-        [POLYNIMBUS, "monitor", path, "--state-dir", tmp_path / "s", "--duration", "1"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert res.returncode == 1, res.stdout + res.stderr
-    assert "Traceback" not in res.stderr
-    assert res.stderr.startswith("error: lab 'mo-none' is not up"), res.stderr
-    res = subprocess.run(
-        [POLYNIMBUS, "report", path, "--state-dir", tmp_path / "s", "--since", "5x"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert res.returncode == 2 and "bad duration '5x'" in res.stderr, res.stderr
+    sdir = str(tmp_path / "s")
+    res = CliRunner().invoke(app, ["monitor", str(path), "--state-dir", sdir, "--duration", "1"])
+    assert res.exit_code == 1, res.output
+    assert res.exception is None or isinstance(res.exception, SystemExit), res.exception
+    assert res.output.startswith("error: lab 'mo-none' is not up"), res.output
+    res = CliRunner().invoke(app, ["report", str(path), "--state-dir", sdir, "--since", "5x"])
+    assert res.exit_code == 2 and "bad duration '5x'" in res.output, res.output
+    res = CliRunner().invoke(app, ["report", str(path), "--state-dir", sdir])
+    assert res.exit_code == 1 and "no monitor data" in res.output, res.output
