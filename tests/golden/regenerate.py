@@ -5,6 +5,7 @@
     tests/golden/<example>/<site>.nft           the gateway's nftables ruleset
     tests/golden/<example>/<site>.node.json     the gateway's node model (payloads left out)
     tests/golden/<example>/<site>.<tenant>.router.<family>.nft   a tenant router's tables
+    tests/golden/<example>/<site>.gateway-2.*   the same for a site's standby gateway
 
 The cases are the bundled examples and the extra intents in tests/golden/cases/.
 
@@ -24,6 +25,7 @@ from polynimbus.keys import KeyPair, from_private
 from polynimbus.node import NftTable
 from polynimbus.plan import Plan, build_plan
 from polynimbus.render.gateway import render_gateway
+from polynimbus.render.standby import gateway_view
 from polynimbus.render.tenants import render_tenant_site
 from polynimbus.tunnels.wireguard import render_wg_config
 
@@ -33,13 +35,14 @@ EXAMPLES = HERE.parents[1] / "examples"
 
 def test_keys(plan: Plan) -> dict[str, KeyPair]:
     """Deterministic, public test keys (SHA-256 of the site name). Never use them for real."""
+    names = [s.name for s in plan.sites] + [s.standby.key for s in plan.sites if s.standby]
     return {
-        s.name: from_private(
+        name: from_private(
             X25519PrivateKey.from_private_bytes(
-                hashlib.sha256(f"polynimbus-test-{s.name}".encode()).digest()
+                hashlib.sha256(f"polynimbus-test-{name}".encode()).digest()
             )
         )
-        for s in plan.sites
+        for name in names
     }
 
 
@@ -59,6 +62,13 @@ def render_all(example: Path) -> dict[str, str]:
         for table in model.of(NftTable):  # the gateway's table, and pn-srv6 with chains
             suffix = "" if table.table == "polynimbus" else f".{table.table}"
             files[f"{site.name}{suffix}.nft"] = table.ruleset
+        if site.standby is not None:  # gateways: 2
+            view, vkeys = gateway_view(site, keys, standby=True)
+            files[f"{site.name}.gateway-2.wg.conf"] = render_wg_config(plan, view, vkeys)
+            sb = render_gateway(plan, site, keys, impl="userspace", standby=True)
+            files[f"{site.name}.gateway-2.node.json"] = json.dumps(sb.to_dict(), indent=1) + "\n"
+            for table in sb.of(NftTable):
+                files[f"{site.name}.gateway-2.nft"] = table.ruleset
     for tenant in plan.tenants:
         for name in tenant.sites:
             for r in render_tenant_site(plan, tenant, plan.site(name)):

@@ -87,10 +87,34 @@ def print_plan(plan: Plan) -> None:
             via = [plan.sites[i].name for i in failover.detours(plan, tun.a, tun.b)]
             t.add_row(f"{plan.sites[tun.a].name} - {plan.sites[tun.b].name}", ", ".join(via))
         out.print(t)
+    if any(s.standby for s in plan.sites):
+        print_standby_plan(plan)
     if plan.srv6 is not None:
         print_srv6(plan)
     if plan.tenants:
         print_tenants_plan(plan)
+
+
+def print_standby_plan(plan: Plan) -> None:
+    """The sites with two gateways: each gateway's own LAN and public addresses, and the
+    shared gateway address keepalived moves between them."""
+    t = Table(
+        title="Two gateways (gateways: 2; VRRP keeps the shared address)", title_justify="left"
+    )
+    for col in ("site", "shared", "gateway (own, public)", "gateway-2 (own, public)", "VRID"):
+        t.add_column(col)
+    for s in plan.sites:
+        if s.standby is None:
+            continue
+        sb = s.standby
+        t.add_row(
+            s.name,
+            s.gateway_address,
+            f"{sb.primary_address}, {s.public_address}",
+            f"{sb.address}, {sb.public_address}",
+            str(sb.vrid),
+        )
+    out.print(t)
 
 
 def print_tenants_plan(plan: Plan) -> None:
