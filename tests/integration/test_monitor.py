@@ -217,3 +217,32 @@ def test_monitor_refuses_a_lab_that_is_not_up(tmp_path: Path) -> None:
     assert res.exit_code == 2 and "bad duration '5x'" in res.output, res.output
     res = CliRunner().invoke(app, ["report", str(path), "--state-dir", sdir])
     assert res.exit_code == 1 and "no monitor data" in res.output, res.output
+
+
+def test_a_stalled_loop_skips_probes_instead_of_losing_them(tmp_path: Path, monkeypatch) -> None:
+    """The probing loop on the host's loopback (root: raw sockets), stalled for three
+    intervals after its second round: the missed probes are skipped, none is lost."""
+    import polynimbus.verify.monitor as mon_mod
+
+    monkeypatch.setattr(mon_mod, "in_netns", lambda ns, fn: fn())  # this namespace
+    plan = build_plan(load_intent_text(three_sites("mo-loop")))
+    lo = [
+        mon_mod.ProbePath(f"lo{k}", "overlay", "a", "b", "a", "b", "host", "127.0.0.1", "127.0.0.1")
+        for k in range(5)
+    ]
+    interval = 0.1
+    m = mon_mod.Monitor(plan, tmp_path, lo, interval_s=interval, counters_s=60)
+    stalls = []
+
+    def stall(rounds: int) -> None:
+        if rounds == 2:
+            stalls.append(rounds)
+            time.sleep(3 * interval)
+
+    with m:
+        m.run(duration_s=1.0, on_round=stall)
+    assert stalls == [2]
+    assert m.skipped >= 2 * len(lo), m.skipped
+    assert sum(s.sent for s in m.states) >= 4 * len(lo)
+    assert sum(s.lost for s in m.states) == 0, [s.lost for s in m.states]
+    assert all(s.last_rtt_ms is not None and s.last_rtt_ms < 50 for s in m.states)

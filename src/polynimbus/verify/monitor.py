@@ -13,9 +13,10 @@ Probing is cheap by construction: one raw ICMP socket per source namespace and s
 address, opened once inside the namespace (:func:`~polynimbus.targets.lab.netns.in_netns`;
 a socket keeps its namespace), all of them driven by one ``epoll`` loop in this process;
 the kernel stamps each reply on arrival (``SO_TIMESTAMPNS``) and filters out every ICMP
-type but echo replies (``ICMP_FILTER``). No process is started per probe. A probe whose
-reply the kernel did not receive within one interval of sending it is lost (replies
-waiting in a socket are read before any loss is decided).
+type but echo replies (``ICMP_FILTER``). No process is started per probe. A probe is lost
+when no reply was read before the path's next probe, or when the reply's kernel timestamp
+is more than one interval after the send; a loop descheduled for over an interval skips
+the probes it missed rather than bursting them (:attr:`Monitor.skipped`).
 
 Storage (:func:`open_db`): ``STATE_DIR/monitor.sqlite`` (0600, WAL), tables
 
@@ -722,12 +723,6 @@ class Monitor:
                     nxt += missed
                     self.skipped += missed
                     self.rounds = nxt // n
-                if t0 + nxt * gap <= now + SCHEDULER_TICK_S:
-                    # take every reply that arrived before a late wake-up (a busy machine)
-                    # before sending: a probe is lost by its kernel timestamps, not by
-                    # when this process got to read the reply
-                    for fd, _ in ep.poll(0):
-                        self._drain(*by_fd[fd])
                 # send what is due, batched: one wake-up per tick (hot loop: locals only)
                 while t0 + nxt * gap <= now + SCHEDULER_TICK_S:
                     i = nxt % n
