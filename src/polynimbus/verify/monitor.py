@@ -584,6 +584,13 @@ class Monitor:
 
     Use :meth:`open`, then :meth:`run` (until :meth:`stop` or ``duration_s``), then
     :meth:`close` (or use it as a context manager).
+
+    Args:
+        interval_s: seconds between two probes of a path (also each probe's timeout).
+        counters_s: seconds between two stored reads of the tunnel counters.
+
+    Raises:
+        ValueError: ``interval_s`` <= 0.
     """
 
     def __init__(
@@ -685,6 +692,9 @@ class Monitor:
         (no burst on the shared internet router); replies are taken as they arrive. The
         results of an interval are stored in one transaction at its end. ``on_round`` is
         called with the number of finished intervals.
+
+        Raises:
+            ValueError: no path to probe.
         """
         n = len(self.paths)
         if n == 0:
