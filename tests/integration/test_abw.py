@@ -11,6 +11,7 @@ run when the first misses, and both are reported.
 from __future__ import annotations
 
 import json
+import signal
 import sqlite3
 import subprocess
 import time
@@ -22,6 +23,7 @@ from polynimbus.cli import app
 from polynimbus.orchestrate import lab_up
 from polynimbus.plan import build_plan
 from polynimbus.verify.monitor import db_path
+from tests.integration.test_cli import POLYNIMBUS, wait_until
 
 LAB = "ab-t"
 CAPACITY = 50e6
@@ -117,6 +119,24 @@ def test_abw_estimates_a_shaped_link_within_ten_percent(lab) -> None:
         res = cli("abw", str(path), "b", "a", "--channel", "overlay")
         assert "available bandwidth b -> a (overlay):" in res.stdout, res.stdout
         assert "Mbit/s" in res.stdout and "sent" in res.stdout
+
+        # Ctrl-C while probing: exit 130, both agents gone, the probe port closed again
+        def interruptible() -> None:
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+        run = subprocess.Popen(
+            [POLYNIMBUS, "abw", str(path), "a", "b"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=interruptible,
+        )
+        assert wait_until(lambda: any(" send " in a for a in agents()), 20), agents()
+        run.send_signal(signal.SIGINT)
+        _, said = run.communicate(timeout=20)
+        assert run.returncode == 130 and "interrupted: no estimate" in said, said
+        assert agents() == []
+        assert probe_set(gw_b).count(f"{src} . ") == 1, probe_set(gw_b)
     finally:
         for p in (cross, server):
             if p is not None:

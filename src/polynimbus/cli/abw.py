@@ -101,7 +101,7 @@ def abw(
 
     Exit status: 0 an estimate (converged or not: see converged); 1 it could not run
     (not root, the lab not up, an unknown site, the same site twice); 2 an invalid intent
-    or command line.
+    or command line; 130 interrupted (Ctrl-C).
     """
     if channel not in CHANNELS:
         raise typer.BadParameter(
@@ -114,17 +114,25 @@ def abw(
     if not list_lab_namespaces(plan.name):
         raise LabNotFoundError(f"the lab {plan.name!r} is not up", f"run: polynimbus up {file}")
     chan: Channel = "overlay" if channel == "overlay" else "underlay"
-    with Progress(
-        TextColumn("{task.description}"),
-        TimeElapsedColumn(),
-        console=err,
-        transient=True,
-        disable=json_,
-    ) as bar:
-        task = bar.add_task("abw", total=None)
-        result = estimate(
-            plan, site1, site2, chan, progress=lambda t: bar.update(task, description=t)
+    try:
+        with Progress(
+            TextColumn("{task.description}"),
+            TimeElapsedColumn(),
+            console=err,
+            transient=True,
+            disable=json_,
+        ) as bar:
+            task = bar.add_task("abw", total=None)
+            result = estimate(
+                plan, site1, site2, chan, progress=lambda t: bar.update(task, description=t)
+            )
+    except KeyboardInterrupt:
+        err.print(
+            "\ninterrupted: no estimate (the sender and receiver are stopped, the probe port "
+            "closed again).",
+            markup=False,
         )
+        raise typer.Exit(130) from None
     warning = _record(state_dir, plan.name, result)
     if json_:
         sys.stdout.write(json.dumps(result.to_dict(), indent=2) + "\n")
