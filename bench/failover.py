@@ -101,6 +101,7 @@ def gateway_trial(intent, plan, sdir: Path, hold: float) -> dict[str, object]:  
             stderr=subprocess.PIPE,
             text=True,
         )
+        started = time.time()
         time.sleep(0.5)
         ping = FastPing(src, b.hosts[0].address)
         time.sleep(0.5)
@@ -113,6 +114,7 @@ def gateway_trial(intent, plan, sdir: Path, hold: float) -> dict[str, object]:  
         lab_up(intent, sdir)
         up_s = time.monotonic() - up_at
         wait_until(lambda: holds(primary, b.gateway_address), 5)
+        revived_at = time.time()
         time.sleep(hold)
         revival = ping.stop()
         out, _ = client.communicate(timeout=seconds + 30)
@@ -123,10 +125,15 @@ def gateway_trial(intent, plan, sdir: Path, hold: float) -> dict[str, object]:  
     takeover = [e["ts"] for e in events if e.get("peer") == "gateway-2"]
     detect = (min(takeover) - killed_at) * 1000 if takeover else None
     try:
-        per_second = [i["sum"]["bytes"] for i in json.loads(out)["intervals"]]
+        intervals = [i["sum"] for i in json.loads(out)["intervals"]]
     except (ValueError, KeyError):
-        per_second = []
+        intervals = []
+    per_second = [i["bytes"] for i in intervals]
+    silent = [f"{i['start']:.1f}-{i['end']:.1f} s" for i in intervals if not i["bytes"]]
     return {
+        "killed_s": killed_at - started,
+        "revived_s": revived_at - started,
+        "silent": silent,
         "death_gap_ms": death.gap_ms,
         "revival_gap_ms": revival.gap_ms,
         "takeover_ms": detect,
@@ -248,7 +255,13 @@ def main_gateway(trials: int, hold: float) -> int:
                     f"trial {i + 1}: death gap {r['death_gap_ms']:.0f} ms, "
                     f"takeover logged after {r['takeover_ms']:.0f} ms, "
                     f"revival gap {r['revival_gap_ms']:.0f} ms (up {r['up_s']:.1f} s), "
-                    f"TCP every second: {r['tcp_every_second']} {r['tcp_mbit_s']} Mbit/s",
+                    f"TCP every second: {r['tcp_every_second']} {r['tcp_mbit_s']} Mbit/s"
+                    + (
+                        f" (killed at {r['killed_s']:.1f} s, primary back at "
+                        f"{r['revived_s']:.1f} s, silent {r['silent']})"
+                        if r["silent"]
+                        else ""
+                    ),
                     flush=True,
                 )
                 time.sleep(1.0)

@@ -34,6 +34,7 @@ EXAMPLE_LABS = (
     "service-chain",
     "tenants",
     "failover",
+    "two-gateways",
 )
 # the README and --help commands wait this long for labs of other people's tests to go
 # (exec without --lab needs the example lab to be the only one on the host)

@@ -123,7 +123,7 @@ def kill(
 
     Example:
 
-      polynimbus kill examples/two-gateways.yaml b/gateway
+      polynimbus kill examples/two-gateways.yaml paris/gateway
 
     Revive it with `polynimbus up FILE`: links up, daemons started; the primary takes
     the gateway address back 1.5 s after it returns.
