@@ -56,8 +56,8 @@ LEADS = 2
 """Full-size packets sent back to back at the start of each stream: they empty a token
 bucket of up to two frames on the tight link (the lab's tbf, render.gateway), which would
 otherwise let the stream's start through above the link's rate and hide a small excess."""
-STREAMS = 5
-"""Streams per fleet (Pathload: 12; fewer, for the byte budget: 4 of 5 decide)."""
+STREAMS = 4
+"""Streams per fleet (Pathload: 12; fewer, for the byte budget: 3 of 4 decide)."""
 RELATIVE = 0.08
 """The search stops when [Rmin, Rmax] is this narrow relative to its middle."""
 MIN_RESOLUTION_BPS = 100_000.0
@@ -126,6 +126,7 @@ class _Agent:
     def __init__(self, ns: str, what: str, *args: str) -> None:
         self.what = what
         self.ns = ns
+        self.stopped = False
         try:
             self.proc = subprocess.Popen(
                 ns_argv(ns, sys.executable, "-I", "-S", str(AGENT), *args),
@@ -178,7 +179,11 @@ class _Agent:
         return self.read()
 
     def stop(self) -> str:
-        """End the agent (quit, then kill) and wait for it; what it said on stderr."""
+        """End the agent (end of its stdin, then kill) and wait for it; what it said on
+        stderr (``""`` when it was stopped already)."""
+        if self.stopped:
+            return ""
+        self.stopped = True
         if self.proc.poll() is None:
             try:
                 assert self.proc.stdin is not None
