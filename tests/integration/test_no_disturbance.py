@@ -5,13 +5,16 @@ process that did not need it.
 A ping every 10 ms runs from site ``a``'s host to site ``b``'s (``ping -D -O``) while the
 intent is re-applied with one change; every sequence number it sent must be answered
 (no gap, sent = received but for the last one or two still in flight when it is
-stopped). Every process running in the lab's namespaces (tunnel daemons, and whatever
-else the lab runs there) keeps its PID unless its own namespace went: a gateway whose
-WireGuard peers change gets them with ``wg syncconf``, its ``wireguard-go`` stays. Each
-change is also seen to happen (the new site or host answers, the removed one is gone,
-the peers changed), so the checks cannot pass by a change that did nothing, and the ping
-check is shown to see a gap: 200 ms of dropped forwarding on ``a``'s gateway (positive
-control).
+stopped), and its answers must span the apply. Every process running in the lab's
+namespaces (tunnel daemons, and whatever else the lab runs there) keeps its PID unless its
+own namespace went; every ``wireguard-go`` keeps its UDP sockets and every WireGuard peer
+that stays its session (a gateway whose peers change gets only those, with ``wg set``);
+only the resources the change adds, removes or alters are written, on the namespaces it
+concerns. Each change is also seen to happen (the new site or host answers, the removed
+one is gone, the peers changed), so the checks cannot pass by a change that did nothing,
+and the ping check is shown to see a gap: 200 ms of dropped forwarding on ``a``'s gateway
+(positive control). Sites are applied as the CLI's ``up`` does (everything observed),
+hosts and the chain's removal as the API does (``only_changes``).
 """
 
 from __future__ import annotations
@@ -329,7 +332,7 @@ def change_without_disturbance(
     kept = tunnel_sockets({k: pid for k, pid in after.items() if k in sockets})
     rebound = {k[0]: (sockets[k], v) for k, v in kept.items() if v != sockets[k]}
     assert not rebound, f"{step.what}: tunnel sockets replaced (old, new): {rebound}"
-    # every peer that stays keeps its WireGuard session (wg syncconf, not setconf)
+    # every peer that stays keeps its WireGuard session (no wg setconf, no new key)
     renewed = wg_sessions(lab, spaces)
     dropped = {k: (t, renewed[k]) for k, t in sessions.items() if renewed.get(k, t) != t}
     assert not dropped, f"{step.what}: sessions renewed (old, new handshake): {dropped}"
