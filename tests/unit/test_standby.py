@@ -4,9 +4,12 @@ polynimbus.render.standby), without a lab."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from polynimbus import names
+from polynimbus.agent.failover import Runner
 from polynimbus.errors import IntentError
 from polynimbus.intent import load_intent_text
 from polynimbus.keys import KeyPair
@@ -175,3 +178,50 @@ def test_the_lab_puts_the_lan_in_a_switch_and_both_gateways_on_it() -> None:
     assert on_switch == {"g1", "g2", "h1", "h2"}
     # one-gateway sites are as before: their hosts on the gateway's bridge
     assert names.switch_ns(plan.name, "a") not in nodes
+
+
+def _runner(vip: str | None, node: str, events: list[dict]) -> Runner:  # type: ignore[type-arg]
+    plan = plan_of()
+    b = plan.site("b")
+    view, keys = gateway_view(b, keys_of(plan), standby=node == "gateway-2")
+    cfg = failover_config(plan, view, keys, [view.tunnel_if], vip, node)
+    cfg["address"], cfg["port"] = "127.0.0.1", 0  # a free port on loopback
+    return Runner(cfg, log=lambda line: None, record=events.append)
+
+
+def test_the_agent_records_takeover_and_release_of_the_shared_address() -> None:
+    events: list[dict] = []  # type: ignore[type-arg]
+    runner = _runner("127.0.0.1", "gateway-2", events)  # an address this host holds
+    try:
+        runner.watch_vip()
+        runner.watch_vip()  # once per change
+        assert events == [{"kind": "takeover", "site": "b", "peer": "gateway-2", "via": None}]
+        runner.vip = "192.0.2.77"  # not ours: released
+        runner.watch_vip()
+        assert [e["kind"] for e in events] == ["takeover", "release"]
+    finally:
+        runner.sock.close()
+    events.clear()
+    runner = _runner("192.0.2.77", "gateway-2", events)
+    try:
+        runner.watch_vip()  # never held: nothing to record
+        assert events == [] and runner.holds_vip is False
+    finally:
+        runner.sock.close()
+
+
+def test_a_primary_is_ready_for_its_peers_only_while_it_holds_the_address() -> None:
+    now = time.monotonic()
+    primary = _runner("192.0.2.77", "gateway", [])
+    standby = _runner("192.0.2.77", "gateway-2", [])
+    try:
+        for r in (primary, standby):
+            r.watch_vip()
+        assert not primary.ready("a", now)  # without the address: not READY
+        assert standby.ready("a", now)  # the standby's readiness is the agent's own
+        primary.vip = "127.0.0.1"
+        primary.watch_vip()
+        assert primary.ready("a", now)
+    finally:
+        primary.sock.close()
+        standby.sock.close()
