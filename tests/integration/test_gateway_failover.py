@@ -134,10 +134,17 @@ def test_the_standby_takes_over_a_dead_gateway_within_a_second(lab) -> None:  # 
     assert ("failover", "c", "b", "b/gateway-2") in kinds, events
     assert max(e["ts"] for e in events) - killed_at < 1.0, (killed_at, events)
 
-    # up revives the primary, which takes the address and the tunnels back
+    # up revives the primary, which takes the address and the tunnels back, < 1 s apart
+    ping = FastPing(src, b.hosts[0].address)
     lab_up(intent, sdir)
     assert wait_until(lambda: holds(primary, vip) and not holds(standby, vip), 4)
     assert wait_until(lambda: allowed_ips(gw_a, a.tunnel_if) == normal, 2)
+    time.sleep(0.3)
+    back = ping.stop()
+    assert back.gap_ms is not None and back.gap_ms < 1000, back
+    assert ("takeover", "b", "gateway", None) in {
+        (e["kind"], e["site"], e["peer"], e["via"]) for e in read_events(sdir, since=killed_at)
+    }
 
     # positive control: the standby's keepalived frozen, the same death stops the ping
     frozen = pids_of(standby, "keepalived")

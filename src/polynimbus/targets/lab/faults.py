@@ -128,6 +128,7 @@ def kill_node(ns: str) -> list[int]:
         if ifname == "lo":
             continue
         res = netns.run(["ip", "-n", ns, "link", "set", "dev", ifname, "down"])
-        if res.returncode != 0 and "Cannot find device" not in res.stderr:
+        gone = ("Cannot find device", "No such device")  # a killed daemon's TUN went
+        if res.returncode != 0 and not any(g in res.stderr for g in gone):
             raise ApplyError(f"cannot set {ifname} down in {ns}: {res.stderr.strip()}", None)
     return pids
