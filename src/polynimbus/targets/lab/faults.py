@@ -102,10 +102,10 @@ def heal(lab: str, a: str | None = None, b: str | None = None) -> list[tuple[str
 
 
 def kill_node(ns: str) -> list[int]:
-    """The sudden death of a lab node: every process in namespace ``ns`` is killed (SIGKILL:
-    no daemon says goodbye, as when a machine loses power), then every interface but
-    ``lo`` goes down (nothing leaves or enters it any more). The namespace stays;
-    ``polynimbus up`` brings it back (links up, processes started).
+    """The sudden death of a lab node: every process in namespace ``ns`` is stopped, then
+    killed (SIGSTOP, SIGKILL: no daemon says goodbye, as when a machine loses power), then
+    every interface but ``lo`` goes down (nothing leaves or enters it any more). The
+    namespace stays; ``polynimbus up`` brings it back (links up, processes started).
 
     Returns:
         The processes killed.
@@ -120,9 +120,14 @@ def kill_node(ns: str) -> list[int]:
         raise ApplyError(f"no node {ns}: {res.stderr.strip()}", "is the lab up?")
     inode = procs.netns_inode(ns)
     pids = [p.pid for p in procs.processes() if inode is not None and p.netns_inode == inode]
-    for pid in pids:  # first, so that no daemon sees its links go down and acts on it
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+    # stopped first, then killed: killed one by one, a child would see its parent die
+    # first and shut down cleanly (keepalived's VRRP process then sends a priority-0
+    # advertisement, and the standby takes over at once); before the links go down, so
+    # that none acts on that either
+    for sig in (signal.SIGSTOP, signal.SIGKILL):
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
     links = [line.split(":")[1].strip().split("@")[0] for line in res.stdout.splitlines()]
     for ifname in links:
         if ifname == "lo":
