@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gzip
 import os
 import shutil
 import subprocess
+import threading
 from pathlib import Path
 
 from polynimbus.errors import CapabilityError
@@ -161,6 +163,109 @@ def take_fds() -> bool:
     except (OSError, StopIteration, ValueError):
         return False
     return bool(cap_eff >> CAP_SYS_PTRACE & 1)
+
+
+SRV6_CONFIG = "CONFIG_IPV6_SEG6_LWTUNNEL"
+"""The kernel option of SRv6 lightweight tunnels: ``encap seg6`` (RFC 8754 encapsulation)
+and ``encap seg6local`` (the endpoint behaviours of RFC 8986, End, End.DX4, End.DX6...)."""
+
+SRV6_PROBES: tuple[tuple[str, ...], ...] = (
+    ("-6", "route", "add", "fc00:1::/64", "encap", "seg6", "mode", "encap",
+     "segs", "fc00::2", "dev", "v0"),
+    ("-6", "route", "add", "fc00:2::1/128", "encap", "seg6local", "action", "End",
+     "dev", "v0"),
+)  # fmt: skip
+"""The two routes the SRv6 probe adds in its throwaway namespace; a kernel without
+:data:`SRV6_CONFIG` answers "lwt encapsulation type not supported" (EOPNOTSUPP)."""
+
+SRV6_NETNS_PREFIX = "pn-cap-srv6-"
+"""The probe's namespace: this prefix, the process id and a counter (never a lab's
+``pn.`` name)."""
+
+_srv6_lock = threading.Lock()
+_srv6_probes = 0
+
+
+def _srv6_probe() -> bool:
+    """Add :data:`SRV6_PROBES` on one end of a veth pair in a new network namespace of this
+    process's own (a dummy interface would need a module this kernel may lack), then delete
+    the namespace, whatever happened. Needs root and ``ip``."""
+    global _srv6_probes
+    _srv6_probes += 1
+    ns = f"{SRV6_NETNS_PREFIX}{os.getpid()}-{_srv6_probes}"
+
+    def ip(*args: str) -> bool:
+        res = subprocess.run(["ip", *args], capture_output=True, check=False, timeout=10)
+        return res.returncode == 0
+
+    created = False
+    try:
+        created = ip("netns", "add", ns)
+        steps = [
+            ("link", "add", "v0", "type", "veth", "peer", "name", "v1"),
+            ("link", "set", "v0", "up"),
+            *SRV6_PROBES,
+        ]
+        return created and all(ip("-n", ns, *step) for step in steps)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    finally:
+        if created:
+            with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+                ip("netns", "delete", ns)
+
+
+def _kernel_config(option: str) -> bool | None:
+    """Whether the running kernel's configuration sets ``option`` (``=y`` or ``=m``), from
+    ``/proc/config.gz`` or ``/boot/config-RELEASE``; ``None`` when neither can be read."""
+    sources = [
+        (Path("/proc/config.gz"), True),
+        (Path(f"/boot/config-{os.uname().release}"), False),
+    ]
+    for path, zipped in sources:
+        try:
+            raw = gzip.decompress(path.read_bytes()) if zipped else path.read_bytes()
+        except (OSError, EOFError, gzip.BadGzipFile):
+            continue
+        text = raw.decode(errors="replace")
+        return any(ln in (f"{option}=y", f"{option}=m") for ln in text.splitlines())
+    return None
+
+
+@functools.cache
+def _srv6_cached() -> bool:
+    if os.geteuid() == 0 and shutil.which("ip") is not None:
+        return _srv6_probe()
+    return bool(_kernel_config(SRV6_CONFIG))
+
+
+def srv6() -> bool:
+    """True when the kernel can install SRv6 routes: ``encap seg6`` (RFC 8754) and
+    ``encap seg6local`` (RFC 8986 behaviours), i.e. Linux was built with
+    ``CONFIG_IPV6_SEG6_LWTUNNEL=y``. Service chains and ``overlay.srv6`` need it.
+
+    As root, probed for real (:func:`_srv6_probe`: :data:`SRV6_PROBES` in a throwaway
+    namespace ``pn-cap-srv6-PID-N``, always deleted), since ``/proc/config.gz`` is not
+    always there; without root, read from the kernel's configuration (False when it cannot
+    be read). Cached for the process; never raises.
+    """
+    with _srv6_lock:  # one probe, even when threads (the API server) ask at once
+        return _srv6_cached()
+
+
+def require_srv6() -> None:
+    """Raise unless the kernel has SRv6 (:func:`srv6`).
+
+    Raises:
+        CapabilityError: no ``CONFIG_IPV6_SEG6_LWTUNNEL``; the hint names the kernel option.
+    """
+    if not srv6():
+        raise CapabilityError(
+            f"this kernel has no SRv6 ({SRV6_CONFIG}): service chains and SRv6 cannot be "
+            "built here",
+            f"use a kernel built with {SRV6_CONFIG}=y (Debian's has it), or remove "
+            "services, chains and overlay.srv6 from the intent",
+        )
 
 
 @functools.cache

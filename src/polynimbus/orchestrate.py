@@ -172,7 +172,8 @@ def lab_up(
     traffic (:func:`wait_for_tunnels`); a gateway still cut off then is a warning.
 
     Raises:
-        CapabilityError: not root, or a tool is missing.
+        CapabilityError: not root, a tool is missing, or ``intent`` uses SRv6 (services,
+            chains, ``overlay.srv6``) on a kernel without it (:func:`capabilities.srv6`).
         StateError: the state directory is not polynimbus's, another command holds the
             lab's lock, or another lab's tag collides with this one's.
         KeyFileError: a stored key is unsafe or corrupt.
@@ -181,6 +182,8 @@ def lab_up(
     capabilities.require_root("up --dry-run" if dry_run else "up")
     vrrp = any(s.gateways > 1 for s in intent.sites)
     capabilities.require_tools(lab_requirements(intent.overlay.transport, vrrp))
+    if intent.uses_srv6:  # refused before anything is written (CONFIG_IPV6_SEG6_LWTUNNEL)
+        capabilities.require_srv6()
     plan = build_plan(intent)
     sdir = state.resolve(plan.name, state_dir)
     with contextlib.nullcontext() if locked else _locks(plan.name, dry_run):

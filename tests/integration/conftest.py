@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from polynimbus import names, procs, state
+from polynimbus import capabilities, names, procs, state
 from polynimbus.intent import Intent, load_intent_text
 from polynimbus.orchestrate import lab_down
 from polynimbus.plan.model import SitePlan
@@ -154,3 +155,56 @@ def flows_per_tunnel(lab: str, site: SitePlan, devs: list[str]) -> list[int]:
         server.kill()
         server.wait()
     return [rx(d) - x for d, x in zip(devs, before, strict=True)]
+
+
+SRV6_REFUSAL = (
+    f"error: this kernel has no SRv6 ({capabilities.SRV6_CONFIG}): service chains and SRv6 "
+    "cannot be built here"
+)
+"""The first line ``polynimbus up`` prints for an SRv6 intent on a kernel without SRv6."""
+
+
+def assert_srv6_refused(res: subprocess.CompletedProcess[str]) -> None:
+    """``res`` (a ``polynimbus up``) is the SRv6 refusal: exit 1, the error line and its hint
+    naming the kernel option, nothing else (no traceback, no progress)."""
+    text = f"rc {res.returncode}\nstdout:\n{res.stdout}\nstderr:\n{res.stderr}"
+    assert res.returncode == 1, text
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert lines == [SRV6_REFUSAL, lines[-1]] and lines[-1].startswith("  hint: "), text
+    assert f"{capabilities.SRV6_CONFIG}=y" in lines[-1], text
+    assert res.stdout.strip() == "", text
+
+
+def srv6_or_refusal(lab: Lab, intent: str | Path, state_dir: Path | None = None) -> None:
+    """Where the kernel has SRv6 (:func:`polynimbus.capabilities.srv6`): return at once, and
+    the test goes on to build its chains. Where it has none: ``polynimbus up`` of ``intent``
+    (YAML text, or a file) must be refused with the SRv6 capability error
+    (:func:`assert_srv6_refused`) and change nothing: no namespace of the lab, no state
+    directory (``state_dir``, else the lab fixture's), no host-wide record of the lab, no
+    lock file; then the test ends with ``pytest.skip``, saying the refusal was checked.
+    A lab test of SRv6 therefore never passes on such a kernel without checking this."""
+    if capabilities.srv6():
+        return
+    path = intent if isinstance(intent, Path) else lab.write(intent, "srv6-intent.yaml")
+    name = load_intent_text(path.read_text()).name
+    lab.names.add(name)
+    sdir = state_dir or lab.state(name)
+    lock = state.lock_path(name)
+    lock_before = lock.exists()
+    assert not list_lab_namespaces(name) and not sdir.exists(), f"{name}: not a clean start"
+    cli = [sys.executable, "-c", "from polynimbus.cli import main; main()"]
+    res = subprocess.run(
+        [*cli, "up", str(path), "--state-dir", str(sdir)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "200", "NO_COLOR": "1"},
+    )
+    assert_srv6_refused(res)
+    assert leftovers(name, sdir) == [], "the refused up left something"
+    assert state.recorded_state_dir(name) is None
+    assert lock.exists() == lock_before, "the refused up took the lab's lock"
+    pytest.skip(
+        f"this kernel has no SRv6 ({capabilities.SRV6_CONFIG}): checked instead that "
+        f"polynimbus up of {name!r} is refused with the capability error and changes nothing"
+    )

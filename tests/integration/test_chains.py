@@ -7,6 +7,9 @@
 - the SR domain is closed (RFC 8754 §5.1): a crafted SRv6 packet from the internet never
   delivers its inner packet, the same packet from a peer does (positive control);
 - adding or removing a chain touches only that chain's items; down leaves nothing.
+
+On a kernel without SRv6 each test checks instead that ``up`` of its intent is refused with
+the capability error and changes nothing (:func:`srv6_or_refusal`), then skips.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from polynimbus.plan.srv6 import DX4, DX6, gateway_sid
 from polynimbus.render.srv6 import FUNCTION_TABLE
 from polynimbus.verify.chains import read_counters
 from tests.conftest import EXAMPLES
+from tests.integration.conftest import srv6_or_refusal
 
 CLI = [sys.executable, "-c", "from polynimbus.cli import main; main()"]
 
@@ -99,6 +103,7 @@ def test_every_chain_combination_is_proved_by_verify(lab, carrier: str, transpor
     name = f"it-ch-{carrier[:2]}-{transport[:2]}"
     path = lab.write(matrix_intent(name, carrier, transport), f"{name}.yaml")
     sdir = lab.state(name)
+    srv6_or_refusal(lab, path, sdir)
     up = run_cli("up", str(path), "--state-dir", str(sdir))
     assert up.returncode == 0, up.stderr
     res = run_cli("verify", str(path), "--state-dir", str(sdir), "--json")
@@ -140,6 +145,7 @@ def test_verify_fails_when_a_function_stops_forwarding_or_traffic_leaks(lab) -> 
     text = matrix_intent(name, "tunnels", small=True)
     path = lab.write(text, f"{name}.yaml")
     sdir = lab.state(name)
+    srv6_or_refusal(lab, path, sdir)
     assert run_cli("up", str(path), "--state-dir", str(sdir)).returncode == 0
     plan = build_plan(lab.intent(text))
     assert plan.srv6 is not None
@@ -217,6 +223,7 @@ def test_the_example_firewall_blocks_its_port_end_to_end_through_the_chain(lab) 
     )
     path = lab.write(text, f"{name}.yaml")
     sdir = lab.state(name)
+    srv6_or_refusal(lab, path, sdir)
     assert run_cli("up", str(path), "--state-dir", str(sdir)).returncode == 0
     client = names.host_ns(name, "paris", "client")
     server = names.host_ns(name, "tokyo", "server")
@@ -325,6 +332,7 @@ def test_the_sr_domain_is_closed_to_the_internet(lab, carrier: str) -> None:
     text = matrix_intent(name, carrier)
     path = lab.write(text, f"{name}.yaml")
     sdir = lab.state(name)
+    srv6_or_refusal(lab, path, sdir)
     assert run_cli("up", str(path), "--state-dir", str(sdir)).returncode == 0
     plan = build_plan(lab.intent(text))
     assert plan.srv6 is not None
@@ -408,6 +416,7 @@ def test_chain_path_mtu_is_known_at_the_source(lab) -> None:
     text = matrix_intent(name, "tunnels")
     path = lab.write(text, f"{name}.yaml")
     sdir = lab.state(name)
+    srv6_or_refusal(lab, path, sdir)
     assert run_cli("up", str(path), "--state-dir", str(sdir)).returncode == 0
     plan = build_plan(lab.intent(text))
     assert plan.srv6 is not None
@@ -480,6 +489,7 @@ def test_adding_and_removing_a_chain_touches_only_that_chain(lab) -> None:
         "",
     )
     assert start != full
+    srv6_or_refusal(lab, start, sdir)
     assert lab_up(lab.intent(start), sdir).changed
     before = {
         (p.pid, tuple(p.argv))
@@ -514,6 +524,7 @@ def test_down_removes_nfv_nodes_and_functions(lab, tmp_path: Path) -> None:
     name = "it-ch-down"
     path = lab.write(matrix_intent(name, "tunnels"), f"{name}.yaml")
     sdir = lab.state(name)
+    srv6_or_refusal(lab, path, sdir)
     assert run_cli("up", str(path), "--state-dir", str(sdir)).returncode == 0
     from polynimbus.targets.lab import list_lab_namespaces
 
@@ -537,6 +548,7 @@ def test_a_command_function_runs_its_program_and_converges(lab) -> None:
     assert "sleep 86399" in text
     intent = lab.intent(text)
     sdir = lab.state(name)
+    srv6_or_refusal(lab, text, sdir)
     assert lab_up(intent, sdir).changed
     from polynimbus import procs
 
@@ -565,6 +577,7 @@ def test_removing_srv6_from_the_intent_removes_its_tables(lab) -> None:
     name = "it-ch-drop"
     full = matrix_intent(name, "tunnels", small=True)
     sdir = lab.state(name)
+    srv6_or_refusal(lab, full, sdir)
     assert lab_up(lab.intent(full), sdir).changed
     gw = names.gateway_ns(name, "a")
 
