@@ -13,7 +13,7 @@ from scapy.layers.inet import ICMP, IP
 from scapy.layers.l2 import Ether
 from scapy.layers.vxlan import VXLAN
 
-from polynimbus import names
+from polynimbus import capabilities, names
 from polynimbus.apply import apply, diff
 from polynimbus.node import (
     Address,
@@ -34,7 +34,7 @@ from polynimbus.plan import build_plan
 from polynimbus.resources import Resource
 from polynimbus.targets.lab import LabTarget
 from tests.conftest import EXAMPLES
-from tests.integration.conftest import three_sites
+from tests.integration.conftest import srv6_or_refusal, three_sites
 
 SHAPED = "    underlay: {rate: 200000001bit}\n"
 """A shaped underlay whose rate is not a whole number of bytes per second."""
@@ -72,6 +72,8 @@ def test_observed_lab_equals_the_render(lab, example: str, transport: str) -> No
     assert "transport: " + transport in text and "200000001bit" in text
     intent = lab.intent(text)
     sdir = lab.state(name)
+    if intent.uses_srv6:
+        srv6_or_refusal(lab, text, sdir)
     assert lab_up(intent, sdir).changed
     plan = build_plan(intent)
     desired, _ = desired_lab(plan, sdir)
@@ -151,13 +153,15 @@ def test_drift_is_repaired_by_up_and_reported_by_verify(lab) -> None:
     assert again.returncode == 0, again.stdout
 
 
-def node_model_resources(lab_name: str) -> list[Resource]:
+def node_model_resources(lab_name: str, srv6: bool = True) -> list[Resource]:
     """Two nodes using every kind of the node model the lab can apply: IPv6 addresses, an
     SRv6 encap route and seg6local SIDs in their own table, an unreachable default, a
-    policy rule, a VXLAN device with FDB entries, a shaped veth, a sysctl."""
+    policy rule, a VXLAN device with FDB entries, a shaped veth, a sysctl. Without
+    ``srv6`` (a kernel without it), the same less the routes with an SRv6 encapsulation,
+    ``10.9.0.0/24`` being a plain route through ``192.0.2.2``."""
     a, b = f"pn.{lab_name}.a", f"pn.{lab_name}.b"
     peer = VethPeer(b, "eth0")
-    return [
+    every = [
         Resource(a, Netns()),
         Resource(b, Netns()),
         Resource(a, Sysctl("net.ipv6.conf.all.forwarding", "1")),
@@ -196,12 +200,23 @@ def node_model_resources(lab_name: str) -> list[Resource]:
             a, Qdisc("eth0", "tbf", rate_bps=80_000_000, limit_bytes=532_768, burst_bytes=32_768)
         ),
     ]
+    if srv6:
+        return every
+    plain = Resource(a, Route("10.9.0.0/24", dev="eth0", via="192.0.2.2"))
+    return [
+        plain if r.item.ident() == plain.item.ident() else r
+        for r in every
+        if not (isinstance(r.item, Route) and r.item.encap and r.item.dst != "10.9.0.0/24")
+    ]
 
 
 def test_every_node_model_kind_round_trips_through_the_kernel(tmp_path: Path) -> None:
+    """On a kernel without SRv6, every kind but the SRv6 encapsulations (those are
+    refused: :func:`tests.integration.test_capabilities.test_srv6_agrees_with_the_kernel`)."""
     lab_name = "it-node"
     target = LabTarget(state_dir=tmp_path)
-    want = node_model_resources(lab_name)
+    srv6 = capabilities.srv6()
+    want = node_model_resources(lab_name, srv6)
     try:
         first = apply(target, lab_name, want)
         assert first.counts()["create"] == len(want)
@@ -214,18 +229,22 @@ def test_every_node_model_kind_round_trips_through_the_kernel(tmp_path: Path) ->
             capture_output=True,
             text=True,
         ).stdout
-        assert "End.DX4 nh4 192.0.2.2" in routes and "End.DT6 table 100" in routes
         v4 = subprocess.run(
             ["ip", "netns", "exec", a, "ip", "route", "show", "10.9.0.0/24"],
             capture_output=True,
             text=True,
         ).stdout
-        assert "segs 2 [ fc00:b::1 fc00:b::e ]" in v4
-        # a changed segment list is an update of that one route, nothing else
+        if srv6:
+            assert "End.DX4 nh4 192.0.2.2" in routes and "End.DT6 table 100" in routes
+            assert "segs 2 [ fc00:b::1 fc00:b::e ]" in v4
+        else:
+            assert routes.strip() == "" and "via 192.0.2.2 dev eth0" in v4, routes + v4
+        # a changed segment list (without SRv6: path MTU) is an update of that one route
+        new = Route("10.9.0.0/24", dev="eth0", encap=Seg6Encap("encap", ("fc00:b::e",)))
+        if not srv6:
+            new = Route("10.9.0.0/24", dev="eth0", via="192.0.2.2", mtu=1400)
         changed = [
-            Resource(
-                r.node, Route("10.9.0.0/24", dev="eth0", encap=Seg6Encap("encap", ("fc00:b::e",)))
-            )
+            Resource(r.node, new)
             if isinstance(r.item, Route) and r.item.dst == "10.9.0.0/24"
             else r
             for r in want
