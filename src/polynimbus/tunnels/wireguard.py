@@ -4,8 +4,9 @@ Uses the kernel module where the kernel has one, else ``wireguard-go`` (user spa
 TUN), started as a :class:`~polynimbus.node.Process` of the gateway. Configuration is in
 ``wg setconf`` format (wg(8), CONFIGURATION FILE FORMAT), applied to a new interface with
 ``wg syncconf`` and to a running one with a ``wg set`` of only what changed
-(:mod:`polynimbus.targets.lab.wireguard`), which drive both. One ``[Peer]`` per tunnel; its ``AllowedIPs`` are the blocks routed
-through that peer, transit included (see :mod:`polynimbus.plan.routes`).
+(:mod:`polynimbus.targets.lab.wireguard`), which drive both. One ``[Peer]`` per tunnel;
+its ``AllowedIPs`` are the blocks routed through that peer, transit included (see
+:mod:`polynimbus.plan.routes`).
 """
 
 from __future__ import annotations
