@@ -18,7 +18,7 @@ from polynimbus.orchestrate import lab_down
 from polynimbus.plan.model import SitePlan
 from polynimbus.targets.lab import WG_SOCKET_DIR, list_lab_namespaces, processes
 
-TOOLS = ["ip", "nft", "wg", "wireguard-go", "fping", "iperf3", "tcpdump"]
+TOOLS = ["ip", "nft", "wg", "wireguard-go", "fping", "iperf3", "tcpdump", "keepalived"]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
