@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import signal
 from pathlib import Path
 from typing import Annotated, Any
@@ -35,9 +36,21 @@ def state_dir_of(lab: str, override: Path | None) -> Path:
     return lab_state_dir(lab, override)
 
 
+MIN_INTERVAL_S = 0.05
+"""Shortest ``--interval``, s: faster probing floods the lab (a typo like 0.0001 would
+send tens of thousands of packets a second through the emulated internet)."""
+
+
 def _positive(value: float) -> float:
-    if value <= 0:
-        raise typer.BadParameter("must be > 0 (seconds)")
+    if not math.isfinite(value) or value <= 0:
+        raise typer.BadParameter("must be a number of seconds > 0")
+    return value
+
+
+def _interval(value: float) -> float:
+    _positive(value)
+    if value < MIN_INTERVAL_S:
+        raise typer.BadParameter(f"must be at least {MIN_INTERVAL_S} s (one probe per path)")
     return value
 
 
@@ -67,7 +80,9 @@ def monitor(
     interval: Annotated[
         float,
         typer.Option(
-            "--interval", help="Seconds between two probes of a path.", callback=_positive
+            "--interval",
+            help=f"Seconds between two probes of a path (at least {MIN_INTERVAL_S}).",
+            callback=_interval,
         ),
     ] = 1.0,
     metrics: Annotated[
@@ -132,8 +147,8 @@ def monitor(
         serve_metrics,
     )
 
-    if duration is not None and duration <= 0:
-        raise typer.BadParameter("must be > 0 (seconds)", param_hint="--duration")
+    if duration is not None and (not math.isfinite(duration) or duration <= 0):
+        raise typer.BadParameter("must be a number of seconds > 0", param_hint="--duration")
     capabilities.require_root("monitor")
     intent = lab_intent(file, lab, "polynimbus monitor FILE")
     plan = build_plan(intent)

@@ -28,6 +28,49 @@ def _ms(v: float | None) -> str:
     return "-" if v is None else f"{v:.3f}"
 
 
+REPORT_MARKER = ".polynimbus-report"
+"""Marks a directory that ``report`` made: it writes only into a new or empty directory,
+or one with this file."""
+OUTPUTS = (
+    "summary.csv",
+    "summary.json",
+    "timeseries.png",
+    "cdf-overlay.png",
+    "cdf-underlay.png",
+    "cdf-paths.png",
+    "boxplot.png",
+)
+"""Every file ``report`` may write (an earlier report's are removed first, so a figure
+not drawn this time is not left behind looking current)."""
+
+
+def prepare_out(dest: Path) -> None:
+    """Make ``dest`` ready for a report: created if missing; an earlier report's files
+    removed; anything else refused.
+
+    Raises:
+        PolynimbusError: ``dest`` is a file, cannot be created, or holds files that
+            ``report`` did not write.
+    """
+    if dest.exists() and not dest.is_dir():
+        raise PolynimbusError(f"--out {dest} is a file", "give a directory (new or empty)")
+    if dest.is_dir() and any(dest.iterdir()) and not (dest / REPORT_MARKER).exists():
+        raise PolynimbusError(
+            f"--out {dest} holds files that polynimbus report did not write",
+            "give a new or empty directory, or one an earlier report wrote",
+        )
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+        (dest / REPORT_MARKER).touch()
+        for name in OUTPUTS:
+            (dest / name).unlink(missing_ok=True)
+    except OSError as exc:
+        raise PolynimbusError(
+            f"cannot write the report into {dest}: {exc.strerror or exc}",
+            "choose another --out",
+        ) from None
+
+
 @app.command()
 @handle_errors
 def report(
@@ -84,6 +127,7 @@ def report(
             "run polynimbus monitor FILE for a while, or widen --since",
         )
     dest = out_dir if out_dir is not None else Path(f"report-{intent.name}")
+    prepare_out(dest)
     rows = summarize(samples)
     files = write_summary(rows, dest)
     span = max(s.ts for s in samples) - min(s.ts for s in samples)
