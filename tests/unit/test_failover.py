@@ -74,6 +74,11 @@ def test_agent_config_keeps_the_gateway_address_and_names_detours() -> None:
     assert "priv" not in json.dumps(cfg)  # the agent never sees a private key
 
 
+def ev(kind: str, peer: str, via: str | None) -> dict[str, object]:
+    """An event of agent ``a`` (the only gateway of its site)."""
+    return {"kind": kind, "site": "a", "gateway": "gateway", "peer": peer, "via": via}
+
+
 def _config() -> dict:  # type: ignore[type-arg]
     return {
         "site": "a",
@@ -113,7 +118,7 @@ def test_a_silent_peer_fails_over_after_down_after_probes_and_back_after_up_afte
     # b's last answer came at 0.901: dead once 300 ms pass without one, not before
     assert _run(agent, 1, 1.2, {"c", "d"}) == []
     events = _run(agent, 1.2, 1.3, {"c", "d"})
-    assert events == [{"kind": "failover", "site": "a", "peer": "b", "via": "c"}]
+    assert events == [ev("failover", "b", "c")]
     assert agent.allowed_ips() == {
         "b": ["10.1.0.254/32"],  # probes still go straight to b
         "c": ["10.1.0.0/24", "10.2.0.0/24"],
@@ -122,7 +127,7 @@ def test_a_silent_peer_fails_over_after_down_after_probes_and_back_after_up_afte
     # b answers again from t=3: back after a full second of answers, not before
     assert _run(agent, 3, 3.9, {"b", "c", "d"}) == []
     events = _run(agent, 3.9, 4.2, {"b", "c", "d"})
-    assert events == [{"kind": "failback", "site": "a", "peer": "b", "via": None}]
+    assert events == [ev("failback", "b", None)]
     assert agent.allowed_ips()["b"] == ["10.1.0.0/24"]
     assert agent.allowed_ips()["c"] == ["10.2.0.0/24"]
 
@@ -144,8 +149,8 @@ def test_the_detour_dying_moves_traffic_to_the_next_detour() -> None:
     _run(agent, 0, 1, {"b", "c", "d"})
     _run(agent, 1, 1.6, {"c", "d"})
     events = _run(agent, 1.6, 2.2, {"d"})
-    assert {"kind": "failover", "site": "a", "peer": "b", "via": "d"} in events
-    assert {"kind": "failover", "site": "a", "peer": "c", "via": "d"} in events
+    assert ev("failover", "b", "d") in events
+    assert ev("failover", "c", "d") in events
     assert agent.allowed_ips()["d"] == ["10.1.0.0/24", "10.2.0.0/24", "10.4.0.0/24"]
 
 
@@ -165,7 +170,7 @@ def test_a_peer_that_never_answered_gets_the_startup_grace() -> None:
     agent = FailoverAgent(_config(), 0.0)
     assert _run(agent, 0, STARTUP_GRACE_S - 0.2, {"c", "d"}) == []
     events = _run(agent, STARTUP_GRACE_S - 0.2, STARTUP_GRACE_S + 0.3, {"c", "d"})
-    assert events == [{"kind": "failover", "site": "a", "peer": "b", "via": "c"}]
+    assert events == [ev("failover", "b", "c")]
 
 
 def test_wg_set_gives_prefixes_to_the_gaining_peer_first() -> None:
@@ -190,7 +195,7 @@ def test_traffic_moves_back_only_when_both_ends_are_ready() -> None:
     assert agent.allowed_ips()["b"] == ["10.1.0.254/32"]
     agent.heard("b", True)
     events = agent.evaluate(3.01)
-    assert events == [{"kind": "failback", "site": "a", "peer": "b", "via": None}]
+    assert events == [ev("failback", "b", None)]
     assert agent.allowed_ips()["b"] == ["10.1.0.0/24"]
 
 
@@ -199,11 +204,11 @@ def test_a_detour_that_lost_the_dead_peer_too_is_not_used() -> None:
     _run(agent, 0, 1, {"b", "c", "d"})
     agent.heard("c", True, frozenset({"b"}))  # c cannot reach b either
     events = _run(agent, 1, 1.6, {"c", "d"})
-    assert events == [{"kind": "failover", "site": "a", "peer": "b", "via": "d"}]
+    assert events == [ev("failover", "b", "d")]
     assert agent.lost() == {"b"}
     agent.heard("d", True, frozenset({"b"}))  # now d lost b as well: no detour left
     events = agent.evaluate(1.65)
-    assert events == [{"kind": "failover", "site": "a", "peer": "b", "via": None}]
+    assert events == [ev("failover", "b", None)]
     assert agent.allowed_ips()["b"] == ["10.1.0.0/24"]
 
 
@@ -213,7 +218,7 @@ def test_a_path_cut_one_way_is_dead_for_both_ends() -> None:
     # b's probes still reach a, but a's do not reach b: b lost a, and says so
     agent.heard("b", False, frozenset({"a"}))
     events = agent.evaluate(1.01)
-    assert events == [{"kind": "failover", "site": "a", "peer": "b", "via": "c"}]
+    assert events == [ev("failover", "b", "c")]
     # once b is ready to come back (it hears a again), a stale report does not flap
     _run(agent, 1.1, 2.2, {"b", "c", "d"})
     agent.heard("b", True, frozenset({"a"}))

@@ -187,6 +187,10 @@ def test_metrics_from_memory_events_jsonl_and_abw(tmp_path: Path) -> None:
     (tmp_path / "events.jsonl").write_text(
         json.dumps({"ts": 1.0, "kind": "failover", "site": "aws", "peer": "az", "via": None})
         + "\nnot json\n"
+        + json.dumps(
+            {"ts": 2.0, "kind": "takeover", "site": "aws", "gateway": "gateway-2", "peer": "x"}
+        )
+        + "\n"
     )
     record_abw(tmp_path, "os", "aws", "overlay", 1e8, 2e8, ts=1.0)
     record_abw(tmp_path, "os", "aws", "overlay", 3e8, 4e8, ts=2.0)  # the latest wins
@@ -202,6 +206,11 @@ def test_metrics_from_memory_events_jsonl_and_abw(tmp_path: Path) -> None:
     assert text.count("polynimbus_rtt_ms{") == 1  # the other paths have no reply yet
     assert 'polynimbus_failover_events_total{kind="failover",peer="az",site="aws"} 3.0' in text
     assert 'polynimbus_failover_events_total{kind="failback",peer="az",site="aws"} 1.0' in text
+    # the standby of a two-gateway site is told apart from the primary
+    assert (
+        'polynimbus_failover_events_total{kind="takeover",peer="x",site="aws/gateway-2"} 1.0'
+        in text
+    )
     assert 'polynimbus_abw_bps{bound="low",channel="overlay",dst="aws",src="os"} 3e+08' in text
     assert 'polynimbus_abw_bps{bound="high",channel="overlay",dst="aws",src="os"} 4e+08' in text
     assert 'polynimbus_abw_bps{bound="low",channel="underlay",dst="aws",src="os"} 5e+08' in text

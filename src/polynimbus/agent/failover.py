@@ -185,7 +185,13 @@ class FailoverAgent:
         return events
 
     def _event(self, kind: str, st: PeerState, via: str | None) -> dict[str, Any]:
-        return {"kind": kind, "site": self.config["site"], "peer": st.name, "via": via}
+        return {
+            "kind": kind,
+            "site": self.config["site"],
+            "gateway": self.config.get("node", "gateway"),
+            "peer": st.name,
+            "via": via,
+        }
 
     def allowed_ips(self) -> dict[str, list[str]]:
         """Peer name -> the AllowedIPs it must have now (sorted)."""

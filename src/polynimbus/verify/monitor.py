@@ -843,7 +843,8 @@ class MetricsCollector:
     ``polynimbus_tunnel_{rx,tx}_{bytes,packets}_total`` (``site, interface``);
     ``polynimbus_handshake_age_seconds`` (``site, peer, interface``; WireGuard only);
     ``polynimbus_abw_bps`` (``src, dst, channel, bound``: ``low``/``high``, bit/s);
-    ``polynimbus_failover_events_total`` (``site, peer, kind``).
+    ``polynimbus_failover_events_total`` (``site, peer, kind``; ``site`` is
+    ``SITE/gateway-2`` for the standby gateway of a two-gateway site).
     """
 
     def __init__(self, monitor: Monitor) -> None:
@@ -943,7 +944,10 @@ def _agent_events(state_dir: Path) -> dict[tuple[str, str, str], int]:
     out: dict[tuple[str, str, str], int] = {}
     try:
         for e in read_events(state_dir):
-            key = (str(e.get("site", "")), str(e.get("peer", "")), str(e.get("kind", "")))
+            site, gateway = str(e.get("site", "")), str(e.get("gateway", "gateway"))
+            if gateway != "gateway":  # a two-gateway site's standby: its exec target name
+                site = f"{site}/{gateway}"
+            key = (site, str(e.get("peer", "")), str(e.get("kind", "")))
             out[key] = out.get(key, 0) + 1
     except OSError:
         pass  # unreadable: no agent events this scrape
