@@ -19,7 +19,7 @@ PING_INTERVAL_S = 0.01
 """Time between two echo requests, s (ping's smallest for root without flooding)."""
 
 _REPLY = re.compile(r"^\[(\d+\.\d+)\] \d+ bytes from .*icmp_seq=(\d+)")
-_LOST = re.compile(r"no answer yet for icmp_seq=(\d+)")
+_LOST = re.compile(r"^\[(\d+\.\d+)\] no answer yet for icmp_seq=(\d+)")
 
 
 @dataclass(frozen=True)
@@ -29,8 +29,9 @@ class PingRun:
     Attributes:
         sent: echo requests sent.
         answered: answers received.
-        gap_ms: the longest time between two consecutive answers (or from the first
-            request to the first answer), ms; ``None`` without two answers.
+        gap_ms: the longest time between two consecutive answers, or before the first
+            answer or after the last one while requests went unanswered (from ping's
+            "no answer yet" notes), ms; ``None`` without answers.
         gaps_ms: every time between consecutive answers above 50 ms, in order, ms.
         redirects: ICMP redirects received (a router on the way sent the sender
             elsewhere).
@@ -56,16 +57,26 @@ def parse_ping(text: str) -> PingRun:
     """
     times: list[float] = []
     seqs: list[int] = []
+    silent: list[float] = []  # when ping noted a request unanswered
     for line in text.splitlines():
         m = _REPLY.match(line)
         if m:
             times.append(float(m.group(1)))
             seqs.append(int(m.group(2)))
+        elif m := _LOST.match(line):
+            silent.append(float(m.group(1)))
     m = re.search(r"(\d+) packets transmitted, (\d+) received", text)
     if not m:
         raise VerifyError("ping printed no summary", "was it killed with SIGKILL?")
     sent, answered = int(m.group(1)), int(m.group(2))
     deltas = [(b - a) * 1000 for a, b in zip(times, times[1:], strict=False)]
+    if times:  # an outage before the first answer or after the last one counts too
+        before = [t for t in silent if t < times[0]]
+        after = [t for t in silent if t > times[-1]]
+        if before:
+            deltas.insert(0, (times[0] - min(before)) * 1000)
+        if after:
+            deltas.append((max(after) - times[-1]) * 1000)
     return PingRun(
         sent=sent,
         answered=answered,
