@@ -167,6 +167,8 @@ def help_commands() -> list[str]:
         ["verify"],
         ["trace"],
         ["exec"],
+        ["monitor"],  # a few seconds of probes, then the report of them
+        ["report"],
         ["cut"],  # cut, then heal: the help examples leave the lab whole
         ["heal"],
         ["move"],

@@ -129,11 +129,10 @@ def monitor(
 
     Examples:
 
-      polynimbus monitor examples/prestocloud.yaml
+      polynimbus monitor examples/prestocloud.yaml --duration 3 --interval 0.5
 
-      curl -s 127.0.0.1:9464/metrics | grep polynimbus_rtt_ms   (from another shell)
-
-      polynimbus monitor examples/prestocloud.yaml --duration 60 --interval 0.5
+    Without --duration it runs until Ctrl-C or SIGTERM; meanwhile, from another shell:
+    `curl -s 127.0.0.1:9464/metrics | grep polynimbus_rtt_ms`.
 
     Needs root and the lab up. Exit status: 0 stopped; 1 the lab is not up, not root, or
     the metrics address is taken; 2 a bad option.

@@ -110,7 +110,7 @@ def report(
     Reads the lab's state directory only: the lab need not be up, nor the monitor
     running. Example:
 
-      polynimbus report examples/prestocloud.yaml --since 1h --out report-prestocloud
+      polynimbus report examples/prestocloud.yaml --since 1h
 
     Exit status: 0 written; 1 nothing stored (run polynimbus monitor first) or no
     probe in the window; 2 a bad option (e.g. --since 5x).
