@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
+import urllib.request
 
 from polynimbus import names
 from polynimbus.events import read_events
@@ -17,6 +19,7 @@ from polynimbus.orchestrate import lab_up
 from polynimbus.plan import build_plan
 from polynimbus.targets.lab import faults, processes
 from polynimbus.verify.gaps import FastPing
+from tests.integration.test_cli import POLYNIMBUS
 
 INTENT = """name: fo-t
 overlay: {failover: true}
@@ -124,6 +127,28 @@ def test_a_cut_tunnel_fails_over_through_the_detour_and_back_within_a_second(lab
     first = min(e["ts"] for e in events if e["kind"] == "failover")
     assert first - cut_at < 1.0, (cut_at, events)
     assert all(e["ts"] >= healed_at for e in events if e["kind"] == "failback"), events
+
+    # ... and in the metrics: a monitor's /metrics counts the agents' events
+    monitor = subprocess.Popen(
+        [POLYNIMBUS, "monitor", str(lab.write(INTENT)), "--state-dir", str(sdir)]
+        + ["--metrics", "127.0.0.1:0", "--duration", "30"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert monitor.stderr is not None
+        first = monitor.stderr.readline()
+        url = re.search(r"metrics on (http://\S+/metrics)", first)
+        assert url, first
+        with urllib.request.urlopen(url.group(1), timeout=5) as r:
+            metrics = r.read().decode()
+    finally:
+        monitor.send_signal(signal.SIGTERM)
+        assert monitor.wait(timeout=15) == 0
+    for kind, site, peer in (("failover", "a", "b"), ("failback", "b", "a")):
+        line = f'polynimbus_failover_events_total{{kind="{kind}",peer="{peer}",site="{site}"}}'
+        assert line in metrics, metrics[-2000:]
 
     # positive control: the agents of a and b frozen, the same cut stops the ping
     frozen = agent_pids(plan.name, "a") + agent_pids(plan.name, "b")
