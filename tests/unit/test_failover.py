@@ -224,3 +224,19 @@ def test_a_path_cut_one_way_is_dead_for_both_ends() -> None:
     agent.heard("b", True, frozenset({"a"}))
     assert agent.evaluate(2.21)[0]["kind"] == "failback"
     assert agent.evaluate(2.22) == []
+
+
+def test_a_restarted_agent_routes_around_peers_that_lost_it_without_events() -> None:
+    agent = FailoverAgent(_config(), 0.0)
+    agent.heard("b", False, frozenset({"a"}))  # b still routes around us (we were dead)
+    agent.answered("b", 0.05)
+    for peer in ("c", "d"):
+        agent.answered(peer, 0.05)
+    assert agent.evaluate(0.06) == []  # b's traffic goes via c, but nothing failed here
+    assert agent.allowed_ips()["c"] == ["10.1.0.0/24", "10.2.0.0/24"]
+    _run(agent, 0.1, 1.3, {"b", "c", "d"})
+    agent.heard("b", True, frozenset())
+    assert agent.evaluate(1.31) == []  # back on the direct tunnel, no failback event
+    assert agent.allowed_ips()["b"] == ["10.1.0.0/24"]
+    # a later, real failure of b is an event again
+    assert _run(agent, 1.4, 2.0, {"c", "d"}) == [ev("failover", "b", "c")]

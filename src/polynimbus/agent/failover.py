@@ -79,6 +79,7 @@ class PeerState:
     via: str | None = None
     peer_ready: bool = True
     peer_lost: frozenset[str] = frozenset()
+    quiet: bool = False
 
 
 @dataclass
@@ -148,7 +149,12 @@ class FailoverAgent:
         for st in self.peers.values():
             silent = now - (st.last_answer if st.last_answer is not None else self.started)
             if st.alive is None:
-                if st.last_answer is not None:
+                if st.last_answer is not None and self.config["site"] in st.peer_lost:
+                    # we are back (a revived gateway, a restarted agent) and the peer
+                    # still routes around us: not in use until both are READY; not a
+                    # failover of a tunnel that carried traffic, so no event
+                    st.alive, st.quiet = False, True
+                elif st.last_answer is not None:
                     st.alive = True
                 elif silent > STARTUP_GRACE_S:
                     st.alive = False
@@ -158,8 +164,9 @@ class FailoverAgent:
                 st.alive = False
             elif not st.alive and st.peer_ready and self._streak_done(st, now):
                 st.alive = True
-                events.append(self._event("failback", st, None))
-                st.via = None
+                if not st.quiet:
+                    events.append(self._event("failback", st, None))
+                st.via, st.quiet = None, False
         events += self._choose_detours()  # every time: a detour may lose its own path
         return events
 
@@ -181,7 +188,8 @@ class FailoverAgent:
             )
             if via != st.via:
                 st.via = via
-                events.append(self._event("failover", st, via))
+                if not st.quiet:
+                    events.append(self._event("failover", st, via))
         return events
 
     def _event(self, kind: str, st: PeerState, via: str | None) -> dict[str, Any]:
