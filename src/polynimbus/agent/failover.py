@@ -22,6 +22,12 @@ On a gateway of a site with two gateways (``"vip"`` and ``"node"`` in the config
 :mod:`polynimbus.render.standby`), so is each move of the site's gateway address:
 ``{"kind": "takeover" | "release", "site", "peer": "gateway" | "gateway-2"}``.
 
+While traffic takes a detour, the agent declares what it moved in ``moved.json`` in its
+working directory (:func:`declaration`): the lab target (:mod:`polynimbus.targets.lab.wireguard`)
+then leaves those AllowedIPs as they are on a ``polynimbus up`` and reports no drift, instead
+of putting the planned ones back on a dead tunnel (issue 9: changes without disturbance,
+during a failover too).
+
 Config (JSON, rendered by :meth:`polynimbus.tunnels.wireguard.WireGuardBackend.gateway_items`)::
 
     {"site": "aws", "interfaces": ["wg..."], "address": "10.1.0.254", "port": 52820,
@@ -34,6 +40,8 @@ Config (JSON, rendered by :meth:`polynimbus.tunnels.wireguard.WireGuardBackend.g
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import hashlib
 import json
 import os
 import selectors
@@ -43,7 +51,7 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,6 +73,12 @@ the hosts' gateway address: the hosts' answers then come from a peer whose Allow
 lack them until the agent puts them back (with 1 s, revival gaps up to 858 ms were
 measured; one ``wg show`` per interface every 0.2 s costs little, and only then)."""
 IP_FREEBIND = 15  # linux/in.h: bind before the address is configured
+MOVED_FILE = "moved.json"
+"""The agent's declaration of the AllowedIPs it moved (:func:`declaration`), in its working
+directory (the lab: its node directory, :func:`polynimbus.targets.lab.processes.files_dir`)."""
+DIGEST_ENV = "POLYNIMBUS_DIGEST"
+"""The digest the lab started the agent with, in its environment
+(:data:`polynimbus.targets.lab.processes.DIGEST_ENV`)."""
 
 
 @dataclass
@@ -226,6 +240,60 @@ def wg_set_argv(
     return argv
 
 
+def declaration(
+    config: Mapping[str, Any], digest: str, want: Mapping[str, list[str]]
+) -> dict[str, Any]:
+    """What the agent declares it moved (:data:`MOVED_FILE`): ``{"digest": digest,
+    "interfaces": [...], "peers": {PUBLIC_KEY: {"planned": [...], "now": [...]}}}``, only
+    the peers whose AllowedIPs (``want``: peer name -> sorted list) differ from the plan
+    (the config's ``allowed``); ``peers`` is empty when all are back. ``digest`` identifies
+    the agent's config (the lab target trusts the file only while the agent it started
+    with that digest runs, and while ``planned`` is what it would apply)."""
+    peers = {
+        config["peers"][name]["public_key"]: {
+            "planned": sorted(config["peers"][name]["allowed"]),
+            "now": list(ips),
+        }
+        for name, ips in sorted(want.items())
+        if sorted(ips) != sorted(config["peers"][name]["allowed"])
+    }
+    return {"digest": digest, "interfaces": list(config["interfaces"]), "peers": peers}
+
+
+def write_declaration(path: Path, data: Mapping[str, Any]) -> None:
+    """Write ``data`` as JSON to ``path`` atomically (a 0600 temporary file renamed over it),
+    so a reader sees the old or the new declaration, never half of one.
+
+    Raises:
+        OSError: the directory is not writable.
+    """
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, sort_keys=True)
+    os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def locked(directory: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock(2)`` on ``directory`` for the block: the agent while it
+    declares and applies, the lab target while it reads the declaration and applies a
+    change, so neither undoes the other's (a move declared between the lab's read and its
+    ``wg set`` would otherwise be overwritten with a stale one). A directory that cannot be
+    opened (removed under a stopping agent) is not locked: the agent goes on."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def read_allowed_ips(interface: str, keys: Mapping[str, str]) -> dict[str, list[str]]:
     """Peer name -> its AllowedIPs now (``wg show IF allowed-ips``); peers not found are
     left out.
@@ -252,6 +320,8 @@ class Runner:
         config: the parsed configuration.
         log: where to write human-readable lines (stdout for the daemon).
         record: called with each event (the lab's event log), or ``None``.
+        moved: where to declare the moved AllowedIPs (:data:`MOVED_FILE`), or ``None``.
+        digest: the config's digest written in the declaration.
     """
 
     def __init__(
@@ -259,8 +329,13 @@ class Runner:
         config: Mapping[str, Any],
         log: Callable[[str], None] = print,
         record: Callable[[dict[str, Any]], None] | None = None,
+        moved: Path | None = None,
+        digest: str = "",
     ) -> None:
         self.config = config
+        self.moved = moved
+        self.digest = digest
+        self.declared: dict[str, Any] | None = None
         self.log = log
         self.record = record
         self.agent = FailoverAgent(config, time.monotonic())
@@ -351,10 +426,29 @@ class Runner:
                 # under load a tunnel is slow, not dead
                 self.agent.answered(peer, now)
 
+    def declare(self, want: Mapping[str, list[str]]) -> None:
+        """Declare ``want`` (:func:`declaration`) in :attr:`moved` when it changed."""
+        if self.moved is None:
+            return
+        data = declaration(self.config, self.digest, want)
+        if data == self.declared:
+            return
+        try:
+            write_declaration(self.moved, data)
+            self.declared = data
+        except OSError as exc:
+            self.log(f"cannot write {self.moved}: {exc}")
+            self.declared = None
+
     def apply(self, force: bool = False) -> None:
         want = self.agent.allowed_ips()
         if not force and self.applied == want:
             return
+        with locked(self.moved.parent) if self.moved is not None else contextlib.nullcontext():
+            self.declare(want)  # first: a lab's up in between keeps what the agent wants
+            self._set(want)
+
+    def _set(self, want: dict[str, list[str]]) -> None:
         for interface in self.config["interfaces"]:
             try:
                 have = read_allowed_ips(interface, self.keys)
@@ -399,6 +493,9 @@ class Runner:
         next_probe = time.monotonic()
         next_reconcile = next_probe + RECONCILE_S
         self.log(f"failover agent of {self.config['site']}: probing {len(self.keys)} peer(s)")
+        if self.moved is not None:  # nothing moved yet: an earlier agent's moves are not ours
+            with locked(self.moved.parent):
+                self.declare(self.agent.allowed_ips())
         while not self.stopping:
             now = time.monotonic()
             if now >= next_probe:
@@ -419,6 +516,9 @@ class Runner:
                 self.decide(now)
         sel.close()
         self.sock.close()
+        if self.moved is not None:  # no agent, no declaration: the lab applies the plan
+            with locked(self.moved.parent), contextlib.suppress(OSError):
+                self.moved.unlink()
 
     def stop(self, *_: object) -> None:
         self.stopping = True
@@ -449,7 +549,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("usage: python -m polynimbus.agent.failover CONFIG.json", file=sys.stderr)
         return 2
     try:
-        config = json.loads(Path(args[0]).read_text())
+        raw = Path(args[0]).read_bytes()
+        config = json.loads(raw)
     except (OSError, ValueError) as exc:
         print(f"cannot read {args[0]}: {exc}", file=sys.stderr)
         return 2
@@ -457,7 +558,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     def log(line: str) -> None:
         print(time.strftime("%H:%M:%S ") + line, flush=True)
 
-    runner = Runner(config, log, _recorder())
+    digest = os.environ.get(DIGEST_ENV) or hashlib.sha256(raw).hexdigest()
+    moved = Path(args[0]).resolve().parent / MOVED_FILE
+    runner = Runner(config, log, _recorder(), moved, digest)
     signal.signal(signal.SIGTERM, runner.stop)
     signal.signal(signal.SIGINT, runner.stop)
     runner.run()

@@ -9,12 +9,25 @@ of each UDP socket descriptor of the daemon (root may), and ``SO_RCVBUFFORCE`` /
 ``SO_SNDBUFFORCE`` set the size beyond ``net.core.rmem_max``. The daemon binds its sockets
 anew when its port changes (``wg syncconf``), so they are set after every configuration,
 and read back (``SO_RCVBUF``) when the lab is observed.
+
+A gateway's failover agent (:mod:`polynimbus.agent.failover`) moves AllowedIPs while a
+tunnel is dead and declares them (:data:`~polynimbus.agent.failover.MOVED_FILE`). Issue 9
+asks for changes without disturbance, during a failover too: an ``up`` that put the
+planned AllowedIPs back on a dead peer would black-hole its site's traffic until the agent
+reconciles, and ``verify`` would report the agent's work as drift. So the lab honours the
+declaration (:func:`declared`), only while it is trustworthy: the agent runs in the
+namespace with the digest written in it, and (when applying) the declaration's planned
+AllowedIPs are the rendered ones (else the plan changed under the agent, which restarts
+anyway: the plan is applied as it is).
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import hashlib
+import ipaddress
+import json
 import os
 import socket
 import time
@@ -22,8 +35,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from polynimbus.agent.failover import MOVED_FILE, locked
 from polynimbus.errors import ApplyError
 from polynimbus.node import WireGuardConfig
+from polynimbus.render.failover import FAILOVER_CONFIG
 from polynimbus.targets.lab import netns, processes
 from polynimbus.tunnels.wireguard import parse_wg_config, wg_digest
 
@@ -118,13 +133,102 @@ def set_socket_buffer(ns: str, ifname: str, size: int) -> None:
         ) from None
 
 
+AGENT = f"python3:{FAILOVER_CONFIG}"
+"""The node model's name of a gateway's failover agent process."""
+Moves = dict[str, dict[str, list[str]]]
+"""Public key -> ``{"planned": [...], "now": [...]}``: AllowedIPs a failover agent moved."""
+
+
+def _prefixes(ips: object) -> list[str]:
+    """``ips`` (a list of prefixes) in canonical form, sorted; raises ValueError if it is none."""
+    if not isinstance(ips, list):
+        raise ValueError(ips)
+    return sorted(str(ipaddress.ip_network(str(x), strict=False)) for x in ips)
+
+
+def parse_moves(data: object, digest: str, ifname: str) -> Moves:
+    """The moves of a failover agent's declaration ``data`` (parsed JSON,
+    :func:`polynimbus.agent.failover.declaration`) that apply to interface ``ifname``,
+    when it was written by the agent running with ``digest``; ``{}`` otherwise (another
+    agent's, another interface's, malformed)."""
+    if not digest or not isinstance(data, dict) or data.get("digest") != digest:
+        return {}
+    if ifname not in (data.get("interfaces") or []) or not isinstance(data.get("peers"), dict):
+        return {}
+    try:
+        return {
+            str(key): {"planned": _prefixes(m["planned"]), "now": _prefixes(m["now"])}
+            for key, m in data["peers"].items()
+        }
+    except (KeyError, TypeError, ValueError):
+        return {}
+
+
+@contextlib.contextmanager
+def declared(ns: str, ifname: str, lock: bool = False) -> Iterator[Moves]:
+    """The moves the failover agent running in ``ns`` declares for ``ifname``
+    (:func:`parse_moves`; ``{}`` without an agent or a declaration), for the block;
+    with ``lock``, the agent does not move anything during it
+    (:func:`polynimbus.agent.failover.locked`)."""
+    moves: Moves = {}
+    with contextlib.ExitStack() as stack:
+        for p in processes.running([ns]).get(ns, []):
+            if processes.name_of(p.argv) != AGENT:
+                continue
+            try:
+                directory = Path(os.readlink(f"/proc/{p.pid}/cwd"))
+                if lock:
+                    stack.enter_context(locked(directory))
+                data = json.loads((directory / MOVED_FILE).read_text())
+            except (OSError, ValueError):
+                break
+            moves = parse_moves(data, processes.digest_of(p.pid), ifname)
+            break
+        yield moves
+
+
+def _digest(parsed: dict[str, Any]) -> str:
+    """:func:`wg_digest` of a configuration already parsed (:func:`parse_wg_config`)."""
+    return hashlib.sha256(json.dumps(parsed, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def as_planned(live: dict[str, Any], moves: Moves) -> dict[str, Any]:
+    """``live`` (:func:`parse_wg_config`) with the moved peers' AllowedIPs reported as the
+    planned ones, when every moved peer it has holds exactly what the agent declared
+    (``now``); else ``live`` as it is (a drift, or the agent has not finished)."""
+    peers = live["peers"]
+    found = {k: m for k, m in moves.items() if k in peers}
+    if not found or any(_prefixes(peers[k]["allowed_ips"]) != m["now"] for k, m in found.items()):
+        return live
+    return live | {
+        "peers": peers | {k: peers[k] | {"allowed_ips": m["planned"]} for k, m in found.items()}
+    }
+
+
+def kept(moves: Moves, want: dict[str, Any]) -> dict[str, list[str]]:
+    """Public key -> AllowedIPs to keep instead of ``want``'s (:func:`parse_wg_config` of
+    the rendered configuration): the agent's ``now``, when each moved peer ``want`` has is
+    planned as the agent believes; ``{}`` when one is not (the plan changed)."""
+    peers = want["peers"]
+    found = {k: m for k, m in moves.items() if k in peers}
+    if any(_prefixes(peers[k]["allowed_ips"]) != m["planned"] for k, m in found.items()):
+        return {}
+    return {k: m["now"] for k, m in found.items()}
+
+
 def observe(ns: str, ifname: str) -> WireGuardConfig | None:
     """The live configuration of ``ifname`` in ``ns`` (digest and, with ``wireguard-go``,
-    its sockets' buffer), or ``None``."""
+    its sockets' buffer), or ``None``. AllowedIPs a running failover agent moved and
+    declared are read as the planned ones (:func:`as_planned`): no drift, nothing to
+    change during a failover."""
     res = netns.run(["ip", "netns", "exec", ns, "wg", "showconf", ifname])
     if res.returncode != 0 or not res.stdout.strip():
         return None
-    return WireGuardConfig(ifname, wg_digest(res.stdout), "", socket_buffer(ns, ifname))
+    digest = wg_digest(res.stdout)
+    with declared(ns, ifname) as moves:
+        if moves:
+            digest = _digest(as_planned(parse_wg_config(res.stdout), moves))
+    return WireGuardConfig(ifname, digest, "", socket_buffer(ns, ifname))
 
 
 _KNOWN_KEYS = frozenset(
@@ -144,7 +248,9 @@ def _live(ns: str, ifname: str) -> dict[str, Any] | None:
     return live if live["private_key"] else None
 
 
-def changes(live: dict[str, Any], config: str) -> tuple[list[str], str | None] | None:
+def changes(
+    live: dict[str, Any], config: str, moves: Moves | None = None
+) -> tuple[list[str], str | None] | None:
     """The ``wg set`` arguments that turn ``live`` (:func:`parse_wg_config`'s form) into
     ``config`` (``wg setconf`` text) touching only what differs, and the private key to
     hand over on its standard input (when it changes, else ``None``); ``([], None)`` when
@@ -158,7 +264,8 @@ def changes(live: dict[str, Any], config: str) -> tuple[list[str], str | None] |
     ping every 2 ms between them lost 15 of 13,357 pings with ``wg syncconf``, none of
     17,678 with this. A peer whose allowed IPs change still gets them replaced (wg(8) of
     wireguard-tools 1.0.20210914 has no incremental form); peers that stay as they are are
-    not touched.
+    not touched. The peers a failover agent moved (``moves``, see :func:`kept`) keep the
+    agent's AllowedIPs.
     """
     keys = {
         line.split("=", 1)[0].strip().lower()
@@ -168,6 +275,8 @@ def changes(live: dict[str, Any], config: str) -> tuple[list[str], str | None] |
     if not keys <= _KNOWN_KEYS:
         return None
     want: dict[str, Any] = parse_wg_config(config)
+    for pub, ips in kept(moves or {}, want).items():
+        want["peers"][pub] = want["peers"][pub] | {"allowed_ips": ips}
     argv: list[str] = []
     key = None
     if want["private_key"] != live["private_key"]:
@@ -192,8 +301,9 @@ def changes(live: dict[str, Any], config: str) -> tuple[list[str], str | None] |
 def create(ns: str, item: WireGuardConfig, userspace: bool) -> None:
     """Apply ``item``: on a new interface with ``wg syncconf``; on a configured one with
     one ``wg set`` of what differs (:func:`changes`), so that peers left as they are keep
-    their sessions, and the daemon its sockets. The private key is handed over through a
-    pipe, never written to a file or a command line.
+    their sessions, and the daemon its sockets, and the AllowedIPs a failover agent moved
+    stay moved (read and set while the agent waits, :func:`declared`). The private key is
+    handed over through a pipe, never written to a file or a command line.
 
     Raises:
         ApplyError: the control socket did not appear, or ``wg`` failed.
@@ -208,20 +318,21 @@ def create(ns: str, item: WireGuardConfig, userspace: bool) -> None:
                     "run up again; see the log in the state directory's run/",
                 )
             time.sleep(0.02)
-    live = _live(ns, item.ifname)
-    update = None if live is None else changes(live, item.config)
-    if update is None:
-        # the configuration goes through a pipe: no file ever holds the private key
-        netns.ns_exec(
-            ns,
-            ["wg", "syncconf", item.ifname, "/dev/stdin"],
-            input_text=item.config,
-            what=f"wg syncconf {item.ifname}",
-        )
-    elif update[0]:
-        argv, key = update
-        netns.ns_exec(
-            ns, ["wg", "set", item.ifname, *argv], input_text=key, what=f"wg set {item.ifname}"
-        )
+    with declared(ns, item.ifname, lock=True) as moves:
+        live = _live(ns, item.ifname)
+        update = None if live is None else changes(live, item.config, moves)
+        if update is None:
+            # the configuration goes through a pipe: no file ever holds the private key
+            netns.ns_exec(
+                ns,
+                ["wg", "syncconf", item.ifname, "/dev/stdin"],
+                input_text=item.config,
+                what=f"wg syncconf {item.ifname}",
+            )
+        elif update[0]:
+            argv, key = update
+            netns.ns_exec(
+                ns, ["wg", "set", item.ifname, *argv], input_text=key, what=f"wg set {item.ifname}"
+            )
     if item.socket_buffer is not None and userspace:
         set_socket_buffer(ns, item.ifname, item.socket_buffer)
