@@ -240,3 +240,61 @@ def test_a_restarted_agent_routes_around_peers_that_lost_it_without_events() -> 
     assert agent.allowed_ips()["b"] == ["10.1.0.0/24"]
     # a later, real failure of b is an event again
     assert _run(agent, 1.4, 2.0, {"c", "d"}) == [ev("failover", "b", "c")]
+
+
+def _runner(applied: list[dict[str, list[str]]]):  # type: ignore[no-untyped-def]
+    from polynimbus.agent.failover import Runner
+
+    cfg = _config()
+    for n, p in cfg["peers"].items():
+        p["public_key"] = n.upper() * 43 + "="
+        p["probe"] = f"127.0.0.{2 + ord(n) - ord('a')}"
+    cfg["address"], cfg["port"] = "127.0.0.1", 0
+    r = Runner(cfg, log=lambda line: None)
+
+    def fake_set(want: dict[str, list[str]]) -> None:  # WireGuard, as the agent sets it
+        applied.append(dict(want))
+        r.applied = dict(want)
+
+    r._set = fake_set  # type: ignore[method-assign]
+    r.agent.started = 0.0
+    return r
+
+
+def test_a_quiet_detour_and_its_quiet_return_both_reach_wireguard() -> None:
+    """Review finding: moves without an event (a restarted agent routing around a peer
+    that still reports it lost) were never applied on the way back, so traffic stayed on
+    the detour after the peer had moved back: a black hole."""
+    applied: list[dict[str, list[str]]] = []
+    r = _runner(applied)
+    try:
+        a = r.agent
+        a.heard("b", False, frozenset({"a"}))
+        t = 0.05
+        while t < 1.5:
+            for peer in "bcd":
+                a.answered(peer, t)
+            r.decide(t)
+            t += 0.1
+        assert r.applied is not None and r.applied["c"] == ["10.1.0.0/24", "10.2.0.0/24"]
+        a.heard("b", True, frozenset())
+        a.answered("b", t)
+        r.decide(t)
+        assert r.applied == {"b": ["10.1.0.0/24"], "c": ["10.2.0.0/24"], "d": ["10.4.0.0/24"]}
+    finally:
+        r.sock.close()
+
+
+def test_a_standby_knows_its_own_name_in_its_peers_reports() -> None:
+    """Review finding: a standby took its primary's loss (SITE) for its own
+    (SITE/gateway-2) and routed around live peers."""
+    agent = FailoverAgent(_config() | {"node": "gateway-2"}, 0.0)
+    assert agent.me == "a/gateway-2"
+    agent.heard("b", False, frozenset({"a"}))  # b lost the primary, not us
+    for peer in "bcd":
+        agent.answered(peer, 0.05)
+    assert agent.evaluate(0.06) == []
+    assert agent.allowed_ips()["b"] == ["10.1.0.0/24"]
+    agent.heard("b", False, frozenset({"a/gateway-2"}))  # now b lost us
+    agent.answered("b", 0.1)
+    assert agent.evaluate(0.11)[0]["kind"] == "failover"

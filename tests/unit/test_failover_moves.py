@@ -143,3 +143,22 @@ def test_the_lock_excludes_the_other_party_and_a_missing_directory_is_no_error(t
         os.close(fd)
     with locked(tmp_path / "gone"):
         pass
+
+
+def test_a_declaration_left_by_a_killed_agent_is_not_its_successors() -> None:
+    """Review finding: same config, same digest, another process: not trusted."""
+    data = declaration(CONFIG, "abc", failed_over()) | {"pid": 4242}
+    assert set(parse_moves(data, "abc", "wg0", 4242)) == {KEYS["b"], KEYS["c"]}
+    assert parse_moves(data, "abc", "wg0", 4343) == {}
+
+
+def test_the_lab_waits_for_a_stuck_agents_lock_only_so_long(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # an agent stopped inside its lock
+        with pytest.raises(TimeoutError), locked(tmp_path, timeout_s=0.1):
+            pass
+    finally:
+        os.close(fd)
+    with locked(tmp_path, timeout_s=0.1):  # free again
+        pass

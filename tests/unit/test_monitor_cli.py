@@ -30,6 +30,16 @@ def test_monitor_refuses_numbers_that_are_not_usable_seconds(args: list[str]) ->
     assert res.exit_code == 2, res.output  # a usage error, not a traceback (exit 1)
 
 
+def test_monitor_takes_the_shortest_interval_it_allows(tmp_path: Path) -> None:
+    res = CliRunner().invoke(
+        app,
+        ["monitor", "examples/failover.yaml", "--interval", "0.05", "--duration", "1"]
+        + ["--state-dir", str(tmp_path)],
+    )
+    assert res.exit_code == 1, res.output  # accepted; then: the lab is not up
+    assert "not up" in res.output
+
+
 def test_report_out_must_be_a_directory_it_may_write(tmp_path: Path) -> None:
     a_file = tmp_path / "afile"
     a_file.write_text("mine")
@@ -59,3 +69,8 @@ def test_report_removes_an_earlier_reports_files_only(tmp_path: Path) -> None:
     empty.mkdir()
     prepare_out(empty)  # an empty directory is fine
     assert (empty / REPORT_MARKER).exists()
+    older = tmp_path / "older"  # written before reports left a marker
+    older.mkdir()
+    (older / "boxplot.png").write_text("old")
+    prepare_out(older)
+    assert not (older / "boxplot.png").exists()

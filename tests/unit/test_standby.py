@@ -195,7 +195,15 @@ def test_the_agent_records_takeover_and_release_of_the_shared_address() -> None:
     try:
         runner.watch_vip()
         runner.watch_vip()  # once per change
-        assert events == [{"kind": "takeover", "site": "b", "peer": "gateway-2", "via": None}]
+        assert events == [
+            {
+                "kind": "takeover",
+                "site": "b",
+                "gateway": "gateway-2",
+                "peer": "gateway-2",
+                "via": None,
+            }
+        ]
         runner.vip = "192.0.2.77"  # not ours: released
         runner.watch_vip()
         assert [e["kind"] for e in events] == ["takeover", "release"]

@@ -17,10 +17,13 @@ routing daemon's route change alone would not move traffic; the agent changes th
 thing that decides, from a probe that travels the same tunnel as the traffic.
 
 Every change is logged on stdout and appended to the lab's event log
-(:mod:`polynimbus.events`) as ``{"kind": "failover" | "failback", "site", "peer", "via"}``.
-On a gateway of a site with two gateways (``"vip"`` and ``"node"`` in the config,
+(:mod:`polynimbus.events`) as ``{"kind": "failover" | "failback", "site", "gateway",
+"peer", "via"}`` (``gateway``: ``gateway``, or ``gateway-2`` for a standby). On a gateway
+of a site with two gateways (``"vip"`` and ``"node"`` in the config,
 :mod:`polynimbus.render.standby`), so is each move of the site's gateway address:
-``{"kind": "takeover" | "release", "site", "peer": "gateway" | "gateway-2"}``.
+``{"kind": "takeover" | "release", "site", "gateway", "peer": "gateway" | "gateway-2"}``.
+Moves that are not failures (a restarted agent routing around peers that still report it
+lost, until both ends are READY) are made without events.
 
 While traffic takes a detour, the agent declares what it moved in ``moved.json`` in its
 working directory (:func:`declaration`): the lab target (:mod:`polynimbus.targets.lab.wireguard`)
@@ -73,6 +76,8 @@ the hosts' gateway address: the hosts' answers then come from a peer whose Allow
 lack them until the agent puts them back (with 1 s, revival gaps up to 858 ms were
 measured; one ``wg show`` per interface every 0.2 s costs little, and only then)."""
 IP_FREEBIND = 15  # linux/in.h: bind before the address is configured
+WG_TIMEOUT_S = 5.0
+"""Longest a ``wg`` command may take, s (a hung control socket must not hang the agent)."""
 MOVED_FILE = "moved.json"
 """The agent's declaration of the AllowedIPs it moved (:func:`declaration`), in its working
 directory (the lab: its node directory, :func:`polynimbus.targets.lab.processes.files_dir`)."""
@@ -112,6 +117,13 @@ class FailoverAgent:
 
     def __post_init__(self) -> None:
         self.peers = {name: PeerState(name) for name in self.config["peers"]}
+
+    @property
+    def me(self) -> str:
+        """This gateway's name in its peers' probes (their lost lists): the site, or
+        ``SITE/gateway-2`` for the standby of a two-gateway site."""
+        node = self.config.get("node", "gateway")
+        return self.config["site"] if node == "gateway" else f"{self.config['site']}/{node}"
 
     @property
     def interval_s(self) -> float:
@@ -163,7 +175,7 @@ class FailoverAgent:
         for st in self.peers.values():
             silent = now - (st.last_answer if st.last_answer is not None else self.started)
             if st.alive is None:
-                if st.last_answer is not None and self.config["site"] in st.peer_lost:
+                if st.last_answer is not None and self.me in st.peer_lost:
                     # we are back (a revived gateway, a restarted agent) and the peer
                     # still routes around us: not in use until both are READY; not a
                     # failover of a tunnel that carried traffic, so no event
@@ -172,9 +184,7 @@ class FailoverAgent:
                     st.alive = True
                 elif silent > STARTUP_GRACE_S:
                     st.alive = False
-            elif st.alive and (
-                silent > down_s or (self.config["site"] in st.peer_lost and not st.peer_ready)
-            ):
+            elif st.alive and (silent > down_s or (self.me in st.peer_lost and not st.peer_ready)):
                 st.alive = False
             elif not st.alive and st.peer_ready and self._streak_done(st, now):
                 st.alive = True
@@ -276,19 +286,35 @@ def write_declaration(path: Path, data: Mapping[str, Any]) -> None:
 
 
 @contextlib.contextmanager
-def locked(directory: Path) -> Iterator[None]:
+def locked(directory: Path, timeout_s: float | None = None) -> Iterator[None]:
     """Hold an exclusive ``flock(2)`` on ``directory`` for the block: the agent while it
     declares and applies, the lab target while it reads the declaration and applies a
     change, so neither undoes the other's (a move declared between the lab's read and its
     ``wg set`` would otherwise be overwritten with a stale one). A directory that cannot be
-    opened (removed under a stopping agent) is not locked: the agent goes on."""
+    opened (removed under a stopping agent) is not locked: the agent goes on.
+
+    Raises:
+        TimeoutError: ``timeout_s`` given and the lock still held after it (an agent
+            stopped inside it, a hung ``wg``): the caller goes on without it.
+    """
     try:
         fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     except OSError:
         yield
         return
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        if timeout_s is None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        else:
+            deadline = time.monotonic() + timeout_s
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise TimeoutError(f"{directory} stayed locked {timeout_s} s") from None
+                    time.sleep(0.01)
         yield
     finally:
         os.close(fd)
@@ -302,7 +328,11 @@ def read_allowed_ips(interface: str, keys: Mapping[str, str]) -> dict[str, list[
         subprocess.CalledProcessError: ``wg`` failed.
     """
     res = subprocess.run(
-        ["wg", "show", interface, "allowed-ips"], capture_output=True, text=True, check=True
+        ["wg", "show", interface, "allowed-ips"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=WG_TIMEOUT_S,
     )
     by_key = {v: k for k, v in keys.items()}
     out: dict[str, list[str]] = {}
@@ -348,6 +378,7 @@ class Runner:
         self.seq = 0
         self.stopping = False
         self.applied: dict[str, list[str]] | None = None
+        self.retry_at = 0.0
         self.vip: str | None = config.get("vip")
         self.node: str = config.get("node", "gateway")
         self.holds_vip: bool | None = None
@@ -382,7 +413,15 @@ class Runner:
         kind = "takeover" if holds else "release"
         self.log(f"{kind}: {self.node} {'holds' if holds else 'left'} {self.vip}")
         if self.record is not None:
-            self.record({"kind": kind, "site": self.config["site"], "peer": self.node, "via": None})
+            self.record(
+                {
+                    "kind": kind,
+                    "site": self.config["site"],
+                    "gateway": self.node,
+                    "peer": self.node,
+                    "via": None,
+                }
+            )
 
     def probe_all(self) -> None:
         self.seq = (self.seq + 1) & 0xFFFFFFFF
@@ -430,7 +469,7 @@ class Runner:
         """Declare ``want`` (:func:`declaration`) in :attr:`moved` when it changed."""
         if self.moved is None:
             return
-        data = declaration(self.config, self.digest, want)
+        data = declaration(self.config, self.digest, want) | {"pid": os.getpid()}
         if data == self.declared:
             return
         try:
@@ -459,8 +498,9 @@ class Runner:
                         capture_output=True,
                         text=True,
                         check=True,
+                        timeout=WG_TIMEOUT_S,
                     )
-            except (OSError, subprocess.CalledProcessError) as exc:
+            except (OSError, subprocess.SubprocessError) as exc:
                 self.log(f"cannot set {interface}: {exc}")
                 self.applied = None
                 return
@@ -480,8 +520,11 @@ class Runner:
                 self.log(f"failover: {tunnel} dead, and no detour alive")
             if self.record is not None:
                 self.record(event)
-        if events or reconcile:
+        pending = self.agent.allowed_ips() != self.applied and now >= self.retry_at
+        if events or reconcile or pending:  # a quiet move has no event, but must be made
             self.apply(force=reconcile)
+            if self.applied is None:  # wg failed (interface not there yet): retry later
+                self.retry_at = now + RECONCILE_S
 
     def run(self) -> None:
         """Probe, decide and apply until SIGTERM/SIGINT: a round of probes every

@@ -52,14 +52,20 @@ def prepare_out(dest: Path) -> None:
         PolynimbusError: ``dest`` is a file, cannot be created, or holds files that
             ``report`` did not write.
     """
-    if dest.exists() and not dest.is_dir():
-        raise PolynimbusError(f"--out {dest} is a file", "give a directory (new or empty)")
-    if dest.is_dir() and any(dest.iterdir()) and not (dest / REPORT_MARKER).exists():
-        raise PolynimbusError(
-            f"--out {dest} holds files that polynimbus report did not write",
-            "give a new or empty directory, or one an earlier report wrote",
-        )
     try:
+        if dest.exists() and not dest.is_dir():
+            raise PolynimbusError(f"--out {dest} is a file", "give a directory (new or empty)")
+        ours = {REPORT_MARKER, *OUTPUTS}
+        # an earlier report's directory (a marker, or only report files: before markers)
+        if (
+            dest.is_dir()
+            and not (dest / REPORT_MARKER).exists()
+            and any(e.name not in ours for e in dest.iterdir())
+        ):
+            raise PolynimbusError(
+                f"--out {dest} holds files that polynimbus report did not write",
+                "give a new or empty directory, or one an earlier report wrote",
+            )
         dest.mkdir(parents=True, exist_ok=True)
         (dest / REPORT_MARKER).touch()
         for name in OUTPUTS:

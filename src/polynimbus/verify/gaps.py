@@ -32,7 +32,7 @@ class PingRun:
         gap_ms: the longest time between two consecutive answers, or before the first
             answer or after the last one while requests went unanswered (from ping's
             "no answer yet" notes), ms; ``None`` without answers.
-        gaps_ms: every time between consecutive answers above 50 ms, in order, ms.
+        gaps_ms: every gap (as in ``gap_ms``) above 50 ms, in order, ms.
         redirects: ICMP redirects received (a router on the way sent the sender
             elsewhere).
     """

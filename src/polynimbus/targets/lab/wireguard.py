@@ -146,12 +146,16 @@ def _prefixes(ips: object) -> list[str]:
     return sorted(str(ipaddress.ip_network(str(x), strict=False)) for x in ips)
 
 
-def parse_moves(data: object, digest: str, ifname: str) -> Moves:
+def parse_moves(data: object, digest: str, ifname: str, pid: int | None = None) -> Moves:
     """The moves of a failover agent's declaration ``data`` (parsed JSON,
     :func:`polynimbus.agent.failover.declaration`) that apply to interface ``ifname``,
-    when it was written by the agent running with ``digest``; ``{}`` otherwise (another
-    agent's, another interface's, malformed)."""
+    when it was written by the agent running with ``digest`` (and, given ``pid``, by that
+    very process: an agent killed before it could remove its file leaves one with the same
+    digest for its successor); ``{}`` otherwise (another agent's, another interface's,
+    malformed)."""
     if not digest or not isinstance(data, dict) or data.get("digest") != digest:
+        return {}
+    if pid is not None and data.get("pid") != pid:
         return {}
     if ifname not in (data.get("interfaces") or []) or not isinstance(data.get("peers"), dict):
         return {}
@@ -162,6 +166,11 @@ def parse_moves(data: object, digest: str, ifname: str) -> Moves:
         }
     except (KeyError, TypeError, ValueError):
         return {}
+
+
+LOCK_TIMEOUT_S = 2.0
+"""Longest the lab waits for a failover agent's lock, s; then it applies the plan as it is
+(an agent stopped inside its lock must not hang ``up``)."""
 
 
 @contextlib.contextmanager
@@ -178,11 +187,11 @@ def declared(ns: str, ifname: str, lock: bool = False) -> Iterator[Moves]:
             try:
                 directory = Path(os.readlink(f"/proc/{p.pid}/cwd"))
                 if lock:
-                    stack.enter_context(locked(directory))
+                    stack.enter_context(locked(directory, timeout_s=LOCK_TIMEOUT_S))
                 data = json.loads((directory / MOVED_FILE).read_text())
-            except (OSError, ValueError):
-                break
-            moves = parse_moves(data, processes.digest_of(p.pid), ifname)
+            except (OSError, ValueError, TimeoutError):
+                break  # no usable declaration: the plan is applied as it is
+            moves = parse_moves(data, processes.digest_of(p.pid), ifname, p.pid)
             break
         yield moves
 
