@@ -43,7 +43,7 @@ direction, and its per-run mean with CI) is printed.
 Output: a markdown table on stdout, ``results-<lab>.json`` and PNG grouped bars with CI
 (``<lab>-tcp.png``, ``-udp.png``, ``-udp-loss.png``, ``-rtt.png``) in ``--out``.
 
-Sources: shared/seeds/000 (§III methodology, §IV figures 2, 5-9), shared/seeds/002 (the
+Sources: seed 000 (§III methodology, §IV figures 2, 5-9), seed 002 (the
 SR-unaware function and its proxy), bench/chainlib.py (iperf3/ping wrappers, mean_ci,
 plot_bars), issue 6.
 

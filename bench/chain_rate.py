@@ -63,8 +63,8 @@ Output: tables on stdout; ``--out`` (default /tmp/chain-rate) gets
 ``rate-softirq-cpu.png`` and ``rate-busy-cpu.png`` (U(R) with the fitted lines, Fig. 6/7),
 ``rate-achieved.png`` and ``results.json`` (``--from-json`` re-analyses it, no lab).
 
-Sources: shared/seeds/002 (§III cost model, §IV-B methodology, §V Fig. 5-7 and Table I),
-shared/notes/srv6.md ("Measuring", SRPerf's PDR), bench/chainlib.py, issue 6.
+Sources: seed 002 (§III cost model, §IV-B methodology, §V Fig. 5-7 and Table I),
+SRPerf's PDR method, bench/chainlib.py, issue 6.
 
     python bench/chain_rate.py [--runs 3] [--rates 4000,8000,...] [--seconds 2]
         [--cost-blocks 25 [--cost-rate 20000]] [--no-sweep] [--no-pdr]

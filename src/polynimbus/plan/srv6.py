@@ -14,7 +14,7 @@ Addressing:
   and ``D`` the direction (1 forward, 2 reverse). An SR-aware function terminates its SID
   with End (RFC 8986 §4.1); an SR-unaware one sits behind the connector's static proxy
   (End.AS, emulated as End.DX4/End.DX6 towards the function and a re-encapsulation chosen
-  by the interface the packet comes back on, see ``shared/notes/srv6.md``).
+  by the interface the packet comes back on: docs/design.md, "Service chains with SRv6").
 
 A decapsulating SID must be the last of its list, so a chain's segment list is cut after
 each proxy SID into *sub-paths*: the ingress gateway pushes the first, each proxy the next.
@@ -65,7 +65,7 @@ UNAWARE_LINK6 = "fdff:b:{k:x}:{side}::/64"
 UNAWARE_LINK4 = IPv4Network("169.254.0.0/17")
 """IPv4 of the connector <-> function links: a /30 per side, ``2*k + side``."""
 SELECTOR4 = IPv4Network("169.254.128.0/17")
-"""Per (link, direction) next-hop selectors of End.DX4 (``nh4``), see shared/notes/srv6.md."""
+"""Per (link, direction) next-hop selectors of End.DX4 (``nh4``), see docs/design.md."""
 SELECTOR6 = "fdff:c::{k:x}:{d}"
 """Per (link, direction) next-hop selectors of End.DX6 (``nh6``)."""
 

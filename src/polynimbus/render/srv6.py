@@ -12,7 +12,7 @@ functions. Wherever they run; the lab's scaffold only wires them.
 - **NFV node** (seed 002 §III): the SR/VNF connector. SR-aware functions' SIDs are routed
   to them; each SR-unaware function's SIDs are an emulated End.AS static proxy: End.DX4 or
   End.DX6 towards the function's interface for that chain and direction (W for forward
-  traffic, E for replies), with a next-hop selector (``shared/notes/srv6.md``); what comes
+  traffic, E for replies), with a next-hop selector (docs/design.md, SRv6); what comes
   back on the other interface of the pair is matched by ``ip rule iif`` and
   re-encapsulated with the rest of the segment list (univocal mapping, seed 002 §II-C).
 - **Function**: SR-aware: End on its SIDs; SR-unaware: IP forwarding with policy routing,

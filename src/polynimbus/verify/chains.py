@@ -14,7 +14,7 @@ destination host: a ping (unless ``match`` asks for TCP or UDP only) and a bulk 
 transfer with iperf3 (unless it asks for ICMP or UDP only); a UDP chain gets datagrams to
 an echo responder on its port (the echoes are its reverse direction). A bulk transfer
 matters: encapsulation adds 40 + 8 + 16·n bytes, and a path that passes pings can still
-carry no full-size segment (``shared/notes/srv6.md``). Replies of a symmetric chain are
+carry no full-size segment (RFC 8754 §3 overhead). Replies of a symmetric chain are
 its reverse direction, so one probe proves both.
 """
 
