@@ -12,8 +12,10 @@ import signal
 import subprocess
 import time
 import urllib.request
+from pathlib import Path
 
 from polynimbus import names
+from polynimbus.agent.failover import ALL_HEARD
 from polynimbus.events import read_events
 from polynimbus.orchestrate import lab_up
 from polynimbus.plan import build_plan
@@ -47,6 +49,19 @@ def agent_pids(lab: str, site: str) -> list[int]:
     ]
 
 
+def agents_heard(sdir: Path, agents: int, timeout_s: float = 10) -> None:
+    """Wait until each of the lab's ``agents`` failover agents logged that every peer
+    answers (before that, a silent peer gets the startup grace, not a failover)."""
+
+    def done() -> bool:
+        logs = list((sdir / "run").glob("*.python3-failover.json.log"))
+        return len(logs) == agents and all(ALL_HEARD in f.read_text() for f in logs)
+
+    assert wait_until(done, timeout_s), [
+        f.read_text() for f in (sdir / "run").glob("*.python3-failover.json.log")
+    ]
+
+
 def wait_until(cond, timeout_s: float) -> bool:  # type: ignore[no-untyped-def]
     end = time.monotonic() + timeout_s
     while time.monotonic() < end:
@@ -67,9 +82,9 @@ def test_a_cut_tunnel_fails_over_through_the_detour_and_back_within_a_second(lab
     assert sorted(normal.values()) == [[b.block], [c.block]]
     src = names.host_ns(plan.name, "a", "h1")
     dst_ns = names.host_ns(plan.name, "b", "h1")
-    # every agent has answered its peers before the cut (they start with a grace period)
-    assert wait_until(lambda: all(agent_pids(plan.name, s.name) for s in plan.sites), 5)
-    time.sleep(1.0)
+    # every agent has heard its peers before the cut (until then a silent peer gets the
+    # agents' startup grace, 5 s: a cut during it was seen failing over too late in CI)
+    agents_heard(sdir, len(plan.sites))
 
     server = subprocess.Popen(
         ["ip", "netns", "exec", dst_ns, "iperf3", "-s", "-1"],

@@ -19,7 +19,7 @@ from polynimbus.orchestrate import desired_lab, lab_drift, lab_up
 from polynimbus.plan import build_plan
 from polynimbus.targets.lab import LabTarget, faults
 from polynimbus.verify.gaps import FastPing
-from tests.integration.test_failover import agent_pids, allowed_ips, wait_until
+from tests.integration.test_failover import agent_pids, agents_heard, allowed_ips, wait_until
 
 INTENT = """name: uf-t
 overlay: {failover: true}
@@ -49,8 +49,7 @@ def test_an_up_during_a_failover_keeps_the_detour_and_disturbs_nothing(lab) -> N
         )
 
     src = names.host_ns(plan.name, "a", "h1")
-    assert wait_until(lambda: all(agent_pids(plan.name, s.name) for s in plan.sites), 5)
-    time.sleep(1.0)  # every agent has heard its peers (they start with a grace period)
+    agents_heard(sdir, len(plan.sites))  # before: the agents' startup grace
     try:
         assert faults.cut(plan.name, a.public_address, b.public_address)
         assert wait_until(moved, 2), allowed_ips(gw_a, a.tunnel_if)

@@ -18,6 +18,7 @@ from polynimbus.orchestrate import lab_up
 from polynimbus.plan import build_plan
 from polynimbus.targets.lab import faults, processes
 from polynimbus.verify.gaps import FastPing
+from tests.integration.test_failover import agents_heard
 
 INTENT = """name: g2-t
 overlay: {failover: true}
@@ -82,7 +83,7 @@ def test_the_standby_takes_over_a_dead_gateway_within_a_second(lab) -> None:  # 
     assert sorted(normal.values()) == sorted(
         [[b.block], [f"{b.standby.address}/32"], [plan.site("c").block]]
     )
-    time.sleep(1.0)  # every agent has heard its peers
+    agents_heard(sdir, len(plan.sites) + 1)  # a standby too; before: the startup grace
 
     server = subprocess.Popen(
         ["ip", "netns", "exec", dst, "iperf3", "-s", "-1"],

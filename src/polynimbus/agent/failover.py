@@ -76,6 +76,8 @@ the hosts' gateway address: the hosts' answers then come from a peer whose Allow
 lack them until the agent puts them back (with 1 s, revival gaps up to 858 ms were
 measured; one ``wg show`` per interface every 0.2 s costs little, and only then)."""
 IP_FREEBIND = 15  # linux/in.h: bind before the address is configured
+ALL_HEARD = "every peer answers"
+"""Logged once every peer has answered (before, a silent peer gets the startup grace)."""
 WG_TIMEOUT_S = 5.0
 """Longest a ``wg`` command may take, s (a hung control socket must not hang the agent)."""
 MOVED_FILE = "moved.json"
@@ -379,6 +381,7 @@ class Runner:
         self.stopping = False
         self.applied: dict[str, list[str]] | None = None
         self.retry_at = 0.0
+        self.all_heard = False
         self.vip: str | None = config.get("vip")
         self.node: str = config.get("node", "gateway")
         self.holds_vip: bool | None = None
@@ -510,6 +513,9 @@ class Runner:
         """Evaluate the peers at ``now``, log and record what changed, and apply it
         (``reconcile``: also compare WireGuard's state while on a detour)."""
         events = self.agent.evaluate(now)
+        if not self.all_heard and all(st.alive for st in self.agent.peers.values()):
+            self.all_heard = True  # from now on a silent peer fails over within 0.4 s
+            self.log(f"{ALL_HEARD}: {len(self.agent.peers)} peer(s)")
         for event in events:
             tunnel = f"tunnel {event['site']}-{event['peer']}"
             if event["kind"] == "failback":
