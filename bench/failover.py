@@ -80,6 +80,27 @@ def wait_until(cond, timeout_s: float) -> bool:  # type: ignore[no-untyped-def]
     return False
 
 
+def start_flow(
+    src: str, dst: str, address: str, seconds: int
+) -> tuple[subprocess.Popen[bytes], subprocess.Popen[str]]:
+    """An iperf3 server in namespace ``dst`` and a TCP flow paced at 100 Mbit/s to it from
+    ``src`` for ``seconds`` (JSON on the client's stdout): ``(server, client)``."""
+    server = subprocess.Popen(
+        ["ip", "netns", "exec", dst, "iperf3", "-s", "-1"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(0.3)
+    client = subprocess.Popen(
+        ["ip", "netns", "exec", src, "iperf3", "-c", address]
+        + ["-t", str(seconds), "-b", "100M", "-J"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    return server, client
+
+
 def gateway_trial(intent, plan, sdir: Path, hold: float) -> dict[str, object]:  # type: ignore[no-untyped-def]
     """One death and revival of b's active gateway under a ping and a TCP flow."""
     b = plan.site("b")
@@ -87,20 +108,8 @@ def gateway_trial(intent, plan, sdir: Path, hold: float) -> dict[str, object]:  
     src = names.host_ns(plan.name, "a", "h1")
     dst = names.host_ns(plan.name, "b", "h1")
     seconds = int(2 * hold + 6)
-    server = subprocess.Popen(
-        ["ip", "netns", "exec", dst, "iperf3", "-s", "-1"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    server, client = start_flow(src, dst, b.hosts[0].address, seconds)
     try:
-        time.sleep(0.3)
-        client = subprocess.Popen(
-            ["ip", "netns", "exec", src, "iperf3", "-c", b.hosts[0].address]
-            + ["-t", str(seconds), "-b", "100M", "-J"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
         started = time.time()
         time.sleep(0.5)
         ping = FastPing(src, b.hosts[0].address)
@@ -148,20 +157,8 @@ def trial(plan, sdir: Path, hold: float) -> dict[str, object]:  # type: ignore[n
     src = names.host_ns(plan.name, "a", "h1")
     dst = names.host_ns(plan.name, "b", "h1")
     seconds = int(2 * hold + 3)
-    server = subprocess.Popen(
-        ["ip", "netns", "exec", dst, "iperf3", "-s", "-1"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    server, client = start_flow(src, dst, b.hosts[0].address, seconds)
     try:
-        time.sleep(0.3)
-        client = subprocess.Popen(
-            ["ip", "netns", "exec", src, "iperf3", "-c", b.hosts[0].address]
-            + ["-t", str(seconds), "-b", "100M", "-J"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
         time.sleep(0.5)
         ping = FastPing(src, b.hosts[0].address)
         time.sleep(0.5)
